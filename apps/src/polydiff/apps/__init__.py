@@ -1,0 +1,1 @@
+"""polydiff.apps: the `polydiff` command and its Hydra configs."""

@@ -1,0 +1,1 @@
+"""polydiff.crystal (skeleton: filled by its domain issue; see docs/crystal.md)."""

@@ -1,0 +1,1 @@
+"""polydiff.medical (skeleton: filled by its domain issue; see docs/medical.md)."""

@@ -1,0 +1,1 @@
+"""polydiff.motion (skeleton: filled by its domain issue; see docs/motion.md)."""

@@ -1,0 +1,1 @@
+"""polydiff.pde (skeleton: filled by its domain issue; see docs/pde.md)."""

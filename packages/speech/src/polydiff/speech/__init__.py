@@ -1,0 +1,1 @@
+"""polydiff.speech (skeleton: filled by its domain issue; see docs/speech.md)."""

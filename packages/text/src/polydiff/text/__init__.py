@@ -1,0 +1,1 @@
+"""polydiff.text (skeleton: filled by its domain issue; see docs/text.md)."""

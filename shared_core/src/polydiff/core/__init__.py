@@ -1,0 +1,1 @@
+"""polydiff.core: generative paths, parameterizations, grids, solvers and the sampling driver."""

@@ -1,0 +1,2 @@
+def test_imports_no_other_domain(assert_layering):
+    assert_layering("crystal")
