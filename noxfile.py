@@ -7,6 +7,7 @@ pin) and the machine's `PIP_FIND_LINKS` (uv does not read it), so no session pul
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -19,6 +20,8 @@ DIST_PATHS = {"core": "shared_core", **{d: f"packages/{d}" for d in DOMAINS}, "a
 TEST_TOOLS = ("pytest>=8", "pytest-xdist>=3", "hypothesis>=6")
 # Field libraries that must never arrive with polydiff-core alone.
 NOT_IN_CORE = ("librosa", "pymatgen", "nibabel", "gymnasium", "mujoco", "soundfile", "tokenizers")
+# Programs (Debian names) that a domain's tests and demo call; apt-get installs them when missing.
+SYSTEM_PROGRAMS = {"speech": ("espeak-ng",)}
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
@@ -28,6 +31,17 @@ def install(session: nox.Session, *args: str) -> None:
     for folder in os.environ.get("PIP_FIND_LINKS", "").split():
         extra += ["--find-links", folder]
     session.install("-c", "constraints.txt", *extra, *args)
+
+
+def ensure_programs(session: nox.Session, *domains: str) -> None:
+    """Install the system programs the domains need (root + apt-get), or say what is missing."""
+    missing = [p for d in domains for p in SYSTEM_PROGRAMS.get(d, ()) if not shutil.which(p)]
+    if not missing:
+        return
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        session.error(f"missing programs {missing}: install them with your system package manager")
+    session.run("apt-get", "update", "-qq", external=True)
+    session.run("apt-get", "install", "-y", "-qq", *missing, external=True)
 
 
 def editable(*names: str) -> list[str]:
@@ -65,6 +79,7 @@ def tests_core(session: nox.Session) -> None:
 def _domain_session(domain: str):
     def run(session: nox.Session) -> None:
         install(session, *editable(domain), *TEST_TOOLS)
+        ensure_programs(session, domain)
         session.run(*pytest_args(session, domain), env=THREAD_ENV)
 
     run.__doc__ = f"polydiff-{domain} (+ core): runs tests/{domain}."
@@ -79,6 +94,7 @@ for _domain in DOMAINS:
 def tests_apps(session: nox.Session) -> None:
     """polydiff-apps with every domain: end-to-end CLI tests in tests/apps."""
     install(session, *editable(*DOMAINS, "apps"), *TEST_TOOLS)
+    ensure_programs(session, *DOMAINS)
     session.run(*pytest_args(session, "apps"), env=THREAD_ENV)
 
 
@@ -93,6 +109,7 @@ def tests(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The main job: `polydiff demo` over every registered domain (report in runs/demo/)."""
     install(session, *editable(*DOMAINS, "apps"))
+    ensure_programs(session, *DOMAINS)
     session.run("polydiff", "demo", *session.posargs)
 
 
