@@ -1,1 +1,10 @@
-"""polydiff.medical (skeleton: filled by its domain issue; see docs/medical.md)."""
+"""polydiff.medical: 3D CT and MRI reconstruction with 2D diffusion priors.
+
+Modules (see docs/medical.md):
+  operators  forward models with exact adjoints: parallel / limited-angle / fan-beam CT as cached
+             sparse matrices, a grid_sample projector, Cartesian MRI with undersampling masks
+  data       NIfTI / DICOM volumes with their affine, intensity windowing, seedable 3D phantoms
+  metrics    PSNR / SSIM per slice along the three axes and for the volume
+  baselines  back-projection, FBP (parallel and fan beam), CG least squares, 3D TV-ADMM
+  nets       the 2D slice U-Net prior network
+"""
