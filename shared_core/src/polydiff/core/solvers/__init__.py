@@ -1,0 +1,45 @@
+"""Solvers: pure steps over explicit states, registered by name (``get_solver("dpmpp_2m")``)."""
+
+from polydiff.core.solvers.base import (
+    Noise,
+    Solver,
+    SolverBase,
+    State,
+    expand_like,
+    get_solver,
+    list_solvers,
+    register_solver,
+)
+from polydiff.core.solvers.ode import (
+    DDIM,
+    DEIS,
+    DPMSolverPPMultistep,
+    DPMSolverPPSinglestep,
+    Euler,
+    Heun,
+    MultistepState,
+    UniPC,
+)
+from polydiff.core.solvers.sde import EulerMaruyama, PCLangevin, SDEDPMSolverPPMultistep
+
+__all__ = [
+    "DDIM",
+    "DEIS",
+    "DPMSolverPPMultistep",
+    "DPMSolverPPSinglestep",
+    "Euler",
+    "EulerMaruyama",
+    "Heun",
+    "MultistepState",
+    "Noise",
+    "PCLangevin",
+    "SDEDPMSolverPPMultistep",
+    "Solver",
+    "SolverBase",
+    "State",
+    "UniPC",
+    "expand_like",
+    "get_solver",
+    "list_solvers",
+    "register_solver",
+]

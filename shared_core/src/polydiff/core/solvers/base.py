@@ -1,0 +1,190 @@
+"""The solver protocol: explicit state dataclasses, pure steps, and the solver registry.
+
+A solver never keeps hidden counters or history buffers (the weak spot of diffusers' stateful
+``scheduler.step``). Everything a step needs is in its ``State``: batch-leading tensors, so
+``state.index(idx)`` reindexes particles (SMC resampling) together with their multistep history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from torch import Tensor
+
+from polydiff.core.utils import expand_like
+
+Noise = Callable[[Tensor], Tensor]
+"""``noise(like)`` returns standard normal noise shaped like ``like`` (user generator or list)."""
+
+S = TypeVar("S", bound="State")
+
+
+def _index(value: Any, idx: Tensor) -> Any:
+    # Tensors with a batch dimension are reindexed; 0-dim tensors (a time shared by the whole
+    # batch) and Python values are shared by every particle and kept as they are.
+    if isinstance(value, Tensor):
+        return value[idx] if value.ndim > 0 else value
+    if isinstance(value, tuple):
+        return tuple(_index(v, idx) for v in value)
+    if isinstance(value, list):
+        return [_index(v, idx) for v in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """Solver state at the current time. Subclasses add history fields (tensors or tuples of them).
+
+    Every tensor with ``ndim > 0`` must be batch-leading, so that :meth:`index` can reindex it.
+    """
+
+    x: Tensor
+
+    def index(self: S, idx: Tensor) -> S:
+        """Reindex every batch-leading tensor field along dim 0 (e.g. SMC resampling)."""
+        changes = {f.name: _index(getattr(self, f.name), idx) for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **changes)
+
+    def replace(self: S, **changes: Any) -> S:
+        return dataclasses.replace(self, **changes)
+
+
+@runtime_checkable
+class Solver(Protocol):
+    """What the sampling driver needs from a solver.
+
+    ``step`` advances ``state`` from ``t_cur`` to ``t_next``; ``i`` and ``n`` are Python ints (step
+    index, number of steps) used for warm-up / final-step order policies, never tensors. ``model``
+    is the prediction function returned by :meth:`wrap_model` (for continuous paths: a
+    :class:`polydiff.core.param.Denoiser`, ``model(x, t) -> x0``, carrying ``model.path``).
+    """
+
+    nfe_per_step: int
+
+    def init(self, x: Tensor, t: Tensor) -> State: ...
+
+    def step(
+        self,
+        state: State,
+        t_cur: Tensor,
+        t_next: Tensor,
+        model: Any,
+        *,
+        i: int,
+        n: int,
+        noise: Noise,
+    ) -> State: ...
+
+
+class SolverBase:
+    """Convenience base: the default ``init`` (no history) and the continuous model wrapper.
+
+    Solvers of other processes (discrete, Bayesian flow) override :meth:`wrap_model` to turn the
+    user's ``model_fn`` into whatever their ``step`` consumes.
+    """
+
+    nfe_per_step: int = 1
+    stochastic: bool = False  # draws noise (SMC needs a stochastic solver to diversify particles)
+    # True if the solver divides by alpha (sigma/alpha-space methods): the driver then refuses
+    # grids that start where alpha = 0 (e.g. flow at t = 1)
+    needs_finite_log_snr: bool = False
+
+    def init(self, x: Tensor, t: Tensor) -> State:
+        return State(x=x)
+
+    def wrap_model(
+        self, model_fn: Callable, path: Any, prediction: str, *, mu: Tensor | None = None
+    ) -> Any:
+        from polydiff.core.param import Denoiser
+
+        return Denoiser(model_fn, path, prediction, mu=mu)
+
+    def step(
+        self,
+        state: State,
+        t_cur: Tensor,
+        t_next: Tensor,
+        model: Any,
+        *,
+        i: int,
+        n: int,
+        noise: Noise,
+    ) -> State:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+
+
+def register_solver(name: str, **defaults: Any) -> Callable:
+    """Class decorator (usable several times) registering a solver factory under ``name``.
+
+    ``defaults`` are keyword arguments bound for this name, e.g.
+    ``@register_solver("dpmpp_3m", order=3)``.
+    """
+
+    def decorate(factory: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"solver name {name!r} is already registered")
+        _REGISTRY[name] = lambda **kw: factory(**{**defaults, **kw})
+        return factory
+
+    return decorate
+
+
+# modules of polydiff-core that register solvers of other processes; imported on first lookup,
+# so `import polydiff.core` stays light and a config can still name any solver
+_BUILTIN_SOLVER_MODULES = ("polydiff.core.discrete", "polydiff.core.bfn", "polydiff.core.torus")
+_builtins_loaded = False
+
+
+def _load_builtin_solvers() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    import importlib
+
+    for module in _BUILTIN_SOLVER_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:  # a module not shipped in this build
+            if err.name != module:
+                raise
+
+
+def get_solver(name: str | Any, **kwargs: Any) -> Any:
+    """Build a registered solver by name (solver objects are passed through unchanged)."""
+    if not isinstance(name, str):
+        if kwargs:
+            raise ValueError("solver keyword arguments need a solver name, not a solver object")
+        return name
+    if name not in _REGISTRY:
+        _load_builtin_solvers()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown solver {name!r}; known solvers: {', '.join(list_solvers())}")
+    return _REGISTRY[name](**kwargs)
+
+
+def list_solvers() -> list[str]:
+    """Names of every registered solver (continuous, discrete, Bayesian flow, torus), sorted."""
+    _load_builtin_solvers()
+    return sorted(_REGISTRY)
+
+
+__all__ = [
+    "Noise",
+    "Solver",
+    "SolverBase",
+    "State",
+    "expand_like",
+    "get_solver",
+    "list_solvers",
+    "register_solver",
+]

@@ -1,0 +1,179 @@
+"""The sampling driver: every parameterization gives the same sample, hooks, callbacks, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from polydiff.core import hooks, list_solvers, paths, sample
+from polydiff.core.param import PREDICTIONS
+from polydiff.core.testing import GaussianMixture
+
+F64 = torch.float64
+GMM = GaussianMixture([[-1.0, 0.5], [1.0, -0.5]], [0.2, 0.3])
+
+
+def assert_close(actual, expected, rtol=1e-7, atol=1e-7, msg=""):
+    """torch.allclose with a message (torch.testing costs ~10 s of imports on first use)."""
+    expected = torch.as_tensor(expected, dtype=actual.dtype, device=actual.device)
+    assert actual.shape == expected.shape, f"{msg} {tuple(actual.shape)} != {tuple(expected.shape)}"
+    err = (actual - expected).abs().max().item() if actual.numel() else 0.0
+    assert torch.allclose(actual, expected, rtol=rtol, atol=atol), f"{msg} max abs error {err:.3e}"
+
+
+@pytest.mark.parametrize(
+    "path", [paths.VPLinear(), paths.VE(0.01, 20.0), paths.Flow()], ids=lambda p: type(p).__name__
+)
+def test_every_prediction_gives_the_same_sample(path):
+    x_T = path.prior_sample((6, 2), dtype=F64, generator=torch.Generator().manual_seed(0))
+    kw = {"path": path, "solver": "unipc", "steps": 8, "grid": "uniform"}
+    if isinstance(path, paths.Flow):
+        kw["t_start"] = 0.99
+    ref = sample(GMM.model(path, "eps"), x_T, prediction="eps", **kw)
+    for kind in PREDICTIONS:
+        out = sample(GMM.model(path, kind), x_T, prediction=kind, **kw)
+        assert_close(out, ref, rtol=1e-9, atol=1e-9, msg=kind)
+
+
+def test_every_prediction_gives_the_same_sample_on_a_mean_reverting_path():
+    path = paths.OUVE()
+    mu = torch.randn(6, 2, dtype=F64, generator=torch.Generator().manual_seed(5))
+    x_T = path.prior_sample((6, 2), mu=mu, dtype=F64, generator=torch.Generator().manual_seed(0))
+    kw = {"path": path, "solver": "dpmpp_2m", "steps": 8, "mu": mu}
+    ref = sample(GMM.model(path, "eps", mu=mu), x_T, prediction="eps", **kw)
+    for kind in PREDICTIONS:
+        out = sample(GMM.model(path, kind, mu=mu), x_T, prediction=kind, **kw)
+        assert_close(out, ref, rtol=1e-9, atol=1e-9, msg=kind)
+
+
+def test_every_registered_continuous_solver_runs():
+    path = paths.VPLinear()
+    x_T = torch.randn(3, 2, dtype=F64)
+    for name in list_solvers():
+        if name not in {
+            "ddim",
+            "ddpm",
+            "deis",
+            "dpmpp_2m",
+            "dpmpp_2s",
+            "dpmpp_3m",
+            "dpmpp_3m_shipped",
+            "dpmpp_3s",
+            "euler",
+            "euler_maruyama",
+            "flow_euler",
+            "flow_heun",
+            "heun",
+            "pc_langevin",
+            "sde_dpmpp_1",
+            "sde_dpmpp_2m",
+            "unipc",
+        }:
+            continue  # solvers of other processes (discrete, BFN) registered by colleagues
+        x = sample(
+            GMM.model(path, "eps"),
+            x_T,
+            path=path,
+            solver=name,
+            steps=5,
+            generator=torch.Generator().manual_seed(0),
+        )
+        assert x.shape == x_T.shape and torch.isfinite(x).all(), name
+
+
+def test_flow_euler_in_t_is_plain_euler_on_the_velocity():
+    path = paths.Flow()
+    x_T = torch.randn(4, 2, dtype=F64)
+    model = GMM.model(path, "velocity")
+    x = sample(model, x_T, path=path, solver="flow_euler", steps=4, prediction="velocity")
+    ref, ts = x_T.clone(), torch.linspace(1.0, path.t_end, 5, dtype=F64)
+    for i in range(4):
+        ref = ref + (ts[i + 1] - ts[i]) * model(ref, ts[i].expand(4))
+    assert_close(x, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_denoise_final_and_x0_hooks():
+    path = paths.VPLinear()
+    x_T = torch.randn(64, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
+    model = GMM.model(path, "eps")
+    x = sample(model, x_T, path=path, steps=6, denoise_final=True, x0_hook=hooks.clamp(-0.1, 0.1))
+    assert x.abs().max() <= 0.1 + 1e-12
+    x = sample(
+        model, x_T, path=path, steps=6, denoise_final=True, x0_hook=hooks.dynamic_threshold(0.9)
+    )
+    assert x.abs().max() <= 1.0 + 1e-12
+    # denoise_final returns D(x_{t_end}, t_end) of the last state
+    _, state = sample(model, x_T, path=path, steps=6, return_state=True)
+    d = sample(model, x_T, path=path, steps=6, denoise_final=True)
+    from polydiff.core.param import to_x0
+
+    t_end = torch.tensor(path.t_end, dtype=F64)
+    assert_close(d, to_x0(model(state.x, t_end.expand(64)), "eps", state.x, t_end, path))
+
+
+def test_callback_and_xt_hook_called_every_step():
+    path = paths.VPLinear()
+    calls = []
+    seen = []
+
+    def hook(x, t, noise):
+        seen.append(float(t))
+        return x
+
+    sample(
+        GMM.model(path, "eps"),
+        torch.randn(2, 2, dtype=F64),
+        path=path,
+        steps=7,
+        xt_hook=hook,
+        callback=lambda i, n, t, state: calls.append((i, n)),
+    )
+    assert calls == [(i, 7) for i in range(7)]
+    assert len(seen) == 7 and seen[-1] == pytest.approx(path.t_end)
+
+
+def test_inpaint_hook_keeps_known_entries():
+    path = paths.VPLinear()
+    known = torch.tensor([[0.3, 0.0]], dtype=F64).expand(5, 2)
+    mask = torch.tensor([True, False]).expand(5, 2)
+    x = sample(
+        GMM.model(path, "eps"),
+        torch.randn(5, 2, dtype=F64),
+        path=path,
+        steps=10,
+        xt_hook=hooks.inpaint(mask, known, path),
+        generator=torch.Generator().manual_seed(0),
+    )
+    s_end = float(path.sigma(torch.tensor(path.t_end, dtype=F64)))
+    assert (x[:, 0] - 0.3).abs().max() < 5 * s_end + 1e-3
+
+
+def test_bad_arguments_are_reported():
+    path = paths.VPLinear()
+    x = torch.randn(2, 2)
+    with pytest.raises(ValueError, match="unknown solver"):
+        sample(GMM.model(path), x, path=path, solver="dpmpp_9m")
+    with pytest.raises(ValueError, match="unknown prediction"):
+        sample(GMM.model(path), x, path=path, prediction="noise")
+    with pytest.raises(ValueError, match="order must be"):
+        sample(GMM.model(path), x, path=path, solver="dpmpp_2m", solver_kwargs={"order": 4})
+    with pytest.raises(ValueError, match="per-sample grid"):
+        sample(GMM.model(path), x, path=path, grid=torch.tensor([[1.0, 0.9, 0.8], [0.5, 0.4, 0.3]]))
+
+
+def test_flow_from_pure_noise_with_velocity_prediction():
+    """At t = 1 on the flow path alpha = 0; with a velocity network x0 = x - t u stays finite, so
+    DDIM, DPM-Solver++ and UniPC can start from pure noise (lambda is clamped inside them);
+    sigma/alpha-space solvers refuse such a grid with a clear error."""
+    path = paths.Flow()
+    x_T = torch.randn(6, 2, dtype=F64, generator=torch.Generator().manual_seed(3))
+    model = GMM.model(path, "velocity")
+    ref = sample(model, x_T, path=path, solver="flow_heun", steps=200, prediction="velocity")
+    for name in ("dpmpp_2m", "dpmpp_3m", "unipc", "ddim", "flow_euler"):
+        errs = []
+        for n in (20, 80):
+            x = sample(model, x_T, path=path, solver=name, steps=n, prediction="velocity")
+            errs.append((x - ref).norm(dim=1).mean().item())
+        assert errs[1] < 0.3 * errs[0] and errs[1] < 0.02, (name, errs)  # DDIM: order 1
+    with pytest.raises(ValueError, match="sigma/alpha"):
+        sample(model, x_T, path=path, solver="heun", steps=4, prediction="velocity")
