@@ -97,8 +97,8 @@ def diffusion_loss(
     target = from_x0(y0, prediction, y, t, path) if prediction != "eps" else noise
     if prediction == "x0":
         target = x0
-    pred = model_fn(x_t, t.to(x0.dtype))
-    err = (pred - target) ** 2
+    pred = model_fn(x_t, t.to(x0.real.dtype))
+    err = (pred - target).abs().square()  # also right for complex data (e.g. spectrograms)
     w = expand_like(
         loss_weight(path, t, prediction, weighting, sigma_data=sigma_data, gamma=gamma), err
     )

@@ -88,7 +88,7 @@ class Denoiser:
         self.model_dtype: torch.dtype | None = None  # set by the driver: the network's input dtype
 
     def model_time(self, x: Tensor, t: Tensor) -> Tensor:
-        t = t.to(dtype=x.dtype)
+        t = t.to(dtype=x.real.dtype)  # a real time, also for complex data
         return t.expand(x.shape[0]) if t.ndim == 0 else t
 
     def __call__(self, y: Tensor, t: Tensor) -> Tensor:

@@ -52,9 +52,11 @@ def _config_path(path: str | Path) -> Path:
 
 def _export_state(module_or_net: nn.Module, ema: bool) -> dict[str, torch.Tensor]:
     """The state dict to export: a bare network's, or a DiffusionModule's EMA / raw network's."""
-    inner = getattr(module_or_net, "net", None)
-    if not isinstance(inner, nn.Module):  # a bare network
+    from polydiff.core.train.module import DiffusionModule  # deferred: module imports Lightning
+
+    if not isinstance(module_or_net, DiffusionModule):  # a bare network, even one with a .net
         return module_or_net.state_dict()
+    inner = module_or_net.net
     ema_net = getattr(module_or_net, "ema_net", None)
     if ema and ema_net is None:
         raise ValueError("export(ema=True) but the module has no EMA (ema_decay=None)")
