@@ -1,0 +1,109 @@
+"""UDLM: uniform-noise diffusion language model (Schiff et al., 2025, "Simple Guidance Mechanisms
+for Discrete Diffusion Models"; Sahoo et al., 2025, "The Diffusion Duality").
+
+- config :class:`UDLMConfig`; network: :class:`~polydiff.text.nets.DiffusionTransformer`, time
+  conditioned (adaLN) by default: with uniform noise the corrupted tokens look like clean ones;
+- process: :class:`~polydiff.core.discrete.UniformDiffusion` over the whole vocabulary;
+- loss: the UDLM continuous-time NELBO (Eq. 18) with antithetic times;
+- the network trained by this loss is the *leave-one-out* denoiser p(x^l | z_t^{-l}) ("Uniform
+  Diffusion Models Revisited"); :meth:`UDLM.posterior_logits` converts it to p(x^l | z_t) with
+  ``logit[z_t] += log1p(K alpha / (1 - alpha))``;
+- sampling: the core's "udlm" ancestral solver (it takes the leave-one-out output as is), with
+  prompts / infilling (fixed positions re-imposed after every step) and temperature / top-p.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from polydiff.core.discrete import UniformDiffusion, get_discrete_schedule
+from polydiff.text.losses import diffusion_nelbo, nelbo_perplexity
+from polydiff.text.mdlm import _PromptMixin
+from polydiff.text.method import TextMethod, register_method
+from polydiff.text.nets import DiffusionTransformer, TransformerConfig
+from polydiff.text.sampling import SampleResult, sample_diffusion
+
+__all__ = ["UDLM", "UDLMConfig", "udlm_transformer"]
+
+
+@dataclass
+class UDLMConfig:
+    """UDLM settings (``transformer.time_conditioning`` "adaln" recommended)."""
+
+    transformer: TransformerConfig
+    schedule: str = "loglinear"
+    eps: float = 1e-3
+    t_min: float = 1e-3
+
+    def __post_init__(self) -> None:
+        get_discrete_schedule(self.schedule, self.eps)
+        if not 0.0 <= self.t_min < 1.0:
+            raise ValueError(f"t_min={self.t_min} must be in [0, 1)")
+
+
+def udlm_transformer(vocab_size: int, **kwargs) -> TransformerConfig:
+    """The default UDLM network config: adaLN time conditioning."""
+    return TransformerConfig(vocab_size, **{"time_conditioning": "adaln", **kwargs})
+
+
+@register_method
+class UDLM(_PromptMixin, TextMethod):
+    """Uniform diffusion LM: ``loss_fn``, ``posterior_logits`` (leave-one-out conversion),
+    ``sample`` and ``perplexity_bound``."""
+
+    name = "udlm"
+    config_class = UDLMConfig
+
+    def build_net(self) -> nn.Module:
+        return DiffusionTransformer(self.config.transformer)
+
+    @property
+    def path(self) -> UniformDiffusion:
+        schedule = get_discrete_schedule(self.config.schedule, self.config.eps)
+        return UniformDiffusion(self.tokenizer.vocab_size, schedule=schedule)
+
+    def loss_fn(self, net: nn.Module, batch) -> dict[str, Tensor]:
+        x0 = self._tokens(batch)
+        out = diffusion_nelbo(
+            net, x0, self.path, loss_mask=self.loss_mask(x0), t_min=self.config.t_min
+        )
+        return {"loss": out.loss}
+
+    def posterior_logits(self, z_t: Tensor, t: Tensor) -> Tensor:
+        """log p(x^l | z_t) (up to a constant per position) from the network's leave-one-out
+        output, for scoring and for samplers that want the full posterior."""
+        return self.path.loo_to_posterior_logits(self.net(z_t, t), z_t, t)
+
+    @torch.no_grad()
+    def perplexity_bound(
+        self, batches: Iterable[Tensor], n_time_samples: int = 1, generator=None
+    ) -> float:
+        return nelbo_perplexity(
+            self.net, batches, self.path, pad_id=self.tokenizer.pad_id,
+            n_time_samples=n_time_samples, generator=generator,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        length: int | None = None,
+        *,
+        steps: int = 128,
+        prompt: str | Sequence[int] | Tensor | None = None,
+        infill: tuple[Tensor, Tensor] | None = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> SampleResult:
+        """Ancestral sampling from uniform noise (core solver "udlm")."""
+        device = next(self.net.parameters()).device
+        return sample_diffusion(
+            self.net, self.path, n, length or self.config.transformer.max_seq_len, steps=steps,
+            solver="udlm", prompt=self.encode_prompt(prompt), infill=infill,
+            temperature=temperature, top_p=top_p, generator=generator, device=device,
+        )  # fmt: skip
