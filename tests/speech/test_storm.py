@@ -1,0 +1,191 @@
+"""StoRM: predictive network, diffusion from D(y), the training modes, enhancement."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import polydiff.speech.storm as storm_mod
+from polydiff.speech.audio import SpecConfig
+from polydiff.speech.storm import StoRM, StoRMConfig, predictor_config, score_config
+
+TINY_SPEC = SpecConfig(sample_rate=8000, n_fft=62, hop_length=16, frame_multiple=8, beta=0.33)
+SMALL = {"nf": 8, "ch_mult": (1, 2, 2)}
+
+
+def tiny_storm(**changes) -> StoRM:
+    torch.manual_seed(0)
+    cfg = StoRMConfig(
+        spec=TINY_SPEC,
+        predictor=dataclasses.replace(predictor_config("micro"), **SMALL),
+        score=dataclasses.replace(score_config("micro"), **SMALL),
+        N=3,
+        **changes,
+    )
+    return StoRM(cfg)
+
+
+def _pair(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(2, 32, 16, generator=g, dtype=torch.complex64)
+    return x0, x0 + 0.3 * torch.randn(2, 32, 16, generator=g, dtype=torch.complex64)
+
+
+def _grads(module: torch.nn.Module) -> list[bool]:
+    return [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in module.parameters()]
+
+
+def test_paper_defaults():
+    cfg = StoRMConfig()
+    assert cfg.spec.beta == 0.33 and cfg.a == 0.5 and cfg.mode == "joint"
+    assert cfg.predictor.in_channels == 2 and not cfg.predictor.conditional
+    assert cfg.score.in_channels == 6 and cfg.score.conditional
+    assert cfg.predictor.nf == 128 and cfg.predictor.ch_mult == (1, 2, 2, 2)  # NCSN++M
+    assert (cfg.theta, cfg.sigma_min, cfg.sigma_max, cfg.N, cfg.corrector_steps) == (
+        1.5,
+        0.05,
+        0.5,
+        20,
+        0,
+    )
+
+
+def test_joint_loss_is_weighted_sum_with_mean_drifting_to_the_prediction():
+    model = tiny_storm()
+    x0, y = _pair()
+    out = model.loss(x0, y, generator=torch.Generator().manual_seed(3))
+    d = model.predict(y)
+    l_pred = 0.5 * (d - x0).abs().square().sum((1, 2)).mean()
+    g = torch.Generator().manual_seed(3)  # by hand: x_t = a x0 + (1 - a) D(y) + sigma z
+    t = 0.03 + 0.97 * torch.rand(2, generator=g, dtype=torch.float64)
+    z = torch.randn(x0.shape, generator=g, dtype=torch.complex64)
+    a, s = torch.exp(-1.5 * t)[:, None, None], model.path.sigma(t)[:, None, None]
+    x_t = (a * x0 + (1 - a) * d + s * z).to(torch.complex64)
+    score = -model(x_t, y, d, t.float()) / s.float()
+    l_score = 0.5 * (s.float() * score + z).abs().square().sum((1, 2)).mean()
+    torch.testing.assert_close(out["predictive"], l_pred.detach(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out["score"], l_score.detach(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out["loss"], 0.5 * l_pred + 0.5 * l_score, rtol=1e-4, atol=1e-4)
+    out["loss"].backward()  # joint: the score term reaches D through the mean and the input
+    assert any(_grads(model.predictor)) and any(_grads(model.score_net))
+
+
+def test_training_modes_route_gradients():
+    x0, y = _pair(1)
+    model = tiny_storm(mode="predictive")
+    out = model.loss(x0, y)
+    assert set(out) == {"loss", "predictive"}
+    d = model.predict(y)
+    torch.testing.assert_close(out["loss"], 0.5 * (d - x0).abs().square().sum((1, 2)).mean())
+    out["loss"].backward()
+    assert any(_grads(model.predictor)) and not any(_grads(model.score_net))
+
+    model = tiny_storm(mode="frozen_predictive")
+    out = model.loss(x0, y)
+    torch.testing.assert_close(out["loss"], out["score"])  # predictive term is constant
+    out["loss"].backward()
+    assert not any(_grads(model.predictor)) and any(_grads(model.score_net))
+    assert not any(p.requires_grad for p in model.predictor.parameters())
+    model.set_mode("joint")
+    assert all(p.requires_grad for p in model.predictor.parameters())
+    with pytest.raises(ValueError, match="mode"):
+        model.set_mode("score_only")
+    with pytest.raises(ValueError, match="mode"):
+        tiny_storm(mode="denoiser")
+
+
+def test_inference_starts_at_prediction_plus_sigma1_noise(monkeypatch):
+    model = tiny_storm().eval()
+    _, y = _pair(2)
+    y = torch.cat([y] * 8)  # enough entries to measure the prior's spread
+    seen = {}
+
+    def spy(eps_fn, mu, path, N, **kw):
+        seen.update(mu=mu, x_init=kw["x_init"], N=N, c=kw["corrector_steps"])
+        return mu
+
+    monkeypatch.setattr(storm_mod, "pc_sample", spy)
+    model.enhance_spec(y, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        d = model.predict(y)
+    torch.testing.assert_close(seen["mu"], d)
+    spread = (seen["x_init"] - d).abs().square().mean().sqrt()
+    assert float(spread) == pytest.approx(0.389, rel=0.03)  # sigma(1), E|z|^2 = 1
+    assert (seen["N"], seen["c"]) == (3, 0)
+    torch.testing.assert_close(model.enhance_spec(y, N=0), d)  # predictive only
+
+
+def test_nfe_is_one_plus_steps():
+    model = tiny_storm().eval()
+    calls = {"pred": 0, "score": 0}
+    model.predictor.register_forward_hook(lambda *a: calls.__setitem__("pred", calls["pred"] + 1))
+    model.score_net.register_forward_hook(lambda *a: calls.__setitem__("score", calls["score"] + 1))
+    _, y = _pair(3)
+    model.enhance_spec(y, N=4, corrector_steps=1)
+    assert calls == {"pred": 1, "score": 8}
+
+
+def test_enhance_audio_seeded_and_load_predictor(tmp_path):
+    from polydiff.core.io import atomic_save_safetensors
+
+    model = tiny_storm()
+    y = (0.1 * np.random.default_rng(0).standard_normal(1000)).astype(np.float32)
+    a = model.enhance(y, seed=0)
+    assert a.shape == y.shape and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, model.enhance(y, seed=0))
+    assert not np.allclose(a, model.enhance(y, seed=1))
+    p = model.enhance(y, N=0)  # the predictive model alone is deterministic
+    np.testing.assert_array_equal(p, model.enhance(y, N=0, seed=5))
+
+    atomic_save_safetensors(tmp_path / "pred" / "model.safetensors", model.state_dict())
+    other = tiny_storm(mode="frozen_predictive")
+    torch.nn.init.zeros_(other.predictor.conv_out.weight)
+    other.load_predictor(tmp_path / "pred")
+    for k, v in model.predictor.state_dict().items():
+        torch.testing.assert_close(other.predictor.state_dict()[k], v)
+    with pytest.raises(ValueError, match="predictor"):
+        atomic_save_safetensors(tmp_path / "score.safetensors", model.score_net.state_dict())
+        other.load_predictor(tmp_path / "score.safetensors")
+    with pytest.raises(FileNotFoundError):
+        other.load_predictor(tmp_path / "missing")
+
+
+def test_config_round_trip():
+    cfg = tiny_storm().cfg
+    assert StoRMConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="in_channels=2"):
+        dataclasses.replace(cfg, predictor=score_config("micro"))
+    with pytest.raises(ValueError, match="a must be"):
+        dataclasses.replace(cfg, a=1.5)
+
+
+def test_losses_run_under_mixed_precision_autocast():
+    # fit() picks bf16-mixed on GPUs: the nets then return bf16, which torch.complex rejects
+    from polydiff.speech.sgmse import SGMSE, SGMSEConfig
+
+    x0, y = _pair(4)
+    sgmse = SGMSE(
+        SGMSEConfig(
+            spec=TINY_SPEC, net=dataclasses.replace(score_config("micro"), in_channels=4, **SMALL)
+        )
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for loss in (tiny_storm().loss(x0, y)["loss"], sgmse.loss(x0, y)):
+            assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_predictive_training_steps_reduce_the_loss():
+    model = tiny_storm(mode="predictive")
+    x0, y = _pair(5)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    losses = []
+    for _ in range(15):
+        loss = model.loss(x0, y)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0]
