@@ -7,4 +7,6 @@ Modules (see docs/medical.md):
   metrics    PSNR / SSIM per slice along the three axes and for the volume
   baselines  back-projection, FBP (parallel and fan beam), CG least squares, 3D TV-ADMM
   nets       the 2D slice U-Net prior network
+  prior      the prior's training recipe (VP, eps prediction) through polydiff.core.train
+  solvers    DDS, DiffusionMBIR, DPS and RED-diff on a volume with any 2D slice prior
 """

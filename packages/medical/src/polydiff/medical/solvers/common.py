@@ -1,0 +1,163 @@
+"""Pieces shared by the diffusion reconstruction solvers: the slice prior (a 2D ``model_fn``
+applied to every slice of a volume, with an evaluation counter), the result type and the
+ADMM step with TV along z that DiffusionMBIR and DDS share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from polydiff.core.grids import make_grid
+from polydiff.core.param import convert
+from polydiff.core.paths import as_time
+from polydiff.medical.baselines import cg, soft_threshold
+from polydiff.medical.operators.base import LinearOperator
+from polydiff.medical.operators.difference import FiniteDifference
+
+ModelFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class Reconstruction:
+    """A solver's output: the ``(D, H, W)`` volume and its cost in network evaluations.
+
+    ``nfe`` counts evaluations of the prior over the whole volume (every slice once = 1), the
+    unit of the DiffusionMBIR / DDS papers' "NFE per slice".
+    """
+
+    x: Tensor
+    nfe: int
+
+
+class SlicePrior:
+    """A 2D diffusion prior applied slice by slice to ``(D, H, W)`` volumes.
+
+    ``model_fn(x, t)`` takes slices ``(N, 1, H, W)`` and times ``t`` of shape ``(N,)`` and
+    returns the ``prediction`` ("eps", "x0", "v", "score") of a network trained on ``path``.
+    A trained :class:`~polydiff.medical.nets.SliceUNet` (see :mod:`polydiff.medical.prior`) and
+    the exact Gaussian scores of :mod:`polydiff.core.testing` plug in the same way.
+    ``chunk`` bounds the slices per network call (memory); ``nfe`` counts whole-volume calls.
+    """
+
+    def __init__(
+        self, model_fn: ModelFn, path: Any, prediction: str = "eps", chunk: int | None = None
+    ) -> None:
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be >= 1 or None, got {chunk}")
+        self.model_fn, self.path, self.prediction, self.chunk = model_fn, path, prediction, chunk
+        self.nfe = 0
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        """The native prediction for the slices ``x`` ``(D, H, W)`` at time ``t`` (``[]`` or
+        ``[D]``); the signature the core driver expects of a ``model_fn``."""
+        if x.dim() != 3:
+            raise ValueError(f"SlicePrior expects a (D, H, W) volume, got {tuple(x.shape)}")
+        self.nfe += 1
+        t = as_time(t, x).expand(x.shape[0]).to(x.dtype)
+        xs = x.unsqueeze(1)
+        size = x.shape[0] if self.chunk is None else self.chunk
+        out = [self.model_fn(xc, tc) for xc, tc in zip(xs.split(size), t.split(size), strict=True)]
+        return torch.cat(out).reshape(x.shape)
+
+    def eps(self, x: Tensor, t: Tensor) -> Tensor:
+        """The noise prediction eps_theta(x_t, t) of every slice."""
+        if self.prediction == "eps":
+            return self(x, t)
+        return convert(self(x, t), self.prediction, "eps", x, as_time(t, x), self.path)
+
+    def grid(self, steps: int, kind: str = "uniform") -> Tensor:
+        """The sampling times t_0 > ... > t_steps on the prior's path (float64)."""
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        return make_grid(kind, steps, self.path)
+
+
+def check_volume_problem(op: LinearOperator, y: Tensor, shape: tuple[int, ...]) -> None:
+    """Clear errors for a measurement ``y`` that does not fit ``op`` and the volume ``shape``."""
+    if len(shape) != 3:
+        raise ValueError(f"volume shape must be (D, H, W), got {tuple(shape)}")
+    want = (shape[0], *op.out_shape)
+    if tuple(y.shape) != want:
+        raise ValueError(
+            f"measurements y have shape {tuple(y.shape)}, but {type(op).__name__} on a "
+            f"{tuple(shape)} volume gives {want}"
+        )
+    if tuple(shape[1:]) != tuple(op.in_shape):
+        raise ValueError(
+            f"volume slices {tuple(shape[1:])} differ from the operator's {op.in_shape}"
+        )
+
+
+class ADMMTVz:
+    """ADMM for ``min_x 0.5 ||A x - y||^2 + (w/2) ||x - x_anchor||^2 + lam ||D_z x||_1`` with the
+    scaled dual ``u`` and split ``z = D_z x`` kept between calls (DiffusionMBIR: Chung et al.
+    2023, "Solving 3D Inverse Problems using Pre-trained 2D Diffusion Models", Algorithm 1 /
+    Eq. 10-12; DDS: Chung et al. 2024, "Decomposed Diffusion Sampler for Accelerating
+    Large-Scale Inverse Problems", Algorithm 3). One call is one ADMM iteration:
+
+        x <- CG_{n_cg}(A^T A + w I + rho D_z^T D_z, A^T y + w x_anchor + rho D_z^T (z - u))
+        z <- soft(D_z x + u, lam / rho),   u <- u + D_z x - z
+
+    starting CG from the given x (the diffusion iterate). ``D_z`` is the circular forward
+    difference along slices. ``w = 0`` is the noiseless hard data consistency; ``w = 1/gamma``
+    is DDS's proximal step ``(I + gamma A^T A) x = x_anchor + gamma A^T y`` for noisy data,
+    here combined with the TV-z split. ``lam = 0`` drops the TV term (plain CG consistency).
+    """
+
+    def __init__(
+        self,
+        op: LinearOperator,
+        y: Tensor,
+        shape: tuple[int, ...],
+        lam: float = 0.04,
+        rho: float = 10.0,
+        n_cg: int = 5,
+        weight: float = 0.0,
+    ) -> None:
+        if lam < 0 or rho <= 0 or n_cg < 1 or weight < 0:
+            raise ValueError(
+                "ADMMTVz needs lam >= 0, rho > 0, n_cg >= 1, weight >= 0; "
+                f"got {lam}, {rho}, {n_cg}, {weight}"
+            )
+        self.op, self.lam, self.rho, self.n_cg, self.weight = op, lam, rho, n_cg, weight
+        self.use_tv = lam > 0
+        self.dz = FiniteDifference(shape, axes=(0,), circular=True)
+        self.aty = op.adjoint(y)
+        if self.aty.is_complex():  # complex-image MRI is out of scope for the slice prior
+            raise ValueError(
+                "ADMMTVz needs a real-valued adjoint (use CartesianMRI(real_input=True))"
+            )
+        self.z = torch.zeros((1, *shape), dtype=self.aty.dtype, device=self.aty.device)
+        self.u = torch.zeros_like(self.z)
+
+    def gram(self, v: Tensor) -> Tensor:
+        out = self.op.normal(v) + self.weight * v
+        if self.use_tv:
+            out = out + self.rho * self.dz.adjoint(self.dz.forward(v))
+        return out
+
+    def __call__(self, x: Tensor, anchor: Tensor | None = None) -> Tensor:
+        b = self.aty
+        if self.weight > 0:
+            b = b + self.weight * (x if anchor is None else anchor)
+        if self.use_tv:
+            b = b + self.rho * self.dz.adjoint(self.z - self.u)
+        x = cg(self.gram, b, x, self.n_cg)
+        if self.use_tv:
+            dx = self.dz.forward(x)
+            self.z = soft_threshold(dx + self.u, self.lam / self.rho)
+            self.u = self.u + dx - self.z
+        return x
+
+
+def expand_t(t: Tensor, like: Tensor) -> Tensor:
+    """A scalar time coefficient broadcast against a volume."""
+    return t.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
+
+
+__all__ = ["ADMMTVz", "ModelFn", "Reconstruction", "SlicePrior", "check_volume_problem"]

@@ -1,0 +1,72 @@
+"""DiffusionMBIR: predictor-corrector sampling per slice + ADMM with TV along z."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from polydiff.core.sample import sample
+from polydiff.medical.operators.base import LinearOperator
+from polydiff.medical.solvers.common import (
+    ADMMTVz,
+    Reconstruction,
+    SlicePrior,
+    check_volume_problem,
+    expand_t,
+)
+
+
+@torch.no_grad()
+def diffusion_mbir(
+    prior: SlicePrior,
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    steps: int = 200,
+    snr: float = 0.16,
+    corrector_steps: int = 1,
+    lam: float = 0.04,
+    rho: float = 10.0,
+    n_cg: int = 1,
+    generator: torch.Generator | None = None,
+) -> Reconstruction:
+    """DiffusionMBIR (Chung, Ryu, McCann, Klasky and Ye, 2023, "Solving 3D Inverse Problems
+    using Pre-trained 2D Diffusion Models", CVPR, Algorithm 1): reverse-diffusion predictor and
+    annealed Langevin corrector (signal-to-noise ratio ``snr``) on every slice, then one ADMM
+    iteration with TV along z on the whole volume:
+
+        x <- CG_{n_cg}(A^T A + rho D_z^T D_z, A^T y + rho D_z^T (z - u))   (from x)
+        z <- soft(D_z x + u, lam / rho),   u <- u + D_z x - z                (persist)
+
+    The sampling loop is the core driver (``polydiff.core.sample``, solver ``pc_langevin``,
+    uniform time grid) and the ADMM step is its ``xt_hook``. The paper's VE prior has
+    alpha = 1; on a path with alpha < 1 (a VP prior) the step is applied to ``x_t / alpha`` and
+    scaled back, the same constraint on the signal part. Differences from the anchor: the
+    core corrector runs before the predictor with step 2 (snr sigma_t)^2 (SGMSE's form) instead
+    of the norm-adaptive step, and the ADMM step runs once per step (not after both).
+    Costs ``steps * (1 + corrector_steps)`` network evaluations; the paper uses 2000 steps,
+    the notes' CPU budget 200.
+    """
+    shape = (y.shape[0], *op.in_shape)
+    check_volume_problem(op, y, shape)
+    path, nfe0 = prior.path, prior.nfe
+    admm = ADMMTVz(op, y, shape, lam, rho, n_cg)
+
+    def data_consistency(x_t: Tensor, t: Tensor, noise: object) -> Tensor:
+        a = expand_t(path.alpha(t), x_t)
+        return a * admm(x_t / a)
+
+    x_T = path.prior_sample(shape, generator=generator, dtype=admm.aty.dtype).to(y.device)
+    x = sample(
+        prior,
+        x_T,
+        path=path,
+        solver="pc_langevin",
+        solver_kwargs={"snr": snr, "corrector_steps": corrector_steps},
+        steps=steps,
+        grid="uniform",
+        prediction=prior.prediction,
+        xt_hook=data_consistency,
+        generator=generator,
+    )
+    return Reconstruction(x, prior.nfe - nfe0)
