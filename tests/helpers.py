@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import torch
+
 DOMAINS = ("text", "motion", "speech", "medical", "crystal", "pde")
 
 
@@ -17,3 +19,13 @@ def imported_polydiff_modules(module: str) -> set[str]:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return set(out.stdout.split())
+
+
+def assert_close(actual, expected, rtol=1e-7, atol=1e-7, msg=""):
+    """torch.allclose with a message (torch.testing costs ~10 s of imports on first use)."""
+    expected = torch.as_tensor(expected, dtype=actual.dtype, device=actual.device)
+    assert actual.shape == expected.shape, (
+        f"{msg} shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    )
+    err = (actual - expected).abs().max().item() if actual.numel() else 0.0
+    assert torch.allclose(actual, expected, rtol=rtol, atol=atol), f"{msg} max abs error {err:.3e}"

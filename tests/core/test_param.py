@@ -6,21 +6,12 @@ import itertools
 
 import pytest
 import torch
+from helpers import assert_close
 
 from polydiff.core import paths
 from polydiff.core.param import PREDICTIONS, EDMPrecond, convert, from_x0, to_x0
 
 F64 = torch.float64
-
-
-def assert_close(actual, expected, rtol=1e-7, atol=1e-7, msg=""):
-    """torch.allclose with a message (torch.testing costs ~10 s of imports on first use)."""
-    expected = torch.as_tensor(expected, dtype=actual.dtype, device=actual.device)
-    assert actual.shape == expected.shape, (
-        f"{msg} shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    )
-    err = (actual - expected).abs().max().item() if actual.numel() else 0.0
-    assert torch.allclose(actual, expected, rtol=rtol, atol=atol), f"{msg} max abs error {err:.3e}"
 
 
 PATHS = [paths.VPLinear(), paths.VPCosine(), paths.VE(), paths.Flow(), paths.OUVE()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import assert_close
 
 from polydiff.core import paths, sample
 from polydiff.core.param import Denoiser
@@ -11,16 +12,6 @@ from polydiff.core.solvers import get_solver
 from polydiff.core.testing import GaussianMixture, marginal_cdf_1d, wasserstein1_1d
 
 F64 = torch.float64
-
-
-def assert_close(actual, expected, rtol=1e-7, atol=1e-7, msg=""):
-    """torch.allclose with a message (torch.testing costs ~10 s of imports on first use)."""
-    expected = torch.as_tensor(expected, dtype=actual.dtype, device=actual.device)
-    assert actual.shape == expected.shape, (
-        f"{msg} shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    )
-    err = (actual - expected).abs().max().item() if actual.numel() else 0.0
-    assert torch.allclose(actual, expected, rtol=rtol, atol=atol), f"{msg} max abs error {err:.3e}"
 
 
 GMM1 = GaussianMixture([[-1.5], [0.5], [2.0]], [0.1, 0.3, 0.05], [0.3, 0.5, 0.2])
