@@ -1,0 +1,224 @@
+"""End-to-end runs of `polydiff medical simulate|train|reconstruct|evaluate` on tiny volumes.
+
+The verbs run in-process through `polydiff.apps.cli.dispatch` (the same Hydra path as the console
+script, without paying the torch/Lightning import per call); one test runs the console script.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from polydiff.apps.cli import dispatch
+from polydiff.apps.registry import verbs
+from polydiff.core.io import load_safetensors
+from polydiff.medical.baselines import back_projection, cg_least_squares
+from polydiff.medical.data import load_nifti, normalize, shepp_logan_3d
+from polydiff.medical.metrics import volume_metrics
+from polydiff.medical.operators import ParallelBeamCT, make_operator
+
+SIZE = 16
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`run(verb, *overrides, out="name")` -> (exit code, run folder) for `polydiff medical`."""
+    monkeypatch.chdir(tmp_path)
+
+    def call(name: str, *overrides: str, out: str = "out") -> tuple[int, Path]:
+        code = dispatch(["medical", name, *overrides, f"hydra.run.dir={out}"])
+        return code, tmp_path / out
+
+    return call
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.fixture
+def simulated(run) -> Path:
+    code, folder = run("simulate", f"phantom.size={SIZE}", out="sim")
+    assert code == 0
+    return folder
+
+
+def test_console_script_lists_the_verbs(polydiff):
+    out = polydiff("medical", "--help")
+    assert out.returncode == 0, out.stderr
+    for name in ("simulate", "train", "reconstruct", "evaluate"):
+        assert f"  {name} " in out.stdout and verbs("medical")[name].summary in out.stdout
+
+
+def test_simulate_writes_the_exact_measurements_and_geometry(simulated: Path):
+    gt = shepp_logan_3d(SIZE, seed=1000)
+    saved = load_nifti(simulated / "ground_truth.nii.gz")
+    assert torch.equal(saved.data, gt) and np.allclose(saved.affine, np.eye(4))
+    y = load_safetensors(simulated / "measurements.safetensors")["y"]
+    expected = ParallelBeamCT(SIZE, n_views=8).forward(gt)  # noise_std defaults to 0
+    assert y.shape == expected.shape == (SIZE, 8, 23)
+    torch.testing.assert_close(y, expected)
+    geometry = _json(simulated / "geometry.json")
+    assert geometry["operator"] == {"kind": "parallel", "n_views": 8}
+    assert geometry["image_size"] == [SIZE, SIZE] and geometry["scale"] == {"low": 0, "high": 1}
+
+
+def test_reconstruct_from_measurements_classical(run, simulated: Path):
+    gt = load_nifti(simulated / "ground_truth.nii.gz").data
+    psnr = {}
+    for method in ("back_projection", "fbp", "tv_admm"):
+        code, out = run("reconstruct", f"measurements={simulated}", f"method={method}", out=method)
+        assert code == 0
+        rec = load_nifti(out / "reconstruction.nii.gz").data
+        metrics = _json(out / "metrics.json")
+        direct = volume_metrics(rec, gt).as_dict()
+        assert metrics == pytest.approx(direct, rel=1e-6)
+        assert _json(out / "reconstruction.json")["nfe"] == 0
+        psnr[method] = metrics["psnr"]
+    y = load_safetensors(simulated / "measurements.safetensors")["y"]
+    bp = back_projection(ParallelBeamCT(SIZE, n_views=8), y)
+    bp_file = load_nifti(Path("back_projection") / "reconstruction.nii.gz").data
+    torch.testing.assert_close(bp_file, bp, atol=1e-5, rtol=1e-5)
+    assert psnr["tv_admm"] > psnr["back_projection"] + 10  # 35 vs 17 dB measured
+
+
+def test_reconstruct_nifti_keeps_affine_and_intensity_units(run, tmp_path: Path):
+    # An oblique-free but anisotropic, shifted affine and HU-like intensities.
+    vol = shepp_logan_3d(SIZE, seed=3) * 1000 - 500
+    affine = np.diag([0.8, 0.9, 2.5, 1.0])
+    affine[:3, 3] = [-10, 20, 5]
+    nib.save(nib.Nifti1Image(vol.permute(2, 1, 0).numpy(), affine), tmp_path / "head.nii.gz")
+    overrides = ("input=head.nii.gz", "operator.kind=mri", "method=cg", "cg.n_iter=10")
+    code, out = run("reconstruct", *overrides)
+    assert code == 0
+    rec = load_nifti(out / "reconstruction.nii.gz")
+    assert np.allclose(rec.affine, affine) and rec.spacing == pytest.approx((2.5, 0.9, 0.8))
+    x01, scale = normalize(vol, "minmax")
+    op = make_operator("mri", SIZE, mask="uniform1d", acceleration=4, seed=0)
+    expected = scale.inverse(cg_least_squares(op, op.forward(x01), None, 10))
+    torch.testing.assert_close(rec.data, expected, atol=1e-2, rtol=1e-4)  # HU units
+    assert _json(out / "metrics.json")["psnr"] == pytest.approx(
+        volume_metrics(rec.data, vol).psnr, rel=1e-5
+    )
+
+
+def test_train_then_every_diffusion_solver(run):
+    code, out = run(
+        "train",
+        f"prior.image_size={SIZE}",
+        "prior.n_volumes=1",
+        "train.steps=2",
+        "train.batch_size=4",
+        "train.warmup=1",
+        "trainer.accelerator=cpu",
+        out="prior",
+    )
+    assert code == 0
+    model = out / "model"
+    assert (model / "model.safetensors").is_file()
+    assert _json(model / "config.json")["prior"]["image_size"] == SIZE
+    assert (out / "train" / "checkpoints" / "last.ckpt").is_file()
+    steps = {"dds": 3, "dps": 2, "red_diff": 2, "diffusion_mbir": 2}
+    expected_nfe = {"dds": 3, "dps": 2, "red_diff": 2, "diffusion_mbir": 4}
+    for method, n in steps.items():
+        overrides = [f"phantom.size={SIZE}", f"prior={model}", f"method={method}"]
+        overrides += [f"{method}.steps={n}"]
+        if method == "diffusion_mbir":
+            overrides.append("diffusion_mbir.corrector_steps=1")
+        code, rec = run("reconstruct", *overrides, out=method)
+        assert code == 0, method
+        assert _json(rec / "reconstruction.json")["nfe"] == expected_nfe[method]
+        volume = load_nifti(rec / "reconstruction.nii.gz").data
+        assert volume.shape == (SIZE,) * 3 and torch.isfinite(volume).all()
+    # a prior trained on 16^2 slices cannot reconstruct 24^2 slices
+    code, _ = run("reconstruct", "phantom.size=24", f"prior={model}", "method=dds", out="bad")
+    assert code == 2
+
+
+def test_evaluate_matches_the_metrics_module(run, simulated: Path):
+    code, rec = run("reconstruct", f"measurements={simulated}", "method=cg", out="rec")
+    assert code == 0
+    args = (
+        f"reconstruction={rec}/reconstruction.nii.gz",
+        f"ground_truth={simulated}/ground_truth.nii.gz",
+    )
+    code, out = run("evaluate", *args, "per_slice=true")
+    assert code == 0
+    metrics = _json(out / "metrics.json")
+    direct = volume_metrics(
+        load_nifti(rec / "reconstruction.nii.gz").data,
+        load_nifti(simulated / "ground_truth.nii.gz").data,
+    )
+    for key, value in direct.as_dict().items():
+        assert metrics[key] == pytest.approx(value, rel=1e-9), key
+    assert set(metrics["per_slice"]) == {"axial", "coronal", "sagittal"}
+    assert len(metrics["per_slice"]["axial"]["psnr"]) == SIZE
+
+
+def test_bad_inputs_exit_2_with_one_line(run, simulated: Path, tmp_path: Path, capsys):
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), tmp_path / "flat.nii")
+    nan = np.full((8, 8, 8), np.nan, np.float32)
+    nib.save(nib.Nifti1Image(nan, np.eye(4)), tmp_path / "nan.nii")
+    # measurements that do not fit their geometry
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "geometry.json").write_bytes((simulated / "geometry.json").read_bytes())
+    geometry = _json(broken / "geometry.json")
+    geometry["operator"]["n_views"] = 6
+    (broken / "geometry.json").write_text(json.dumps(geometry))
+    (broken / "measurements.safetensors").write_bytes(
+        (simulated / "measurements.safetensors").read_bytes()
+    )
+    cases = [
+        (("simulate", "input=flat.nii"), "expected a 3D volume"),
+        (("simulate", "operator.kind=cone"), "operator.kind='cone'"),
+        (("train", "prior.unet=huge"), "huge"),
+        (("train", "prior.image_size=4"), "image_size >= 8"),
+        (("reconstruct", "method=magic"), "method='magic'"),
+        (("reconstruct", "method=dds"), "needs prior="),
+        (("reconstruct", "measurements=broken"), "do not fit the parallel operator"),
+        (("reconstruct", "input=nan.nii"), "NaN"),
+        (("evaluate", "reconstruction=missing.nii.gz", "ground_truth=nan.nii"), "missing.nii.gz"),
+        (
+            (
+                "evaluate",
+                f"reconstruction={simulated}/ground_truth.nii.gz",
+                "ground_truth=flat.nii",
+            ),
+            "flat.nii",
+        ),
+    ]
+    for i, (args, needle) in enumerate(cases):
+        capsys.readouterr()
+        code, _ = run(*args, out=f"bad{i}")
+        err = capsys.readouterr().err.strip()
+        assert code == 2, args
+        assert needle in err and len(err.splitlines()) == 1, (args, err)
+
+
+def test_evaluate_rejects_mismatched_shapes(run, simulated: Path, tmp_path: Path, capsys):
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)), tmp_path / "small.nii")
+    code, _ = run(
+        "evaluate", "reconstruction=small.nii", f"ground_truth={simulated}/ground_truth.nii.gz"
+    )
+    assert code == 2 and "!= ground_truth shape (16, 16, 16)" in capsys.readouterr().err
+
+
+def test_mri_kspace_round_trips_through_the_measurement_folder(run):
+    overrides = (f"phantom.size={SIZE}", "operator.kind=mri", "operator.mask=gaussian1d")
+    code, sim = run("simulate", *overrides, "noise_std=0.01", "seed=5", out="sim")
+    assert code == 0
+    op = make_operator("mri", SIZE, mask="gaussian1d", acceleration=4, seed=0)
+    gt = shepp_logan_3d(SIZE, seed=1000)
+    expected = op.measure(gt, noise_std=0.01, generator=torch.Generator().manual_seed(5))
+    stored = load_safetensors(sim / "measurements.safetensors")["y"]
+    torch.testing.assert_close(torch.view_as_complex(stored), expected)
+    code, rec = run("reconstruct", f"measurements={sim}", "method=cg", "cg.n_iter=5", out="rec")
+    assert code == 0
+    volume = load_nifti(rec / "reconstruction.nii.gz").data
+    torch.testing.assert_close(volume, cg_least_squares(op, expected, None, 5))
