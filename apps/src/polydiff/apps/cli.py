@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except UsageError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         code = EXIT_USAGE
+    except BrokenPipeError:  # e.g. `polydiff --help | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     sys.exit(code)
 
 
