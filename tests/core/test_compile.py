@@ -48,6 +48,8 @@ def test_every_continuous_solver_step_traces_as_one_graph():
         "unipc",
         "deis",
         "flow_heun",
+        "euler",
+        "heun",
         "sde_dpmpp_2m",
         "pc_langevin",
     ):

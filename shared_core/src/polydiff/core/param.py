@@ -27,11 +27,16 @@ def _check(kind: str) -> None:
         raise ValueError(f"unknown prediction {kind!r}; expected one of {PREDICTIONS}")
 
 
+def _coef(c: Tensor, y: Tensor) -> Tensor:
+    # expand_like, minus the reshape of a 0-dim coefficient (it broadcasts against y as it is)
+    return c.to(dtype=y.dtype) if c.ndim == 0 else expand_like(c, y)
+
+
 def to_x0(pred: Tensor, kind: str, y: Tensor, t: Tensor, path: AffinePath) -> Tensor:
     """x0 (centered: x0 - mu on mean-reverting paths) from a ``kind`` prediction at (y, t)."""
     _check(kind)
     t = as_time(t, y)
-    a, s = expand_like(path.alpha(t), y), expand_like(path.sigma(t), y)
+    a, s = _coef(path.alpha(t), y), _coef(path.sigma(t), y)
     if kind == "x0":
         return pred
     if kind == "eps":
@@ -88,14 +93,18 @@ class Denoiser:
         self.model_dtype: torch.dtype | None = None  # set by the driver: the network's input dtype
 
     def model_time(self, x: Tensor, t: Tensor) -> Tensor:
-        t = t.to(dtype=x.real.dtype)  # a real time, also for complex data
+        dtype = x.real.dtype if x.is_complex() else x.dtype  # a real time, also for complex data
+        if t.dtype != dtype:
+            t = t.to(dtype=dtype)
         return t.expand(x.shape[0]) if t.ndim == 0 else t
 
     def __call__(self, y: Tensor, t: Tensor) -> Tensor:
         x = y if self.mu is None else y + self.mu
-        if self.model_dtype is not None:
+        if self.model_dtype is not None and x.dtype != self.model_dtype:
             x = x.to(self.model_dtype)  # e.g. a bf16 network; solver arithmetic stays in fp32
-        pred = self.model_fn(x, self.model_time(x, t)).to(y.dtype)
+        pred = self.model_fn(x, self.model_time(x, t))
+        if pred.dtype != y.dtype:
+            pred = pred.to(y.dtype)
         if self.prediction == "x0" and self.mu is not None:
             pred = pred - self.mu  # the network predicts x0 itself; solvers want x0 - mu
         return to_x0(pred, self.prediction, y, t, self.path)

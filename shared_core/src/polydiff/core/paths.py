@@ -24,6 +24,8 @@ def as_time(t: Tensor | float, like: Tensor | None = None) -> Tensor:
     """Time as a float64 tensor (times are kept in float64; coefficients are cast at use)."""
     device = like.device if like is not None else None
     if isinstance(t, Tensor):
+        if t.dtype == torch.float64 and (device is None or t.device == device):
+            return t  # already a time (the common case in a sampling loop: no call)
         return t.to(dtype=torch.float64, device=device if device is not None else t.device)
     return torch.tensor(float(t), dtype=torch.float64, device=device)
 

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from polydiff.core.grids import make_grid
 from polydiff.core.param import Denoiser
+from polydiff.core.paths import AffinePath
 from polydiff.core.solvers.base import State, get_solver
 
 X0Hook = Callable[[Tensor, Tensor, Tensor], Tensor]  # (x0_hat, x_t, t) -> x0_hat
@@ -86,11 +87,71 @@ class _CachedModel:
         return self.model(x, t)
 
 
-def _time_at(ts: Tensor, i: int, batch: int) -> Tensor:
-    t = ts[i]
-    if t.ndim > 0 and t.shape[0] != batch:
-        raise ValueError(f"per-sample grid: entry has leading size {t.shape[0]}, batch is {batch}")
-    return t
+class _GridPath:
+    """An affine path whose schedule is tabulated on the sampling grid.
+
+    Solvers and the Denoiser evaluate alpha, sigma, lambda, ... at the grid times every step; each
+    is a chain of tiny float64 ops whose eager dispatch cost dominates a cheap model. Here every
+    schedule function is evaluated once, vectorised over the whole grid (on first use), and a call
+    at a grid time (recognised by tensor identity: the driver passes the same tensor objects) is a
+    list lookup. Any other time (intermediate stages, SMC) falls through to the path itself, and
+    everything else is forwarded, so solvers see an ordinary path with identical values.
+    """
+
+    _TABULATED = ("alpha", "sigma", "log_snr", "d_alpha", "d_sigma", "drift", "diffusion2")
+
+    def __init__(self, path: AffinePath, ts: Tensor, times: list[Tensor]) -> None:
+        self._path, self._ts, self._times = path, ts, times
+        self._slot = {id(t): k for k, t in enumerate(times)}
+        self._tables: dict[Any, tuple] = {}
+        for name in self._TABULATED:
+            setattr(self, name, self._tabulated(name))
+
+    def _tabulated(self, name: str) -> Callable[[Tensor], Tensor]:
+        fn = getattr(self._path, name)
+
+        def lookup(t: Tensor) -> Tensor:
+            k = self._slot.get(id(t))
+            if k is None or self._times[k] is not t:
+                return fn(t)
+            table = self._tables.get(name)
+            if table is None:
+                table = self._tables[name] = fn(self._ts).unbind(0)
+            return table[k]
+
+        return lookup
+
+    def step_table(
+        self, fn: Callable, t: Tensor, t_next: Tensor, dtype: torch.dtype | None = None
+    ) -> tuple[Tensor, ...]:
+        """``fn(path, t, t_next)`` (cast to ``dtype``) for a grid step, from a table that holds it
+        for every step of the grid: one vectorised call of ``fn`` per (fn, dtype); see
+        ``polydiff.core.solvers.per_step_coefficients``."""
+        k = self._slot.get(id(t))
+        hit = k is not None and self._times[k] is t and k + 1 < len(self._times)
+        if not (hit and self._times[k + 1] is t_next):
+            coefficients = fn(self._path, t, t_next)
+            return coefficients if dtype is None else tuple(c.to(dtype) for c in coefficients)
+        table = self._tables.get((fn, dtype))
+        if table is None:
+            columns = fn(self._path, self._ts[:-1], self._ts[1:])
+            if dtype is not None:
+                columns = [c.to(dtype) for c in columns]
+            table = self._tables[(fn, dtype)] = tuple(zip(*(c.unbind(0) for c in columns)))
+        return table[k]
+
+    def __getattr__(self, name: str) -> Any:  # everything that is not tabulated
+        return getattr(self._path, name)
+
+    def __repr__(self) -> str:
+        return repr(self._path)
+
+
+def _times(ts: Tensor, batch: int) -> list[Tensor]:
+    """The grid as a list of per-step time tensors (checked once, before the loop)."""
+    if ts.ndim > 1 and ts.shape[1] != batch:
+        raise ValueError(f"per-sample grid: entry has leading size {ts.shape[1]}, batch is {batch}")
+    return list(ts.unbind(0))
 
 
 def sample(
@@ -170,9 +231,13 @@ def sample(
     )
     if mu is not None:
         mu = mu.to(work_dtype)
+    batch = x_init.shape[0]
+    times = _times(ts, batch)
     model = solver.wrap_model(model_fn, path, prediction, mu=mu)
     if isinstance(model, Denoiser):
         model.model_dtype = out_dtype  # the network sees the caller's dtype
+        if isinstance(model.path, AffinePath):  # continuous solvers: tabulate the schedule
+            model.path = _GridPath(model.path, ts, times)
     for g in guidance:  # guidance first, so the x0 hook sees the guided prediction
         model = g.wrap(model, mu=mu)
     if x0_hook is not None:
@@ -184,11 +249,10 @@ def sample(
     y = x_init.to(work_dtype)
     if mu is not None:
         y = y - mu
-    batch = y.shape[0]
-    state = solver.init(y, _time_at(ts, 0, batch))
+    state = solver.init(y, times[0])
     smc_state = smc.init(batch, y.device) if smc is not None else None
     for i in range(n):
-        t_cur, t_next = _time_at(ts, i, batch), _time_at(ts, i + 1, batch)
+        t_cur, t_next = times[i], times[i + 1]
         if smc is not None:
             state, smc_state = smc.step(state, t_cur, model, smc_state, mu=mu, generator=generator)
         state = solver.step(state, t_cur, t_next, model, i=i, n=n, noise=noise_fn)
@@ -198,7 +262,7 @@ def sample(
             state = state.replace(x=x if mu is None else x - mu)
         if callback is not None:
             callback(i, n, t_next, state)
-    y = model(state.x, ts[-1]) if denoise_final else state.x
+    y = model(state.x, times[-1]) if denoise_final else state.x
     if smc is not None:
         state, y = smc.finish(state, y, smc_state, mu=mu, generator=generator)
     x = (y if mu is None else y + mu).to(out_dtype)

@@ -8,6 +8,7 @@ from polydiff.core.solvers.base import (
     expand_like,
     get_solver,
     list_solvers,
+    per_step_coefficients,
     register_solver,
 )
 from polydiff.core.solvers.ode import (
@@ -41,5 +42,6 @@ __all__ = [
     "expand_like",
     "get_solver",
     "list_solvers",
+    "per_step_coefficients",
     "register_solver",
 ]

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from polydiff.core.utils import expand_like
@@ -49,6 +50,28 @@ class State:
 
     def replace(self: S, **changes: Any) -> S:
         return dataclasses.replace(self, **changes)
+
+
+def per_step_coefficients(
+    path: Any,
+    t: Tensor,
+    t_next: Tensor,
+    fn: Callable[..., tuple[Tensor, ...]],
+    dtype: torch.dtype | None = None,
+) -> tuple[Tensor, ...]:
+    """The scalar coefficients ``fn(path, t, t_next)`` of one step, cast to ``dtype`` if given
+    (for coefficients that only ever multiply x: casting first gives the same values).
+
+    ``fn`` must be elementwise in time (it gets 0-dim, [B], [B, L] or, stacked over the steps of a
+    grid, [n, ...] times). Inside ``sample`` the path tabulates them for the whole grid in one
+    vectorised call, so a step costs a lookup instead of a chain of tiny ops; anywhere else (a
+    direct ``step`` call, torch.compile) this is just ``fn(path, t, t_next)``.
+    """
+    table = getattr(path, "step_table", None)
+    if table is not None:
+        return table(fn, t, t_next, dtype)
+    coefficients = fn(path, t, t_next)
+    return coefficients if dtype is None else tuple(c.to(dtype) for c in coefficients)
 
 
 @runtime_checkable
@@ -186,5 +209,6 @@ __all__ = [
     "expand_like",
     "get_solver",
     "list_solvers",
+    "per_step_coefficients",
     "register_solver",
 ]

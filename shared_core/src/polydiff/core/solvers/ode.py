@@ -20,7 +20,14 @@ import torch
 from torch import Tensor
 
 from polydiff.core.param import from_x0
-from polydiff.core.solvers.base import Noise, SolverBase, State, expand_like, register_solver
+from polydiff.core.solvers.base import (
+    Noise,
+    SolverBase,
+    State,
+    expand_like,
+    per_step_coefficients,
+    register_solver,
+)
 
 LAMBDA_CLAMP = 50.0  # keeps h finite when a grid touches alpha = 0 or sigma = 0
 
@@ -36,7 +43,11 @@ def _phis(h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _x(c: Tensor, x: Tensor) -> Tensor:
-    return expand_like(c, x)
+    # expand_like, minus the reshape of a 0-dim coefficient (it broadcasts as it is): every use
+    # here multiplies or divides a tensor shaped like x
+    if c.dtype != x.dtype:
+        c = c.to(dtype=x.dtype)
+    return c if c.ndim == 0 else expand_like(c, x)
 
 
 def _order(order: int, i: int, n: int, lower_order_final: bool | None) -> int:
@@ -64,20 +75,29 @@ class DDIM(SolverBase):
         self.eta = float(eta)
         self.stochastic = self.eta > 0
 
-    def step(self, state, t_cur, t_next, model, *, i: int, n: int, noise: Noise) -> State:
-        x, path = state.x, model.path
-        D = model(x, t_cur)
-        a, s = path.alpha(t_cur), path.sigma(t_cur)
+    def coefficients(self, path, t: Tensor, t_next: Tensor) -> tuple[Tensor, ...]:
+        """(alpha, sigma, alpha_n, sqrt(sigma_n^2 - c^2), c), elementwise in time."""
+        a, s = path.alpha(t), path.sigma(t)
         a_n, s_n = path.alpha(t_next), path.sigma(t_next)
-        eps = (x - _x(a, x) * D) / _x(s, x)
         if self.eta == 0:
-            return state.replace(x=_x(a_n, x) * D + _x(s_n, x) * eps)
+            return a, s, a_n, s_n, torch.zeros_like(s_n)
         # std of q(x_next | x_t, x0): sigma_{t|s} sigma_s / sigma_t with s = next (Ho et al. Eq. 7)
         var_ts = s**2 - (a / a_n) ** 2 * s_n**2
         c = self.eta * torch.sqrt((var_ts * s_n**2 / s**2).clamp_min(0))
         c = torch.minimum(c, s_n)
-        x_next = _x(a_n, x) * D + _x(torch.sqrt(s_n**2 - c**2), x) * eps + _x(c, x) * noise(x)
-        return state.replace(x=x_next)
+        return a, s, a_n, torch.sqrt(s_n**2 - c**2), c
+
+    def step(self, state, t_cur, t_next, model, *, i: int, n: int, noise: Noise) -> State:
+        x = state.x
+        a, s, a_n, s_eps, c = per_step_coefficients(
+            model.path, t_cur, t_next, self.coefficients, x.dtype
+        )
+        D = model(x, t_cur)
+        eps = (x - _x(a, x) * D) / _x(s, x)
+        x_next = _x(a_n, x) * D + _x(s_eps, x) * eps
+        if self.eta == 0:
+            return state.replace(x=x_next)
+        return state.replace(x=x_next + _x(c, x) * noise(x))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,6 +114,16 @@ def _empty_history(x: Tensor, t: Tensor, k: int) -> dict:
         "D_hist": tuple(torch.zeros_like(x) for _ in range(k)),
         "lam_hist": tuple(torch.zeros_like(t, dtype=torch.float64) for _ in range(k)),
     }
+
+
+def _dpmpp_coefficients(path, t: Tensor, t_next: Tensor) -> tuple[Tensor, ...]:
+    """(lambda, h, sigma_n/sigma, alpha_n h phi_1, alpha_n h phi_2, alpha_n h phi_3) of a
+    DPM-Solver++ step, elementwise in time."""
+    lam, lam_n = _lam(path, t), _lam(path, t_next)
+    h = lam_n - lam
+    hphi1, hphi2, hphi3 = _phis(h)
+    a_n = path.alpha(t_next)
+    return lam, h, path.sigma(t_next) / path.sigma(t), a_n * hphi1, a_n * hphi2, a_n * hphi3
 
 
 @register_solver("dpmpp_2m", order=2)
@@ -143,37 +173,31 @@ class DPMSolverPPMultistep(SolverBase):
         return MultistepState(x=x, **_empty_history(x, t, self.order - 1))
 
     def step(self, state, t_cur, t_next, model, *, i: int, n: int, noise: Noise) -> State:
-        x, path = state.x, model.path
-        lam, lam_n = _lam(path, t_cur), _lam(path, t_next)
-        h = lam_n - lam
-        hphi1, hphi2, hphi3 = _phis(h)
+        x = state.x
+        lam, h, s_ratio, c1, c2, c3 = per_step_coefficients(
+            model.path, t_cur, t_next, _dpmpp_coefficients
+        )
         D0 = model(x, t_cur)
         p = _order(self.order, i, n, self.lower_order_final)
-        x_next = _x(path.sigma(t_next) / path.sigma(t_cur), x) * x
-        a_n = path.alpha(t_next)
+        x_next = _x(s_ratio, x) * x
         if p == 1:
-            x_next = x_next + _x(a_n * hphi1, x) * D0
+            x_next = x_next + _x(c1, x) * D0
         elif p == 2:
             r0 = (lam - state.lam_hist[0]) / h
             D1 = (D0 - state.D_hist[0]) / _x(r0, x)
             if self.solver_type == "midpoint" and self.order == 2:
-                x_next = x_next + _x(a_n * hphi1, x) * (D0 + 0.5 * D1)
+                x_next = x_next + _x(c1, x) * (D0 + 0.5 * D1)
             else:
-                x_next = x_next + _x(a_n * hphi1, x) * D0 + _x(a_n * hphi2, x) * D1
+                x_next = x_next + _x(c1, x) * D0 + _x(c2, x) * D1
         else:
             r0 = (lam - state.lam_hist[0]) / h
             r1 = (state.lam_hist[0] - state.lam_hist[1]) / h
             D1_0 = (D0 - state.D_hist[0]) / _x(r0, x)
             D1_1 = (state.D_hist[0] - state.D_hist[1]) / _x(r1, x)
             hD1 = D1_0 + _x(r0 / (r0 + r1), x) * (D1_0 - D1_1)
-            c2 = 2.0 if self.variant == "taylor" else 1.0
-            h2D2 = _x(c2 / (r0 + r1), x) * (D1_0 - D1_1)
-            x_next = (
-                x_next
-                + _x(a_n * hphi1, x) * D0
-                + _x(a_n * hphi2, x) * hD1
-                + _x(a_n * hphi3, x) * h2D2
-            )
+            k2 = 2.0 if self.variant == "taylor" else 1.0
+            h2D2 = _x(k2 / (r0 + r1), x) * (D1_0 - D1_1)
+            x_next = x_next + _x(c1, x) * D0 + _x(c2, x) * hD1 + _x(c3, x) * h2D2
         k = self.order - 1
         return state.replace(
             x=x_next,
@@ -303,11 +327,20 @@ class UniPC(SolverBase):
             x=x, x_prev=torch.zeros_like(x), t_prev=t, **_empty_history(x, t, self.order)
         )
 
-    def _update(self, x, D0, lam, lam_n, a_n, s_ratio, past, new=None):
-        """x at lambda_n from (x, D0 at lambda) and past (D, lambda) pairs (+ corrector point)."""
+    def coefficients(self, path, t: Tensor, t_next: Tensor) -> tuple[Tensor, ...]:
+        """(lambda, h, sigma_n/sigma, alpha_n h phi_1, alpha_n B(h)), elementwise in time."""
+        lam, lam_n = _lam(path, t), _lam(path, t_next)
         h = lam_n - lam
-        B = h if self.variant == "bh1" else -torch.expm1(-h)
-        out = _x(s_ratio, x) * x + _x(a_n * -torch.expm1(-h), x) * D0
+        hphi1 = -torch.expm1(-h)
+        B = h if self.variant == "bh1" else hphi1
+        a_n = path.alpha(t_next)
+        return lam, h, path.sigma(t_next) / path.sigma(t), a_n * hphi1, a_n * B
+
+    def _update(self, x, D0, coef, past, new=None):
+        """x at lambda_n from (x, D0 at lambda) and past (D, lambda) pairs (+ corrector point);
+        ``coef`` are the step's scalars from :meth:`coefficients`."""
+        lam, h, s_ratio, c1, cB = coef
+        out = _x(s_ratio, x) * x + _x(c1, x) * D0
         rks = [(lam_k - lam) / h for _, lam_k in past]
         Dks = [(D_k - D0) / _x(r, x) for (D_k, _), r in zip(past, rks)]
         if new is not None:
@@ -322,25 +355,22 @@ class UniPC(SolverBase):
         else:
             rhos = _solve_rhos(rks, _unipc_g(h, len(rks), self.variant))
         res = sum(_x(rho, x) * Dk for rho, Dk in zip(rhos, Dks))
-        return out + _x(a_n * B, x) * res
+        return out + _x(cB, x) * res
 
     def step(self, state, t_cur, t_next, model, *, i: int, n: int, noise: Noise) -> State:
         path = model.path
-        lam, lam_n = _lam(path, t_cur), _lam(path, t_next)
+        coef = per_step_coefficients(path, t_cur, t_next, self.coefficients)
+        lam = coef[0]
         D0 = model(state.x, t_cur)
         x = state.x
         hist = list(zip(state.D_hist, state.lam_hist))
         if self.corrector and i > 0:
             # redo the previous step (from t_prev, order p_c) with D0 as an extra node at r = 1
             p_c = _order(self.order, i - 1, n, self.lower_order_final)
-            D_prev, lam_prev = hist[0]
-            s_ratio = path.sigma(t_cur) / path.sigma(state.t_prev)
-            x = self._update(
-                state.x_prev, D_prev, lam_prev, lam, path.alpha(t_cur), s_ratio, hist[1:p_c], D0
-            )
+            coef_prev = per_step_coefficients(path, state.t_prev, t_cur, self.coefficients)
+            x = self._update(state.x_prev, hist[0][0], coef_prev, hist[1:p_c], D0)
         p = _order(self.order, i, n, self.lower_order_final)
-        s_ratio = path.sigma(t_next) / path.sigma(t_cur)
-        x_next = self._update(x, D0, lam, lam_n, path.alpha(t_next), s_ratio, hist[: p - 1])
+        x_next = self._update(x, D0, coef, hist[: p - 1])
         return state.replace(
             x=x_next,
             x_prev=x,
@@ -442,6 +472,14 @@ def _unscale(path, x_s: Tensor, t: Tensor, space: str) -> Tensor:
     return _x(path.alpha(t), x_s) * x_s if space == "sigma" else x_s
 
 
+def _sigma_coefficients(path, t: Tensor, t_next: Tensor) -> tuple[Tensor, ...]:
+    """(alpha, sigma~, alpha_n, sigma~_n, sigma~_n - sigma~) with sigma~ = sigma/alpha, elementwise
+    in time."""
+    a, a_n = path.alpha(t), path.alpha(t_next)
+    sig, sig_n = path.sigma(t) / a, path.sigma(t_next) / a_n
+    return a, sig, a_n, sig_n, sig_n - sig
+
+
 def _check_space(space: str) -> None:
     if space not in ("sigma", "t"):
         raise ValueError(f"space must be 'sigma' (EDM's scaled ODE) or 't', got {space!r}")
@@ -462,6 +500,13 @@ class Euler(SolverBase):
 
     def step(self, state, t_cur, t_next, model, *, i: int, n: int, noise: Noise) -> State:
         x, path = state.x, model.path
+        if self.space == "sigma":  # the same update with the step's scalars tabulated
+            a, sig, a_n, _, dv = per_step_coefficients(
+                path, t_cur, t_next, _sigma_coefficients, x.dtype
+            )
+            xs = x / _x(a, x)
+            d = (xs - model(x, t_cur)) / _x(sig, x)
+            return state.replace(x=_x(a_n, x) * (xs + _x(dv, x) * d))
         xs, d = _direction(path, x, t_cur, model(x, t_cur), self.space)
         dv = _variable(path, t_next, self.space) - _variable(path, t_cur, self.space)
         return state.replace(x=_unscale(path, xs + _x(dv, x) * d, t_next, self.space))
@@ -483,6 +528,18 @@ class Heun(SolverBase):
 
     def step(self, state, t_cur, t_next, model, *, i: int, n: int, noise: Noise) -> State:
         x, path = state.x, model.path
+        if self.space == "sigma":  # the same update with the step's scalars tabulated
+            a, sig, a_n, sig_n, dv = per_step_coefficients(
+                path, t_cur, t_next, _sigma_coefficients, x.dtype
+            )
+            a_x, a_n_x, dv = _x(a, x), _x(a_n, x), _x(dv, x)
+            xs = x / a_x
+            d = (xs - model(x, t_cur)) / _x(sig, x)
+            x_next = a_n_x * (xs + dv * d)
+            if self.final_euler and i == n - 1:
+                return state.replace(x=x_next)
+            d_next = (x_next / a_n_x - model(x_next, t_next)) / _x(sig_n, x)
+            return state.replace(x=a_n_x * (xs + dv * 0.5 * (d + d_next)))
         xs, d = _direction(path, x, t_cur, model(x, t_cur), self.space)
         dv = _variable(path, t_next, self.space) - _variable(path, t_cur, self.space)
         xs_next = xs + _x(dv, x) * d
