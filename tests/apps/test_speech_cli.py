@@ -1,0 +1,186 @@
+"""End to end: `polydiff speech data|train|enhance|evaluate` on a tiny 8 kHz corpus and model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from polydiff.apps.registry import compose_config
+
+POLYDIFF = Path(sys.executable).with_name("polydiff")
+
+SR = "8000"
+TINY_CORPUS = (
+    "data.train=4",
+    "data.valid=1",
+    "data.test=2",
+    f"data.sample_rate={SR}",
+    "data.noise_kinds=[white,pink]",
+    "data.babble_talkers=1",
+)
+TINY_MODEL = (
+    f"spec.sample_rate={SR}",
+    "spec.n_fft=62",
+    "spec.hop_length=16",
+    "spec.frame_multiple=8",
+    "net.nf=8",
+    "net.ch_mult=[1,2,2]",
+)
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [str(POLYDIFF), "speech", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+def ok(out: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out
+
+
+def usage_error(out: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert out.returncode == 2, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert needle in last, out.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("speech_cli")
+
+
+@pytest.fixture(scope="module")
+def corpus(work: Path) -> Path:
+    ok(run(work, "data", *TINY_CORPUS, "hydra.run.dir=data"))
+    return work / "data" / "corpus"
+
+
+@pytest.fixture(scope="module")
+def model(work: Path, corpus: Path) -> Path:
+    args = (f"data_root={corpus}", *TINY_MODEL, "train.steps=2", "train.batch_size=2")
+    ok(
+        run(
+            work,
+            "train",
+            *args,
+            "train.num_frames=32",
+            "trainer.accelerator=cpu",
+            "hydra.run.dir=t",
+        )
+    )
+    return work / "t" / "model"
+
+
+def test_data_writes_the_paired_layout(corpus: Path):
+    for subset, n in (("train", 4), ("valid", 1), ("test", 2)):
+        clean = sorted((corpus / subset / "clean").glob("*.wav"))
+        noisy = sorted((corpus / subset / "noisy").glob("*.wav"))
+        assert len(clean) == n and [p.name for p in clean] == [p.name for p in noisy]
+        meta = json.loads((corpus / subset / "meta.json").read_text())
+        assert [m["file"] for m in meta] == [p.name for p in clean]
+        assert all(m["noise"] in ("white", "pink") and 0 <= m["snr_db"] <= 20 for m in meta)
+        for c, y in zip(clean, noisy, strict=True):
+            x, sr = sf.read(c)
+            assert sr == int(SR) and sf.info(y).frames == x.size and np.abs(x).max() > 0
+    assert json.loads((corpus / "corpus.json").read_text())["sizes"]["test"] == 2
+
+
+def test_data_rejects_a_bad_task(work: Path):
+    usage_error(run(work, "data", "data.task=denoize", "hydra.run.dir=bad_data"), "data.task")
+
+
+def test_train_exports_a_loadable_model(model: Path):
+    from polydiff.speech.sgmse import SGMSE
+
+    loaded = SGMSE.load(model)
+    assert isinstance(loaded, SGMSE)
+    assert loaded.spec.sample_rate == int(SR) and loaded.cfg.net.nf == 8
+    metrics = json.loads((model.parent / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["method"] == "sgmse"
+    assert np.isfinite(metrics["train_loss"])
+    assert (model.parent / "train" / "checkpoints" / "last.ckpt").is_file()  # resumable
+
+
+def test_train_rejects_a_missing_or_malformed_corpus(work: Path):
+    usage_error(run(work, "train", "data_root=nowhere", "hydra.run.dir=bad_t1"), "data_root")
+    no_train = run(work, "train", f"data_root={work}", "hydra.run.dir=bad_t2")
+    usage_error(no_train, "has no train/ folder")
+
+
+def test_train_options_build_storm_in_every_mode():
+    from polydiff.apps.commands.speech import build_model
+    from polydiff.apps.registry import ConfigError
+    from polydiff.speech.storm import StoRM
+
+    for mode in ("joint", "predictive"):
+        cfg = compose_config("speech/train", ["method=storm", f"storm.mode={mode}", *TINY_MODEL])
+        storm = build_model(cfg)
+        assert isinstance(storm, StoRM) and storm.cfg.mode == mode
+        assert storm.cfg.predictor.in_channels == 2 and not storm.cfg.predictor.conditional
+        assert storm.cfg.score.in_channels == 6 and storm.cfg.score.nf == 8
+        assert storm.spec.beta == pytest.approx(0.33)  # the 16k_storm preset under the overrides
+    with pytest.raises(ConfigError, match=r"storm\.predictor"):
+        build_model(
+            compose_config("speech/train", ["method=storm", "storm.mode=frozen_predictive"])
+        )
+    with pytest.raises(ConfigError, match="method"):
+        build_model(compose_config("speech/train", ["method=bbed"]))
+
+
+def test_enhance_a_folder_and_a_file_deterministically(work: Path, corpus: Path, model: Path):
+    from polydiff.speech.audio import load_audio
+    from polydiff.speech.sgmse import SGMSE
+
+    noisy = corpus / "test" / "noisy"
+    ok(run(work, "enhance", f"model={model}", f"input={noisy}", "N=2", "hydra.run.dir=enh"))
+    out = work / "enh" / "enhanced"
+    assert sorted(p.name for p in out.glob("*.wav")) == sorted(p.name for p in noisy.glob("*.wav"))
+    report = json.loads((work / "enh" / "enhance.json").read_text())
+    assert set(report["files"].values()) == {"written"} and report["sampler_options"] == {"N": 2}
+
+    src = noisy / "test_00000.wav"
+    args = ("subtype=FLOAT", "N=2", "seed=3")
+    ok(run(work, "enhance", f"model={model}", f"input={src}", "output=one.wav", *args))
+    one, sr = sf.read(work / "one.wav")
+    assert sr == int(SR) and one.shape == (sf.info(src).frames,) and np.isfinite(one).all()
+    # the file equals the library's in-memory enhancement with the same seed (float I/O)
+    expected = SGMSE.load(model).enhance(load_audio(src)[0], int(SR), seed=3, N=2)
+    np.testing.assert_allclose(one, expected, atol=2e-5)
+
+
+def test_enhance_rejects_a_missing_model_and_a_non_audio_input(work: Path, model: Path):
+    usage_error(run(work, "enhance", "model=nowhere", "input=x.wav", "hydra.run.dir=b1"), "model")
+    (work / "notes.txt").write_text("not audio")
+    args = (f"model={model}", "input=notes.txt", "hydra.run.dir=b2")
+    usage_error(run(work, "enhance", *args), "not a .wav/.flac file")
+
+
+def test_evaluate_scores_known_signals(work: Path, corpus: Path):
+    # clean against itself is perfect, and the noisy input lies in span{s, n}: SI-SAR = +150 dB
+    test = corpus / "test"
+    args = (f"clean={test / 'clean'}", f"enhanced={test / 'clean'}", f"noisy={test / 'noisy'}")
+    ok(run(work, "evaluate", *args, f"sample_rate={SR}", "hydra.run.dir=ev"))
+    report = json.loads((work / "ev" / "metrics.json").read_text())
+    perfect, noisy = report["summary"], report["noisy_summary"]
+    assert perfect["si_sdr"]["mean"] > 100 and perfect["estoi"]["mean"] > 0.99
+    assert perfect["pesq"]["mean"] > 4.4 and perfect["si_sdr"]["n"] == 2
+    assert noisy["si_sar"]["mean"] > 100
+    assert noisy["si_sdr"]["mean"] == pytest.approx(noisy["si_sir"]["mean"], abs=1e-6)
+    assert noisy["pesq"]["mean"] < perfect["pesq"]["mean"] and noisy["si_sdr"]["mean"] < 40
+    rows = (work / "ev" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("file,") and len(rows) == 3
+    assert (work / "ev" / "spectrogram.png").stat().st_size > 1000
+
+
+def test_evaluate_rejects_mismatched_folders(work: Path, corpus: Path):
+    args = (f"clean={corpus / 'valid' / 'clean'}", f"enhanced={corpus / 'test' / 'clean'}")
+    usage_error(run(work, "evaluate", *args, "hydra.run.dir=b3"), "test_00000.wav")
