@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -124,3 +126,12 @@ def test_json_is_indented_and_ends_with_newline(tmp_path):
     atomic_write_json(tmp_path / "c.json", {"a": 1})
     text = (tmp_path / "c.json").read_text()
     assert text.endswith("\n") and json.loads(text) == {"a": 1} and "\n  " in text
+
+
+def test_loading_exported_weights_does_not_import_lightning():
+    code = (
+        "import sys; from polydiff.core.train import export, load_config, load_weights; "
+        "print(any(m.split('.')[0] == 'lightning' for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -7,6 +7,7 @@ and `config.json` (whatever the method needs to rebuild the network: sizes, path
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ from polydiff.core.io import (
     load_safetensors,
     read_json,
 )
-from polydiff.core.train.checkpoint import load_checkpoint
 
 __all__ = [
     "CONFIG_FILE",
@@ -52,10 +52,10 @@ def _config_path(path: str | Path) -> Path:
 
 def _export_state(module_or_net: nn.Module, ema: bool) -> dict[str, torch.Tensor]:
     """The state dict to export: a bare network's, or a DiffusionModule's EMA / raw network's."""
-    from polydiff.core.train.module import DiffusionModule  # deferred: module imports Lightning
-
-    if not isinstance(module_or_net, DiffusionModule):  # a bare network, even one with a .net
-        return module_or_net.state_dict()
+    # A DiffusionModule exists only once its (Lightning-importing) module has been loaded.
+    module = sys.modules.get("polydiff.core.train.module")
+    if module is None or not isinstance(module_or_net, module.DiffusionModule):
+        return module_or_net.state_dict()  # a bare network, even one with a .net attribute
     inner = module_or_net.net
     ema_net = getattr(module_or_net, "ema_net", None)
     if ema and ema_net is None:
@@ -100,6 +100,8 @@ def checkpoint_state_dict(ckpt_path: str | Path, *, ema: bool = True) -> dict[st
     Loaded with `weights_only=True`. Keys are the network's own (prefix `ema_net.` or `net.`
     stripped), ready for `net.load_state_dict`.
     """
+    from polydiff.core.train.checkpoint import load_checkpoint  # deferred: imports Lightning
+
     state = load_checkpoint(ckpt_path)["state_dict"]
     prefix = "ema_net." if ema else "net."
     out = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
