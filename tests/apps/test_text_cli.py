@@ -111,6 +111,14 @@ def test_train_exports_loadable_checkpoints(runs):
     }
 
 
+def test_sample_without_checkpoint_uses_the_shipped_model(tmp_path):
+    out = tmp_path / "shipped"
+    assert _run("sample", "prompt=ROMEO:", "n=2", "steps=8", f"hydra.run.dir={out}") == 0
+    record = json.loads((out / "samples.json").read_text())
+    assert record["method"] == "mdlm" and "shakespeare-mdlm" in record["checkpoint"]
+    assert len(record["samples"]) == 2 and all(s.startswith("ROMEO:") for s in record["samples"])
+
+
 def test_sample_continues_the_prompt_and_writes_the_text(runs, capsys):
     out = runs["root"] / "sample"
     capsys.readouterr()
@@ -182,7 +190,8 @@ def test_bad_inputs_are_one_line_errors(runs, tmp_path: Path, capsys):
     assert "too small" in msg or "split" in msg
     assert "divisible" in _error(capsys, "train", corpus, "model.n_heads=5", run)
     # sample
-    assert "checkpoint is required" in _error(capsys, "sample", run)
+    msg = _error(capsys, "sample", f"prompt={'x' * 200}", run)  # the shipped model: 128 tokens
+    assert "longer than the context" in msg
     msg = _error(capsys, "sample", f"checkpoint={runs['mdlm']}", f"prompt={'x' * 40}", run)
     assert "longer than the context" in msg
     assert "not a text checkpoint" in _error(capsys, "sample", f"checkpoint={tmp_path}", run)

@@ -77,8 +77,10 @@ def _prepare_data(cfg: DictConfig, out_dir: Path):
 
 def _load(folder: Any, key: str, device: str = "cpu"):
     """A method saved by `polydiff text train` (its `export` folder, or the run folder)."""
-    from polydiff.text.method import load_method
+    from polydiff.text.method import load_method, shipped_checkpoint
 
+    if folder is None and key == "checkpoint":  # the model shipped with polydiff-text
+        folder = shipped_checkpoint()
     if folder is None:
         raise ConfigError(
             f"{key} is required: the export folder of a `polydiff text train` run "
@@ -91,6 +93,13 @@ def _load(folder: Any, key: str, device: str = "cpu"):
         return load_method(folder, device=device)
     except (ValueError, FileNotFoundError) as err:
         raise ConfigError(f"{key}={folder}: {err}") from None
+
+
+def _checkpoint_name(folder: Any) -> str:
+    """The checkpoint a run used, for its records (None means the shipped model)."""
+    from polydiff.text.method import SHIPPED_CHECKPOINT
+
+    return str(SHIPPED_CHECKPOINT if folder is None else folder)
 
 
 def _generate(method, s: DictConfig, n: int, generator):
@@ -226,7 +235,7 @@ def sample(cfg: DictConfig, run_dir: Path) -> None:
         raise ConfigError(str(err)) from None
     texts = method.decode(result.tokens)
     record = {
-        "checkpoint": str(cfg.checkpoint),
+        "checkpoint": _checkpoint_name(cfg.checkpoint),
         "method": method.name,
         "prompt": cfg.prompt,
         "network_calls": result.network_calls,
@@ -280,8 +289,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
     held_out = corpus[cfg.data.split][: cfg.max_rows]
     torch.manual_seed(cfg.seed)  # the antithetic times of the bound
     batches = held_out.split(cfg.batch_size)
-    metrics: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "method": method.name,
-                               "split": cfg.data.split, "rows": held_out.shape[0]}  # fmt: skip
+    metrics: dict[str, Any] = {"checkpoint": _checkpoint_name(cfg.checkpoint),
+                               "method": method.name, "split": cfg.data.split,
+                               "rows": held_out.shape[0]}  # fmt: skip
     if method.name == "ar":
         metrics["ppl"] = method.perplexity(batches)
     else:  # blockgen: the bound at its sampling block size

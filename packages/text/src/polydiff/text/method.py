@@ -126,6 +126,19 @@ class TextMethod:
         return folder
 
 
+SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "shakespeare-mdlm"
+"""The small MDLM shipped with polydiff-text (how it was made: its README.md)."""
+
+
+def shipped_checkpoint() -> Path:
+    """Folder of the shipped Shakespeare MDLM, loadable with :func:`load_method`."""
+    if not (SHIPPED_CHECKPOINT / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"the shipped checkpoint is missing from {SHIPPED_CHECKPOINT} (incomplete install?)"
+        )
+    return SHIPPED_CHECKPOINT
+
+
 def load_method(
     folder: str | Path, tokenizer: Tokenizer | None = None, device: str | torch.device = "cpu"
 ) -> TextMethod:
