@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import polydiff.speech.storm as storm_mod
+import polydiff.speech.sgmse as sgmse_mod
 from polydiff.speech.audio import SpecConfig
 from polydiff.speech.storm import StoRM, StoRMConfig, predictor_config, score_config
 
@@ -107,7 +107,7 @@ def test_inference_starts_at_prediction_plus_sigma1_noise(monkeypatch):
         seen.update(mu=mu, x_init=kw["x_init"], N=N, c=kw["corrector_steps"])
         return mu
 
-    monkeypatch.setattr(storm_mod, "pc_sample", spy)
+    monkeypatch.setattr(sgmse_mod, "pc_sample", spy)  # StoRM samples through it
     model.enhance_spec(y, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         d = model.predict(y)

@@ -229,6 +229,37 @@ def ode_sample(
     )
 
 
+def reverse_sample(
+    eps_fn: EpsFn,
+    mu: Tensor,
+    path: OUVE,
+    cfg: Any,
+    *,
+    sampler: str,
+    N: int,
+    snr: float | None = None,
+    corrector_steps: int | None = None,
+    ode_solver: str = "dpmpp_2m",
+    x_init: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The reverse process shared by SGMSE+ and StoRM: ``sampler`` "pc" (:func:`pc_sample`) or
+    "ode" (:func:`ode_sample`); ``snr`` and ``corrector_steps`` default to ``cfg``'s."""
+    if sampler == "pc":
+        return pc_sample(
+            eps_fn, mu, path, N, t_eps=cfg.t_eps,
+            snr=cfg.snr if snr is None else snr,
+            corrector_steps=cfg.corrector_steps if corrector_steps is None else corrector_steps,
+            x_init=x_init, generator=generator,
+        )  # fmt: skip
+    if sampler == "ode":
+        return ode_sample(
+            eps_fn, mu, path, N, t_eps=cfg.t_eps, solver=ode_solver, x_init=x_init,
+            generator=generator,
+        )  # fmt: skip
+    raise ValueError(f"sampler must be 'pc' or 'ode', got {sampler!r}")
+
+
 def real_time(t: Tensor, like: Tensor) -> Tensor:
     """The (B,) diffusion time as a real tensor for the network (the driver casts t to x's dtype,
     which is complex for spectrograms)."""
@@ -317,22 +348,10 @@ class SGMSE(nn.Module):
         def eps_fn(x: Tensor, t: Tensor) -> Tensor:
             return self(x, Y, t)
 
-        if sampler == "pc":
-            return pc_sample(
-                eps_fn,
-                Y,
-                self.path,
-                N,
-                t_eps=cfg.t_eps,
-                snr=cfg.snr if snr is None else snr,
-                corrector_steps=cfg.corrector_steps if corrector_steps is None else corrector_steps,
-                generator=generator,
-            )
-        if sampler == "ode":
-            return ode_sample(
-                eps_fn, Y, self.path, N, t_eps=cfg.t_eps, solver=ode_solver, generator=generator
-            )
-        raise ValueError(f"sampler must be 'pc' or 'ode', got {sampler!r}")
+        return reverse_sample(
+            eps_fn, Y, self.path, cfg, sampler=sampler, N=N, snr=snr,
+            corrector_steps=corrector_steps, ode_solver=ode_solver, generator=generator,
+        )  # fmt: skip
 
     def enhance(
         self, audio: np.ndarray | Tensor, sample_rate: int | None = None, **kwargs: Any

@@ -45,10 +45,9 @@ from polydiff.speech.sgmse import (
     check_net,
     complex_noise,
     net_config,
-    ode_sample,
-    pc_sample,
     prior_sample,
     real_time,
+    reverse_sample,
     sample_t,
     score_matching_loss,
     spec_config,
@@ -197,23 +196,11 @@ class StoRM(nn.Module):
             return self(x, Y, d, t)
 
         x_init = prior_sample(self.path, d, generator)
-        if sampler == "pc":
-            return pc_sample(
-                eps_fn,
-                d,
-                self.path,
-                N,
-                t_eps=cfg.t_eps,
-                snr=cfg.snr if snr is None else snr,
-                corrector_steps=cfg.corrector_steps if corrector_steps is None else corrector_steps,
-                x_init=x_init,
-                generator=generator,
-            )
-        if sampler == "ode":
-            return ode_sample(
-                eps_fn, d, self.path, N, t_eps=cfg.t_eps, solver=ode_solver, x_init=x_init
-            )
-        raise ValueError(f"sampler must be 'pc' or 'ode', got {sampler!r}")
+        return reverse_sample(
+            eps_fn, d, self.path, cfg, sampler=sampler, N=N, snr=snr,
+            corrector_steps=corrector_steps, ode_solver=ode_solver, x_init=x_init,
+            generator=generator,
+        )  # fmt: skip
 
     def enhance(
         self, audio: np.ndarray | Tensor, sample_rate: int | None = None, **kwargs: Any
