@@ -60,21 +60,9 @@ class _PromptMixin:
         return [self.tokenizer.decode(row.tolist()) for row in tokens]
 
 
-@register_method
-class MDLM(_PromptMixin, TextMethod):
-    """Masked diffusion LM: ``loss_fn`` to train, ``sample`` and ``perplexity_bound`` to use."""
-
-    name = "mdlm"
-    config_class = MDLMConfig
-
-    def build_net(self) -> nn.Module:
-        return DiffusionTransformer(self.config.transformer)
-
-    @property
-    def path(self) -> MaskedDiffusion:
-        schedule = get_discrete_schedule(self.config.schedule, self.config.eps)
-        V = self.tokenizer.vocab_size
-        return MaskedDiffusion(V, mask_index=self.tokenizer.mask_id, schedule=schedule)
+class _DiffusionLM(_PromptMixin, TextMethod):
+    """Training loss and perplexity bound shared by the diffusion LMs whose ``path`` is a core
+    discrete path (MDLM, UDLM): both are the continuous-time NELBO of that path."""
 
     def loss_fn(self, net: nn.Module, batch) -> dict[str, Tensor]:
         """NELBO per token (nats) of a batch of token ids [B, L], padding not counted."""
@@ -93,6 +81,23 @@ class MDLM(_PromptMixin, TextMethod):
             self.net, batches, self.path, pad_id=self.tokenizer.pad_id,
             n_time_samples=n_time_samples, generator=generator,
         )  # fmt: skip
+
+
+@register_method
+class MDLM(_DiffusionLM):
+    """Masked diffusion LM: ``loss_fn`` to train, ``sample`` and ``perplexity_bound`` to use."""
+
+    name = "mdlm"
+    config_class = MDLMConfig
+
+    def build_net(self) -> nn.Module:
+        return DiffusionTransformer(self.config.transformer)
+
+    @property
+    def path(self) -> MaskedDiffusion:
+        schedule = get_discrete_schedule(self.config.schedule, self.config.eps)
+        V = self.tokenizer.vocab_size
+        return MaskedDiffusion(V, mask_index=self.tokenizer.mask_id, schedule=schedule)
 
     @torch.no_grad()
     def sample(

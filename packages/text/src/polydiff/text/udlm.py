@@ -14,16 +14,15 @@ for Discrete Diffusion Models"; Sahoo et al., 2025, "The Diffusion Duality").
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from polydiff.core.discrete import UniformDiffusion, get_discrete_schedule
-from polydiff.text.losses import diffusion_nelbo, nelbo_perplexity
-from polydiff.text.mdlm import _PromptMixin
-from polydiff.text.method import TextMethod, register_method
+from polydiff.text.mdlm import _DiffusionLM
+from polydiff.text.method import register_method
 from polydiff.text.nets import DiffusionTransformer, TransformerConfig
 from polydiff.text.sampling import SampleResult, sample_diffusion
 
@@ -51,7 +50,7 @@ def udlm_transformer(vocab_size: int, **kwargs) -> TransformerConfig:
 
 
 @register_method
-class UDLM(_PromptMixin, TextMethod):
+class UDLM(_DiffusionLM):
     """Uniform diffusion LM: ``loss_fn``, ``posterior_logits`` (leave-one-out conversion),
     ``sample`` and ``perplexity_bound``."""
 
@@ -66,26 +65,10 @@ class UDLM(_PromptMixin, TextMethod):
         schedule = get_discrete_schedule(self.config.schedule, self.config.eps)
         return UniformDiffusion(self.tokenizer.vocab_size, schedule=schedule)
 
-    def loss_fn(self, net: nn.Module, batch) -> dict[str, Tensor]:
-        x0 = self._tokens(batch)
-        out = diffusion_nelbo(
-            net, x0, self.path, loss_mask=self.loss_mask(x0), t_min=self.config.t_min
-        )
-        return {"loss": out.loss}
-
     def posterior_logits(self, z_t: Tensor, t: Tensor) -> Tensor:
         """log p(x^l | z_t) (up to a constant per position) from the network's leave-one-out
         output, for scoring and for samplers that want the full posterior."""
         return self.path.loo_to_posterior_logits(self.net(z_t, t), z_t, t)
-
-    @torch.no_grad()
-    def perplexity_bound(
-        self, batches: Iterable[Tensor], n_time_samples: int = 1, generator=None
-    ) -> float:
-        return nelbo_perplexity(
-            self.net, batches, self.path, pad_id=self.tokenizer.pad_id,
-            n_time_samples=n_time_samples, generator=generator,
-        )  # fmt: skip
 
     @torch.no_grad()
     def sample(
