@@ -310,15 +310,6 @@ class _BFNSolver(SolverBase):
             raise ValueError("Bayesian flow solvers take no mean-reverting condition mu")
         return BFNModel(model_fn, path, prediction)
 
-    def _path(self, model):
-        path = getattr(model, "path", None) or self.path
-        if not isinstance(path, self.path_type):
-            raise ValueError(
-                f"{type(self).__name__} needs a {self.path_type.__name__} (solver path= or "
-                f"model.path), got {type(path).__name__}"
-            )
-        return path
-
 
 def _batch_time(t: Tensor, x: Tensor) -> Tensor:
     """BFN time for the model call: [B] (or [B, L] when given per position)."""

@@ -145,15 +145,6 @@ class _DiscreteSolver(SolverBase):
             raise ValueError("discrete solvers take no mean-reverting condition mu")
         return DiscreteModel(model_fn, path)
 
-    def _path(self, model) -> Any:
-        path = getattr(model, "path", None) or self.path
-        if not isinstance(path, self.path_type):
-            raise ValueError(
-                f"{type(self).__name__} needs a {self.path_type.__name__} (solver path= or "
-                f"model.path), got {type(path).__name__}"
-            )
-        return path
-
     def init(self, x: Tensor, t: Tensor | float = 1.0) -> DiscreteState:
         if x.is_floating_point():  # the driver hands tokens over in its float work dtype
             if not torch.equal(x, x.round()):  # once, before the loop

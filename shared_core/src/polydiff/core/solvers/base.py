@@ -137,6 +137,17 @@ class SolverBase:
     ) -> State:
         raise NotImplementedError
 
+    def _path(self, model: Any) -> Any:
+        """The path to run on: the wrapped model's, else the solver's own ``path``, checked to be
+        a ``path_type`` (solvers that declare one: discrete, Bayesian flow)."""
+        path = getattr(model, "path", None) or self.path
+        if not isinstance(path, self.path_type):
+            raise ValueError(
+                f"{type(self).__name__} needs a {self.path_type.__name__} (solver path= or "
+                f"model.path), got {type(path).__name__}"
+            )
+        return path
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
