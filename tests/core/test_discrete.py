@@ -363,6 +363,49 @@ def test_per_position_time_block_schedule(target):
     assert target.tv(state.x) < 0.12
 
 
+def test_sample_accepts_paused_per_position_grids_for_masked_ancestral(target):
+    """The same block schedule through polydiff.core.sample: block 2 waits at t = 1 (its tokens stay
+    masked), then block 1 waits at t = 0 (its tokens stay fixed) while block 2 is decoded."""
+    from polydiff.core import sample
+
+    path = MaskedDiffusion(V)
+    n = 4
+    ramp = torch.linspace(1.0, 0.0, n + 1, dtype=torch.float64)
+    one, zero = torch.ones((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+    times = [torch.stack([r, r, one, one]) for r in ramp]
+    times += [torch.stack([zero, zero, r, r]) for r in ramp[1:]]
+    ts = torch.stack(times).unsqueeze(1).expand(-1, 4000, L)
+    seen = []
+
+    def callback(i, n_steps, t_next, state):
+        seen.append(state.x.clone())
+
+    x = sample(
+        target.masked_denoiser(path),
+        path.prior((4000, L)),
+        path=path,
+        solver="mdlm",
+        grid=ts,
+        prediction="logits",
+        generator=torch.Generator().manual_seed(0),
+        callback=callback,
+    )
+    assert (seen[n - 1][:, 2:] == path.mask_index).all()  # block 2 paused at t = 1
+    assert all(torch.equal(s[:, :2], x[:, :2]) for s in seen[n - 1 :])  # block 1 paused at t = 0
+    assert (x != path.mask_index).all() and target.tv(x) < 0.12
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        sample(lambda z, t: z, torch.zeros(4000, L), path=path, solver="ddim", grid=ts)
+    with pytest.raises(ValueError, match="every step must decrease"):
+        sample(
+            target.masked_denoiser(path),
+            path.prior((4000, L)),
+            path=path,
+            solver="mdlm",
+            grid=torch.cat([ts[:1], ts]),
+            prediction="logits",
+        )
+
+
 def test_gumbel_precision_truncates_the_tail():
     """text.md pitfall, scaled down: a dominant mask (0.95) against a Zipf vocabulary. Low-precision
     uniforms (float16 here: G <= 7.6; float32: G <= 16.6, which bites at LM scale) under-sample rare

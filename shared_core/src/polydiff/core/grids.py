@@ -86,8 +86,13 @@ def flow_shift(n: int, path=None, t_start=None, t_end=None, shift: float = 3.0) 
     return shift * t / (1 + (shift - 1) * t)
 
 
-def custom(ts) -> Tensor:
-    """Validate a user grid: 1-D (shared) or [n+1, B(, L)] (per sample), strictly decreasing."""
+def custom(ts, *, allow_paused: bool = False) -> Tensor:
+    """Validate a user grid: 1-D (shared) or [n+1, B(, L)] (per sample), strictly decreasing.
+
+    ``allow_paused`` lets a per-sample / per-position grid hold some times constant over a step
+    (block-wise decoding: a finished or not yet started block waits), for solvers that leave such
+    positions unchanged; every step must still move some time.
+    """
     ts = as_time(torch.as_tensor(ts))
     if ts.ndim == 0 or ts.shape[0] < 2:
         raise ValueError(
@@ -95,15 +100,24 @@ def custom(ts) -> Tensor:
         )
     if not torch.isfinite(ts).all():
         raise ValueError("the time grid contains non-finite values")
-    if not (ts[1:] < ts[:-1]).all():
+    if allow_paused and ts.ndim > 1:
+        moved = (ts[1:] < ts[:-1]).flatten(1).any(1)
+        if not ((ts[1:] <= ts[:-1]).all() and moved.all()):
+            raise ValueError(
+                "the time grid must be non-increasing along dim 0 (t_start -> t_end), and every "
+                "step must decrease some time"
+            )
+    elif not (ts[1:] < ts[:-1]).all():
         raise ValueError("the time grid must be strictly decreasing along dim 0 (t_start -> t_end)")
     return ts
 
 
-def make_grid(kind: str | Tensor, n: int | None, path: AffinePath, **kwargs) -> Tensor:
+def make_grid(
+    kind: str | Tensor, n: int | None, path: AffinePath, *, allow_paused: bool = False, **kwargs
+) -> Tensor:
     """A grid by name (uniform, logsnr, karras, quadratic, flow_shift) or a validated tensor."""
     if not isinstance(kind, str):
-        return custom(kind)
+        return custom(kind, allow_paused=allow_paused)
     builders = {
         "uniform": uniform,
         "logsnr": logsnr,

@@ -212,7 +212,9 @@ def sample(
         )
         grid = "logsnr" if bool(torch.isfinite(lam).all()) else "uniform"
     bounds = {"t_start": t_start, "t_end": t_end} if isinstance(grid, str) else {}
-    ts = make_grid(grid, steps, path, **bounds, **(grid_kwargs or {})).to(x_init.device)
+    paused = getattr(solver, "allows_paused_times", False)
+    ts = make_grid(grid, steps, path, allow_paused=paused, **bounds, **(grid_kwargs or {}))
+    ts = ts.to(x_init.device)
     n = ts.shape[0] - 1
     if getattr(solver, "needs_finite_log_snr", False):
         start = path.log_snr(ts[0].cpu())

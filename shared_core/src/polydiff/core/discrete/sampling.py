@@ -223,7 +223,11 @@ class _DiscreteSolver(SolverBase):
 class MaskedAncestral(_DiscreteSolver):
     """MDLM ancestral sampler (Sahoo et al. 2024): each masked position is
     revealed with probability (alpha_s - alpha_t)/(1 - alpha_t), its token drawn from x_theta;
-    revealed tokens are kept. Optional no-update caching (``cache=True``, "mdlm_cached")."""
+    revealed tokens are kept. Optional no-update caching (``cache=True``, "mdlm_cached").
+    A position whose time does not change over a step is never revealed (probability 0), so
+    per-position grids may pause positions (block-wise decoding)."""
+
+    allows_paused_times = True
 
     def step(self, state, t_cur, t_next, model, *, i: int, n: int, noise=None) -> DiscreteState:
         path, x = self._path(model), state.x

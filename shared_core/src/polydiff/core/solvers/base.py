@@ -113,6 +113,9 @@ class SolverBase:
     # True if the solver divides by alpha (sigma/alpha-space methods): the driver then refuses
     # grids that start where alpha = 0 (e.g. flow at t = 1)
     needs_finite_log_snr: bool = False
+    # True if a position whose time does not change over a step is left unchanged, so per-position
+    # grids may pause positions (block-wise decoding)
+    allows_paused_times: bool = False
 
     def init(self, x: Tensor, t: Tensor) -> State:
         return State(x=x)

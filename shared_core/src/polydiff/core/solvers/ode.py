@@ -140,11 +140,16 @@ class DPMSolverPPMultistep(SolverBase):
         h D'    = D1_0 + r0/(r0 + r1) (D1_0 - D1_1),
         h^2 D'' = 2 (D1_0 - D1_1)/(r0 + r1)          (see docs/dpmpp3m.md for the derivation)
     and x_next = sigma_n/sigma x + alpha_n (h phi_1 D_0 + h phi_2 h D' + h phi_3 h^2 D'').
-    ``variant="shipped"`` reproduces dpm-solver / diffusers / k-diffusion, whose h^2 D'' estimate
-    lacks the factor 2 (measured global order ~2 instead of 3).
+    ``variant="shipped"`` reproduces dpm-solver / diffusers, whose h^2 D'' estimate lacks the
+    factor 2 (measured global order ~2 instead of 3), with their midpoint form on the order-2
+    steps (warm-up, second-to-last); the Taylor 3M takes the Taylor form there
+    (``solver_type=None`` picks these).
 
-    ``lower_order_final``: None lowers the order on the last steps only for grids shorter than
-    15 steps (as diffusers), except for the Taylor 3M, which always does (see above).
+    ``lower_order_final=True`` (default) drops to order 2 and then 1 on the last two steps;
+    ``None`` does so only on grids shorter than 15 steps, as diffusers does. Measured against
+    diffusers on its own time-uniform grids (benchmarks/core.py, 6 Gaussian mixtures, 5-40 NFE):
+    the large final lambda jump of those grids makes higher-order extrapolation on the last steps
+    2-10x worse from 15 steps on, and lowering the order there is never worse at any NFE.
     """
 
     def __init__(
@@ -152,21 +157,18 @@ class DPMSolverPPMultistep(SolverBase):
         order: int = 2,
         *,
         variant: str = "taylor",
-        solver_type: str = "midpoint",
-        lower_order_final: bool | None = None,
+        solver_type: str | None = None,
+        lower_order_final: bool | None = True,
     ) -> None:
         if order not in (1, 2, 3):
             raise ValueError(f"DPM-Solver++ multistep order must be 1, 2 or 3, got {order}")
         if variant not in ("taylor", "shipped"):
             raise ValueError(f"variant must be 'taylor' or 'shipped', got {variant!r}")
+        if solver_type is None:
+            solver_type = "taylor" if order == 3 and variant == "taylor" else "midpoint"
         if solver_type not in ("midpoint", "taylor"):
             raise ValueError(f"solver_type must be 'midpoint' or 'taylor', got {solver_type!r}")
         self.order, self.variant, self.solver_type = order, variant, solver_type
-        if lower_order_final is None and order == 3 and variant == "taylor":
-            # measured: on time-uniform grids the final large lambda jump makes third-order
-            # extrapolation 8-16x worse at 20-40 NFE (benchmarks/core.py); on logSNR grids the
-            # order is unchanged (3.19 either way)
-            lower_order_final = True
         self.lower_order_final = lower_order_final
 
     def init(self, x: Tensor, t: Tensor) -> MultistepState:
@@ -185,7 +187,7 @@ class DPMSolverPPMultistep(SolverBase):
         elif p == 2:
             r0 = (lam - state.lam_hist[0]) / h
             D1 = (D0 - state.D_hist[0]) / _x(r0, x)
-            if self.solver_type == "midpoint" and self.order == 2:
+            if self.solver_type == "midpoint":
                 x_next = x_next + _x(c1, x) * (D0 + 0.5 * D1)
             else:
                 x_next = x_next + _x(c1, x) * D0 + _x(c2, x) * D1
