@@ -346,16 +346,20 @@ def test_remdm_tv_falls_with_steps(target):
     assert tvs[0] > tvs[1] and tvs[1] < 0.15, tvs
 
 
-def test_per_position_time_block_schedule(target):
-    """Semi-autoregressive decoding with a time per position: block 1 (positions 0-1) goes 1 -> 0
-    while block 2 waits at t = 1, then block 2 goes 1 -> 0 conditioned on block 1."""
-    path = MaskedDiffusion(V)
-    n = 8
+def block_schedule(n: int, batch: int) -> torch.Tensor:
+    """[2n+1, batch, L] times: block 1 (positions 0-1) goes 1 -> 0 in n steps while block 2 waits
+    at t = 1, then block 2 goes 1 -> 0 while block 1 waits at t = 0."""
     ramp = torch.linspace(1.0, 0.0, n + 1, dtype=torch.float64)
     one, zero = torch.ones((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
     times = [torch.stack([r, r, one, one]) for r in ramp]
     times += [torch.stack([zero, zero, r, r]) for r in ramp[1:]]
-    times = [t.expand(8000, L) for t in times]
+    return torch.stack(times).unsqueeze(1).expand(-1, batch, L)
+
+
+def test_per_position_time_block_schedule(target):
+    """Semi-autoregressive decoding with a time per position (block 2 conditioned on block 1)."""
+    path = MaskedDiffusion(V)
+    times = list(block_schedule(8, 8000))
     state = drive(
         MaskedAncestral(path), path.prior((8000, L)), times, target.masked_denoiser(path), 0
     )
@@ -370,11 +374,7 @@ def test_sample_accepts_paused_per_position_grids_for_masked_ancestral(target):
 
     path = MaskedDiffusion(V)
     n = 4
-    ramp = torch.linspace(1.0, 0.0, n + 1, dtype=torch.float64)
-    one, zero = torch.ones((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
-    times = [torch.stack([r, r, one, one]) for r in ramp]
-    times += [torch.stack([zero, zero, r, r]) for r in ramp[1:]]
-    ts = torch.stack(times).unsqueeze(1).expand(-1, 4000, L)
+    ts = block_schedule(n, 4000)
     seen = []
 
     def callback(i, n_steps, t_next, state):
