@@ -194,6 +194,8 @@ def fit(
         # Expected here, not actionable: no validation set given / resuming into a used folder.
         warnings.filterwarnings("ignore", message=r".*no `val_dataloader`")
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* is not empty")
+        # Lightning 2.6 on torch 2.13: its own use of a deprecated torch pytree API
+        warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
         trainer.fit(
             module,
             train_dataloaders=train_loader,
