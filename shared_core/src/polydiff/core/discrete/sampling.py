@@ -99,6 +99,7 @@ class DiscreteState(State):
     x0_probs: Tensor  # [B, L, K] last tempered x0 prediction (reused by caching); K = 0 before
     x_seen: Tensor  # [B, L] tokens at which x0_probs was computed (-1 before any call)
     nfe: Tensor  # [B] long: model evaluations spent on each row
+    x0_draw: Tensor  # [B, L] candidate tokens drawn from x0_probs (cached masked ancestral; -1)
 
 
 class DiscreteModel:
@@ -159,6 +160,7 @@ class _DiscreteSolver(SolverBase):
             x0_probs=torch.zeros(*x.shape, 0, dtype=torch.float64, device=x.device),
             x_seen=torch.full_like(x, -1),
             nfe=torch.zeros(B, dtype=torch.long, device=x.device),
+            x0_draw=torch.full_like(x, -1),
         )
 
     def _prepare_logits(self, path, logits: Tensor, z: Tensor, t: Tensor) -> Tensor:
@@ -182,15 +184,19 @@ class _DiscreteSolver(SolverBase):
         tokens = sample_categorical(probs, source, probs=True)
         return probs.argmax(-1) if self.temperature == 0 else tokens
 
-    def _predict(self, path, state: DiscreteState, model, t: Tensor) -> tuple[Tensor, Tensor]:
-        """x_theta at the current tokens. With ``cache=True`` (only valid for a model that ignores
-        t, as MDLM/BD3LM train) rows whose tokens did not change since the last call reuse the
-        stored prediction (MDLM's caching), so each row costs at most L + 1 calls. Finding the
-        stale rows is one host sync per step; ``cache=False`` is sync-free."""
+    def _predict(
+        self, path, state: DiscreteState, model, t: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(x_theta at the current tokens, nfe, rows refreshed or None if uncached).
+
+        With ``cache=True`` (only valid for a model that ignores t, as MDLM/BD3LM train) rows
+        whose tokens did not change since the last call reuse the stored prediction (MDLM's
+        caching), so each row costs at most L + 1 calls. Finding the stale rows is one host sync
+        per step; ``cache=False`` is sync-free."""
         t_model = t if t.dim() else t.expand(state.x.shape[0])
         if not self.cache:
             probs = self._x0_probs(path, model(state.x, t_model), state.x, t)
-            return probs, state.nfe + 1
+            return probs, state.nfe + 1, None
         # comparing with the tokens actually seen also catches edits by x_t hooks (inpainting)
         stale = (state.x != state.x_seen).any(-1).nonzero(as_tuple=True)[0]
         probs, nfe = state.x0_probs, state.nfe
@@ -204,10 +210,16 @@ class _DiscreteSolver(SolverBase):
             fresh = self._x0_probs(path, model(z, t_model[stale]), z, t_stale)
             probs = probs.index_copy(0, stale, fresh)
             nfe = nfe.index_add(0, stale, torch.ones_like(stale))
-        return probs, nfe
+        return probs, nfe, stale
 
     def _next_state(
-        self, state: DiscreteState, x: Tensor, t_next: Tensor, probs: Tensor, nfe: Tensor
+        self,
+        state: DiscreteState,
+        x: Tensor,
+        t_next: Tensor,
+        probs: Tensor,
+        nfe: Tensor,
+        x0_draw: Tensor | None = None,
     ) -> DiscreteState:
         return DiscreteState(
             x=x,
@@ -215,6 +227,7 @@ class _DiscreteSolver(SolverBase):
             x0_probs=probs,
             x_seen=state.x,
             nfe=nfe,
+            x0_draw=state.x0_draw if x0_draw is None else x0_draw,
         )
 
 
@@ -223,7 +236,12 @@ class _DiscreteSolver(SolverBase):
 class MaskedAncestral(_DiscreteSolver):
     """MDLM ancestral sampler (Sahoo et al. 2024): each masked position is
     revealed with probability (alpha_s - alpha_t)/(1 - alpha_t), its token drawn from x_theta;
-    revealed tokens are kept. Optional no-update caching (``cache=True``, "mdlm_cached").
+    revealed tokens are kept. Optional no-update caching (``cache=True``, "mdlm_cached"): then
+    the candidate token of each position is also drawn only when its row's prediction is
+    refreshed (at most L + 1 times per row, instead of at every step). That is exact: a masked
+    position's reveal coin is independent of its candidate, which stays a fresh draw from the
+    unchanged x_theta until used. The samples are equal in law to the uncached sampler's, not bit
+    for bit (it draws every step).
     A position whose time does not change over a step is never revealed (probability 0), so
     per-position grids may pause positions (block-wise decoding)."""
 
@@ -233,11 +251,17 @@ class MaskedAncestral(_DiscreteSolver):
         path, x = self._path(model), state.x
         t_cur = torch.as_tensor(t_cur, dtype=torch.float64, device=x.device)
         a_t, a_s = path.alpha(per_position(t_cur, x)), path.alpha(per_position(t_next, x))
-        probs, nfe = self._predict(path, state, model, t_cur)
+        probs, nfe, stale = self._predict(path, state, model, t_cur)
         u = uniforms(x.shape, x.device, noise)
-        tokens = self._draw_x0(probs, noise)
+        if stale is None:
+            tokens = self._draw_x0(probs, noise)
+        else:  # redraw the candidates of refreshed rows only (see the class docstring)
+            tokens = state.x0_draw
+            if stale.numel() > 0:
+                tokens = tokens.index_copy(0, stale, self._draw_x0(probs[stale], noise))
         reveal = (x == path.mask_index) & (u < (a_s - a_t) / (1 - a_t).clamp_min(1e-12))
-        return self._next_state(state, torch.where(reveal, tokens, x), t_next, probs, nfe)
+        x_new = torch.where(reveal, tokens, x)
+        return self._next_state(state, x_new, t_next, probs, nfe, tokens)
 
 
 @register_solver("remdm")
@@ -262,7 +286,7 @@ class ReMDMSampler(_DiscreteSolver):
         a_t, a_s = path.alpha(per_position(t_cur, x)), path.alpha(per_position(t_next, x))
         sigma_max = ((1 - a_s) / a_t).clamp(max=1.0)
         sigma = sigma_max.clamp(max=self.eta) if self.strategy == "cap" else self.eta * sigma_max
-        probs, nfe = self._predict(path, state, model, t_cur)
+        probs, nfe, _ = self._predict(path, state, model, t_cur)
         u = uniforms(x.shape, x.device, noise)
         tokens = self._draw_x0(probs, noise)
         mask = torch.full_like(x, path.mask_index)
@@ -290,7 +314,7 @@ class FirstHittingSampler(_DiscreteSolver):
         u = uniforms(x.shape[:1], x.device, noise)
         one_minus_alpha = (1 - path.alpha(t_row)) * u ** (1.0 / n_masked.clamp(min=1))
         tau = torch.where(n_masked > 0, path.schedule.t_of_alpha(1 - one_minus_alpha), t_row)
-        probs, nfe = self._predict(path, state, model, tau)
+        probs, nfe, _ = self._predict(path, state, model, tau)
         pos = uniforms(x.shape, x.device, noise).masked_fill(~masked, -1.0).argmax(-1)
         rows = torch.arange(x.shape[0], device=x.device)
         tokens = self._draw_x0(probs[rows, pos], noise)
@@ -322,7 +346,7 @@ class MaskedConfidence(_DiscreteSolver):
         masked = x == path.mask_index
         p_reveal = (a_s - a_t) / (1 - a_t).clamp_min(1e-12)
         k = torch.round(torch.where(masked, p_reveal, 0.0).sum(-1)).long()
-        probs, nfe = self._predict(path, state, model, t_cur)
+        probs, nfe, _ = self._predict(path, state, model, t_cur)
         tokens = self._draw_x0(probs, noise)
         if self.confidence == "prob":
             conf = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
@@ -359,7 +383,7 @@ class UniformAncestral(_DiscreteSolver):
     def step(self, state, t_cur, t_next, model, *, i: int, n: int, noise=None) -> DiscreteState:
         path, x = self._path(model), state.x
         t_cur = torch.as_tensor(t_cur, dtype=torch.float64, device=x.device)
-        probs, nfe = self._predict(path, state, model, t_cur)
+        probs, nfe, _ = self._predict(path, state, model, t_cur)
         if self.temperature == 0:
             probs = torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).double()
         post = path.posterior_probs(probs, x, t_cur, t_next)
