@@ -21,7 +21,9 @@ TEST_TOOLS = ("pytest>=8", "pytest-xdist>=3", "hypothesis>=6")
 # Field libraries that must never arrive with polydiff-core alone.
 NOT_IN_CORE = ("librosa", "pymatgen", "nibabel", "gymnasium", "mujoco", "soundfile", "tokenizers")
 # Programs (Debian names) that a domain's tests and demo call; apt-get installs them when missing.
-SYSTEM_PROGRAMS = {"speech": ("espeak-ng",)}
+# domain -> {program: the apt package that provides it}; alsa-utils ships the real speech
+# recordings (/usr/share/sounds/alsa) the speech demo and benchmark use besides synthetic speech
+SYSTEM_PROGRAMS = {"speech": {"espeak-ng": "espeak-ng", "aplay": "alsa-utils"}}
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
@@ -35,11 +37,16 @@ def install(session: nox.Session, *args: str) -> None:
 
 def ensure_programs(session: nox.Session, *domains: str) -> None:
     """Install the system programs the domains need (root + apt-get), or say what is missing."""
-    missing = [p for d in domains for p in SYSTEM_PROGRAMS.get(d, ()) if not shutil.which(p)]
+    missing = [
+        package
+        for d in domains
+        for program, package in SYSTEM_PROGRAMS.get(d, {}).items()
+        if not shutil.which(program)
+    ]
     if not missing:
         return
     if not shutil.which("apt-get") or os.geteuid() != 0:
-        session.error(f"missing programs {missing}: install them with your system package manager")
+        session.error(f"missing packages {missing}: install them with your system package manager")
     session.run("apt-get", "update", "-qq", external=True)
     session.run("apt-get", "install", "-y", "-qq", *missing, external=True)
 

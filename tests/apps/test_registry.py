@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 from polydiff.apps import registry
@@ -57,3 +58,20 @@ def test_option_comments(tmp_path: Path):
     }
     text = options_help(OmegaConf.load(f), f)
     assert "train.name=a # b" in text and "seed=1" in text and "defaults" not in text
+
+
+def test_positional_argument_and_flags_become_overrides():
+    v = registry.Verb("speech", "enhance", lambda cfg, d: None, "input", (("-o", "output"),))
+    assert v.to_overrides(["in.wav", "-o", "out dir/o'k.wav", "N=2", "--cfg", "job"]) == [
+        "input=in.wav",
+        "output='out dir/o\\'k.wav'",
+        "N=2",
+        "--cfg",
+        "job",
+    ]
+    # only the first bare argument is positional; without a value -o is an error
+    assert v.to_overrides(["a.wav", "b"]) == ["input=a.wav", "b"]
+    with pytest.raises(ValueError, match="-o needs a value"):
+        v.to_overrides(["a.wav", "-o"])
+    quoted = OmegaConf.create(compose_config("speech/enhance", v.to_overrides(["my file's.wav"])))
+    assert quoted.input == "my file's.wav"

@@ -82,7 +82,11 @@ def dispatch(argv: list[str]) -> int:
     verb = verbs[name]
     if not verb.config_file.is_file():
         raise UsageError(f"verb {head} {name} has no config file {verb.config_file}")
-    return run_hydra(verb.config_name, f"polydiff {head} {name}", argv[2:], _verb_task(verb))
+    try:
+        args = verb.to_overrides(argv[2:])
+    except ValueError as err:
+        raise UsageError(f"polydiff {head} {name}: {err}") from None
+    return run_hydra(verb.config_name, f"polydiff {head} {name}", args, _verb_task(verb))
 
 
 # ----------------------------------------------------------------------------- help texts

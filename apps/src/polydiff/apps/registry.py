@@ -10,6 +10,7 @@ Command modules are imported lazily (heavy imports belong inside the verb functi
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,9 +48,31 @@ class StageResult:
 
 @dataclass(frozen=True)
 class Verb:
+    """`polydiff <domain> <name>`. `positional` names the config key a bare first argument sets
+    and `flags` maps short options to config keys (`enhance in.wav -o out.wav`)."""
+
     domain: str
     name: str
     fn: VerbFn
+    positional: str | None = None
+    flags: tuple[tuple[str, str], ...] = ()
+
+    def to_overrides(self, args: list[str]) -> list[str]:
+        """Rewrite the positional argument and the flags into Hydra overrides `key=value`."""
+        out, flags, rest = [], dict(self.flags), list(args)
+        positional = self.positional
+        while rest:
+            arg = rest.pop(0)
+            if arg in flags:
+                if not rest:
+                    raise ValueError(f"option {arg} needs a value")
+                out.append(f"{flags[arg]}={_quote(rest.pop(0))}")
+            elif positional and "=" not in arg and not arg.startswith("-"):
+                out.append(f"{positional}={_quote(arg)}")
+                positional = None
+            else:
+                out.append(arg)
+        return out
 
     @property
     def summary(self) -> str:
@@ -85,6 +108,13 @@ _DEMOS: dict[str, DemoStage] = {}
 _LOADED: set[str] = set()
 
 
+def _quote(value: str) -> str:
+    """A Hydra override value: plain if it parses as one, else single-quoted (paths with spaces)."""
+    if re.fullmatch(r"[\w./~+-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _first_line(doc: str | None) -> str:
     return (doc or "").strip().split("\n", 1)[0].strip()
 
@@ -100,11 +130,18 @@ def _domain_of(fn: Callable[..., Any]) -> str:
     return module[len(prefix) :]
 
 
-def verb(name: str, *, domain: str | None = None) -> Callable[[VerbFn], VerbFn]:
+def verb(
+    name: str,
+    *,
+    domain: str | None = None,
+    positional: str | None = None,
+    flags: dict[str, str] | None = None,
+) -> Callable[[VerbFn], VerbFn]:
     """Register `fn(cfg, run_dir)` as `polydiff <domain> <name>` (config conf/<domain>/<name>.yaml).
 
     The domain defaults to the name of the command module (`polydiff.apps.commands.<domain>`);
-    the first docstring line is the verb's one-line help.
+    the first docstring line is the verb's one-line help. `positional` / `flags` let a bare
+    first argument and options like `-o` stand for config keys (`Verb.to_overrides`).
     """
 
     def register(fn: VerbFn) -> VerbFn:
@@ -113,7 +150,7 @@ def verb(name: str, *, domain: str | None = None) -> Callable[[VerbFn], VerbFn]:
             raise ValueError(f"unknown domain {dom!r} for verb {name!r}; known: {list(DOMAINS)}")
         if name in _VERBS[dom] and _VERBS[dom][name].fn is not fn:
             raise ValueError(f"verb {dom} {name} is registered twice")
-        _VERBS[dom][name] = Verb(dom, name, fn)
+        _VERBS[dom][name] = Verb(dom, name, fn, positional, tuple((flags or {}).items()))
         fn.__polydiff_verb__ = _VERBS[dom][name]  # type: ignore[attr-defined]
         return fn
 
