@@ -184,3 +184,47 @@ def test_evaluate_scores_known_signals(work: Path, corpus: Path):
 def test_evaluate_rejects_mismatched_folders(work: Path, corpus: Path):
     args = (f"clean={corpus / 'valid' / 'clean'}", f"enhanced={corpus / 'test' / 'clean'}")
     usage_error(run(work, "evaluate", *args, "hydra.run.dir=b3"), "test_00000.wav")
+
+
+def test_enhance_without_model_uses_the_shipped_storm(work: Path, corpus: Path):
+    from polydiff.speech.shipped import shipped_checkpoint
+
+    src = corpus / "test" / "noisy" / "test_00000.wav"  # 8 kHz, the shipped model's rate
+    # the short form `enhance in.wav -o out.wav` (the input as the bare argument)
+    ok(run(work, "enhance", str(src), "-o", "shipped.wav", "N=1", "hydra.run.dir=ship"))
+    out, sr = sf.read(work / "shipped.wav")
+    assert sr == int(SR) and out.shape == (sf.info(src).frames,) and np.isfinite(out).all()
+    assert np.abs(out).max() > 0  # not silence
+    report = json.loads((work / "ship" / "enhance.json").read_text())
+    assert report["method"] == "storm"
+    assert report["model"] == f"shipped:{shipped_checkpoint('storm').name}"
+
+
+def test_quick_demo_stage_end_to_end(work: Path):
+    import re
+
+    from polydiff.speech.data.real import alsa_speech_files
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    args = [str(POLYDIFF), "demo", "domains=[speech]", "quick=true", "hydra.run.dir=demo_q"]
+    ok(subprocess.run(args, cwd=work, env=env, capture_output=True, text=True))
+    run_dir = work / "demo_q"
+    report = (run_dir / "report.md").read_text()
+    assert re.search(r"^\| speech \| ok \|.*PESQ = ", report, re.M), report
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert links == ["speech/spectrogram.png"]
+    assert (run_dir / links[0]).read_bytes()[:4] == b"\x89PNG"
+    metrics = json.loads((run_dir / "speech" / "metrics.json").read_text())
+    # the shipped StoRM's default is its predictive network (N=0); quick compares N=2 beside it
+    assert metrics["method"] == "storm" and metrics["sampler_options"] == {"N": 0}
+    sets = metrics["sets"]
+    expected_sets = ["built-in", "real (alsa)"] if alsa_speech_files() else ["built-in"]
+    assert list(sets) == expected_sets
+    for rows in sets.values():
+        assert list(rows) == ["noisy", "predictive (storm N=0)", "storm N=2"]
+        for name, r in rows.items():
+            assert all(np.isfinite(r[m]) for m in ("pesq", "estoi", "si_sdr")), (name, r)
+            assert (r["rtf"] is None) == (name == "noisy")
+    # each set's table is in the report, and the enhanced audio is written beside it
+    assert report.count("| noisy |") == len(sets) and "| storm N=2 |" in report
+    assert (run_dir / "speech" / "audio" / "test_00000_enhanced.wav").is_file()

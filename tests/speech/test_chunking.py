@@ -196,3 +196,14 @@ def test_streamed_file_errors_leave_nothing(tmp_path):
     with pytest.warns(UserWarning, match="40000 samples above full scale were clipped"):
         enhance_file(lambda b: 30 * b, tmp_path / "x.wav", tmp_path / "c.wav")
     np.testing.assert_allclose(sf.read(tmp_path / "c.wav")[0], 1.0, atol=1 / 2**15)
+
+
+def test_a_clipped_input_file_is_enhanced_with_a_warning(tmp_path, speech):
+    x = np.clip(3 * speech(1.0, 16000, 0), -1, 1)  # a recording driven into clipping
+    assert np.mean(np.abs(x) >= 0.999) > 0.01
+    sf.write(tmp_path / "clipped.wav", x, 16000, subtype="PCM_16")
+    with pytest.warns(UserWarning, match=r"clipped\.wav: .*% of samples are at full scale"):
+        enhance_file(lambda b: 0.5 * b, tmp_path / "clipped.wav", tmp_path / "o.wav")
+    out = sf.read(tmp_path / "o.wav")[0]
+    assert np.isfinite(out).all() and out.shape == x.shape
+    np.testing.assert_allclose(out, 0.5 * x, atol=2 / 2**15)

@@ -22,8 +22,7 @@ def tiny_storm(**changes) -> StoRM:
         spec=TINY_SPEC,
         predictor=dataclasses.replace(predictor_config("micro"), **SMALL),
         score=dataclasses.replace(score_config("micro"), **SMALL),
-        N=3,
-        **changes,
+        **{"N": 3, **changes},
     )
     return StoRM(cfg)
 
@@ -189,3 +188,18 @@ def test_predictive_training_steps_reduce_the_loss():
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_default_N_0_makes_the_predictive_network_the_default_sampler():
+    # the shipped StoRM's config uses N = 0 (selected on validation clips): D(y), 1 NFE
+    model = tiny_storm(N=0).eval()
+    calls = {"score": 0}
+    model.score_net.register_forward_hook(lambda *a: calls.__setitem__("score", calls["score"] + 1))
+    _, y = _pair(4)
+    torch.testing.assert_close(model.enhance_spec(y), model.predict(y))
+    assert calls["score"] == 0
+    assert StoRMConfig.from_dict(model.cfg.to_dict()).N == 0
+    with pytest.raises(ValueError, match="N >= 0"):
+        tiny_storm(N=-1)
+    with pytest.raises(ValueError, match="N >= 1"):  # SGMSE+ has no predictive stage
+        sgmse_mod.SGMSEConfig(N=0)

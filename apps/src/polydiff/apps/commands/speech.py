@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from polydiff.apps.registry import ConfigError, verb
+from polydiff.apps.registry import ConfigError, StageResult, demo_stage, verb
 
 METHODS = ("sgmse", "storm")
 TASKS = ("denoise", "dereverb", "both")
@@ -233,10 +233,10 @@ def _sampler_options(cfg: DictConfig, method: str) -> dict[str, Any]:
     return options
 
 
-@verb("enhance")
+@verb("enhance", positional="input", flags={"-o": "output", "--output": "output"})
 def enhance(cfg: DictConfig, run_dir: Path) -> None:
-    """Enhance a .wav/.flac file or a folder with a trained model (input=... output=...)."""
-    model_dir = _require_path(cfg.model, "model", folder=True)
+    """Enhance a .wav/.flac file or folder: `enhance in.wav -o out.wav` (input=... output=...)."""
+    model_dir = _model_dir(cfg.model)
     src = _require_path(cfg.input, "input")
     if src.is_file() and src.suffix.lower() not in AUDIO_EXTENSIONS:
         raise ConfigError(f"input: {src} is not a {'/'.join(AUDIO_EXTENSIONS)} file")
@@ -283,7 +283,7 @@ def enhance(cfg: DictConfig, run_dir: Path) -> None:
     result = {
         "input": str(src),
         "output": str(out),
-        "model": str(model_dir),
+        "model": str(model_dir) if cfg.model else f"shipped:{model_dir.name}",
         "method": method,
         "sampler_options": options,
         "seconds": seconds,
@@ -292,6 +292,18 @@ def enhance(cfg: DictConfig, run_dir: Path) -> None:
     _write_json(run_dir / "enhance.json", result)
     errors = sum(v.startswith("error") for v in status.values())
     print(f"{len(status) - errors} file(s) -> {out} in {seconds:.1f} s, {errors} error(s)")
+
+
+def _model_dir(value: Any) -> Path:
+    """The exported model folder of option `model`; null: the StoRM shipped with polydiff-speech."""
+    if value in (None, ""):
+        from polydiff.speech.shipped import shipped_checkpoint
+
+        try:
+            return shipped_checkpoint("storm")
+        except FileNotFoundError as err:
+            raise ConfigError(f"model: {err}") from None
+    return _require_path(value, "model", folder=True)
 
 
 def _load_model(model_dir: Path, device: str):
@@ -390,3 +402,116 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
         for k, v in extra["noisy_summary"].items():
             table[k] += f"   noisy: {v['mean']:.3f}"
     print(json.dumps(table, indent=1, ensure_ascii=False))
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+@demo_stage(quick=("clips=1", "real=1", "compare_N=[2]"))
+@verb("demo")
+def demo(cfg: DictConfig, run_dir: Path) -> StageResult:
+    """Enhance held-out built-in clips and a real recording with the shipped model; score them."""
+    if cfg.clips < 0 or cfg.real < 0 or cfg.clips + cfg.real == 0:
+        raise ConfigError(
+            f"clips and real must be >= 0 and not both 0, got {cfg.clips}, {cfg.real}"
+        )
+    if any(n < 0 for n in cfg.compare_N):
+        raise ConfigError(f"compare_N must hold step counts >= 0, got {list(cfg.compare_N)}")
+    model_dir = _model_dir(cfg.model)
+    import torch
+
+    from polydiff.speech.evaluation import builtin_test_clips, real_test_clips
+
+    method, model = _load_model(model_dir, cfg.device)
+    options = _sampler_options(cfg, method)
+    options.setdefault("N", int(model.cfg.N))
+    sr = model.spec.sample_rate
+    sets = {"built-in": builtin_test_clips(int(cfg.clips), sr, seed=int(cfg.corpus_seed))}
+    if cfg.real:
+        real = real_test_clips(int(cfg.real), sr)
+        if real:
+            sets["real (alsa)"] = real
+        else:
+            print("alsa-utils recordings not found: the real-speech row is skipped")
+    with torch.inference_mode():
+        results = {
+            name: _demo_set(model, method, clips, options, cfg, run_dir)
+            for name, clips in sets.items()
+        }
+    metrics = {
+        "model": str(model_dir) if cfg.model else f"shipped:{model_dir.name}",
+        "method": method,
+        "sample_rate": sr,
+        "sampler_options": options,
+        "sets": {name: r["summary"] for name, r in results.items()},
+    }
+    _write_json(run_dir / "metrics.json", metrics)
+    first = next(iter(results.values()))
+    plot = _demo_plot(first, model, run_dir)
+    key = _row_name(method, options["N"])
+    built = first["summary"]
+    headline = {
+        "PESQ": built[key]["pesq"], "PESQ noisy": built["noisy"]["pesq"],
+        "ESTOI": built[key]["estoi"], "SI-SDR (dB)": built[key]["si_sdr"], "RTF": built[key]["rtf"],
+    }  # fmt: skip
+    return StageResult(headline, _demo_markdown(metrics), [("Spectrograms", plot)], metrics)
+
+
+def _row_name(method: str, N: int) -> str:
+    return "predictive (storm N=0)" if method == "storm" and N == 0 else f"{method} N={N}"
+
+
+def _demo_set(model, method: str, clips, options, cfg: DictConfig, run_dir: Path) -> dict:
+    """Noisy, the model's sampler (`options`) and the `compare_N` step counts on one set."""
+    from polydiff.speech.audio import save_audio
+    from polydiff.speech.evaluation import run_method, score_set, set_summary
+
+    runs: dict[str, Any] = {"noisy": ([c.noisy for c in clips], None)}
+    key = _row_name(method, options["N"])
+    runs[key] = run_method(model, clips, seed=int(cfg.seed), **options)
+    for n in cfg.compare_N:
+        if _row_name(method, int(n)) not in runs:
+            extra = {**options, "N": int(n)}
+            runs[_row_name(method, int(n))] = run_method(model, clips, seed=int(cfg.seed), **extra)
+    summary = {}
+    for name, (estimates, seconds) in runs.items():
+        rows = score_set(clips, estimates)
+        summary[name] = {k: _mean(v) for k, v in set_summary(rows, seconds, clips).items()}
+    for clip, est in zip(clips, runs[key][0], strict=True):
+        stem = Path(clip.name).stem
+        for kind, audio in (("noisy", clip.noisy), ("enhanced", est), ("clean", clip.clean)):
+            save_audio(run_dir / "audio" / f"{stem}_{kind}.wav", audio, clip.sample_rate)
+    return {"clips": clips, "enhanced": runs[key][0], "summary": summary}
+
+
+def _mean(v: Any) -> Any:
+    """A summary entry's mean (metrics) or the value itself (rtf, audio_seconds)."""
+    return v["mean"] if isinstance(v, dict) else v
+
+
+def _demo_plot(result: dict, model, run_dir: Path) -> Path:
+    from polydiff.speech.plots import plot_spectrograms
+
+    clip, est = result["clips"][0], result["enhanced"][0]
+    signals = {"noisy": clip.noisy, "enhanced": est, "clean": clip.clean}
+    return plot_spectrograms(signals, run_dir / "spectrogram.png", model.spec, title=clip.name)
+
+
+def _demo_markdown(metrics: dict) -> str:
+    """One table per set: PESQ, ESTOI, SI-SDR means and the real-time factor per method."""
+    lines = [f"Model `{metrics['model']}` ({metrics['method']}, {metrics['sample_rate']} Hz)."]
+    for name, rows in metrics["sets"].items():
+        secs = rows["noisy"]["audio_seconds"]
+        lines += [
+            "",
+            f"**{name}** ({secs:.1f} s of audio)",
+            "",
+            "| method | PESQ | ESTOI | SI-SDR (dB) | RTF |",
+            "|---|---|---|---|---|",
+        ]
+        for method, r in rows.items():
+            rtf = "-" if r["rtf"] is None else f"{r['rtf']:.2f}"
+            lines.append(
+                f"| {method} | {r['pesq']:.3f} | {r['estoi']:.3f} | {r['si_sdr']:.2f} | {rtf} |"
+            )
+    return "\n".join(lines)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polydiff.speech.audio import PRESETS, SpecConfig
+from polydiff.speech.audio import CLIP_LEVEL, PRESETS, SpecConfig
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,20 @@ class _ResampledReader:
         return x[:, a - offset : b - offset]
 
 
+def _warn_if_clipped(f, path: Path, clip_warn: float = 1e-3) -> None:
+    """Warn (as `load_audio` does) when more than `clip_warn` of the file's samples sit at or
+    above full scale: a clipped recording is enhanced anyway, but the user should know."""
+    over = 0
+    for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+        over += int(np.count_nonzero(np.abs(block) >= CLIP_LEVEL))
+    f.seek(0)
+    frac = over / (f.frames * f.channels)
+    if frac > clip_warn:
+        warnings.warn(
+            f"{path}: {100 * frac:.2f}% of samples are at full scale (clipped?)", stacklevel=3
+        )
+
+
 def enhance_file(
     fn: Callable[[torch.Tensor], torch.Tensor],
     in_path: str | os.PathLike,
@@ -214,7 +228,8 @@ def enhance_file(
     `cfg.sample_rate`, the output rate), enhances and writes each chunk; a sample is written as
     soon as no later chunk overlaps it. The output appears atomically when complete. Raises
     FileNotFoundError / ValueError (naming the file) for a missing, unreadable, empty or silent
-    input, and ValueError if `fn` produces NaN/inf (nothing is written then). An integer
+    input (a clipped one is enhanced with a warning), and ValueError if `fn` produces NaN/inf
+    (nothing is written then). An integer
     `subtype` cannot hold |x| > 1 and a stream cannot be rescaled after the fact, so such samples
     are hard-clipped with a warning giving their number (`on_clip="clip"`) or raise ValueError
     (`on_clip="error"`); use `subtype="FLOAT"` to keep them.
@@ -237,6 +252,7 @@ def enhance_file(
     with f:
         if f.frames == 0:
             raise ValueError(f"{in_path}: empty audio file (0 samples)")
+        _warn_if_clipped(f, in_path)
         reader = _ResampledReader(f, cfg.sample_rate, channels)
         hop = cfg.hop_length
         chunk = max(round(chunk_seconds * cfg.sample_rate / hop), 1) * hop

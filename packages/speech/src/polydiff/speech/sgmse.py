@@ -131,12 +131,15 @@ def sgmse_48k_config(**changes: Any) -> SGMSEConfig:
     return SGMSEConfig(**{**base, **changes})
 
 
-def _check_sampler(t_eps: float, N: int, snr: float, corrector_steps: int, who: str) -> None:
+def _check_sampler(
+    t_eps: float, N: int, snr: float, corrector_steps: int, who: str, min_N: int = 1
+) -> None:
     if not 0 < t_eps < 1:
         raise ValueError(f"{who}: t_eps must be in (0, 1), got {t_eps}")
-    if N < 1 or snr <= 0 or corrector_steps < 0:
+    if N < min_N or snr <= 0 or corrector_steps < 0:
         raise ValueError(
-            f"{who}: need N >= 1, snr > 0, corrector_steps >= 0; got {N}, {snr}, {corrector_steps}"
+            f"{who}: need N >= {min_N}, snr > 0, corrector_steps >= 0; "
+            f"got {N}, {snr}, {corrector_steps}"
         )
 
 

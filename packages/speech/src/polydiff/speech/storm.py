@@ -73,7 +73,8 @@ class StoRMConfig:
     predictor / score: the two NCSN++ configs (see `predictor_config`, `score_config`).
     theta, sigma_min, sigma_max, t_eps: OUVE SDE as SGMSE+. a: weight of the predictive loss.
     mode: training mode ("joint", "predictive", "frozen_predictive"). N, snr,
-    corrector_steps: sampler defaults (20 steps, no corrector, as the authors recommend).
+    corrector_steps: sampler defaults (20 steps, no corrector, as the authors recommend;
+    N = 0 makes the predictive model alone the default).
     """
 
     spec: SpecConfig = field(default_factory=lambda: SPEC_PRESETS["16k_storm"])
@@ -99,7 +100,8 @@ class StoRMConfig:
             raise ValueError(f"StoRMConfig: mode must be one of {MODES}, got {self.mode!r}")
         if not 0.0 <= self.a <= 1.0:
             raise ValueError(f"StoRMConfig: the loss weight a must be in [0, 1], got {self.a}")
-        _check_sampler(self.t_eps, self.N, self.snr, self.corrector_steps, "StoRMConfig")
+        # N = 0 is allowed: the predictive model alone as the default sampler setting
+        _check_sampler(self.t_eps, self.N, self.snr, self.corrector_steps, "StoRMConfig", 0)
 
     def to_dict(self) -> dict:
         return {"method": "storm", **asdict(self)}

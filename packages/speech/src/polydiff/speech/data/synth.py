@@ -10,7 +10,7 @@ a crashed run can simply be restarted (files are written atomically).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -97,6 +97,27 @@ def make_clip(
     return clean * gain, mixture * gain, meta
 
 
+def _talkers(cfg: CorpusConfig, s_idx: int) -> list[np.ndarray]:
+    """The babble talkers of subset number `s_idx` (their own seeded generator)."""
+    if cfg.task == "dereverb" or "babble" not in cfg.noise_kinds:
+        return []
+    pool_rng = np.random.default_rng([cfg.seed, s_idx, 1 << 30])
+    return [_utterance(pool_rng, cfg)[0] for _ in range(cfg.babble_talkers)]
+
+
+def subset_clips(
+    cfg: CorpusConfig, subset: str, indices: Iterable[int]
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, dict]]:
+    """(name, clean, noisy, meta) of clips `indices` of `subset`, in memory: the very clips that
+    `generate_corpus` writes (clip i depends only on (seed, subset, i)), so a held-out test clip
+    can be rebuilt without writing the corpus."""
+    s_idx = SUBSETS.index(subset)
+    talkers = _talkers(cfg, s_idx)
+    for i in indices:
+        clean, noisy, meta = make_clip(np.random.default_rng([cfg.seed, s_idx, i]), cfg, talkers)
+        yield f"{subset}_{i:05d}.wav", clean, noisy, meta
+
+
 def generate_corpus(
     root: str | os.PathLike,
     cfg: CorpusConfig | None = None,
@@ -110,20 +131,12 @@ def generate_corpus(
     cfg = cfg or CorpusConfig()
     espeak_binary()
     root = Path(root)
-    for s_idx, subset in enumerate(SUBSETS):
+    for subset in SUBSETS:
         total = cfg.sizes.get(subset, 0)
         if total == 0:
             continue
-        talkers: list[np.ndarray] = []
-        if cfg.task != "dereverb" and "babble" in cfg.noise_kinds:
-            pool_rng = np.random.default_rng([cfg.seed, s_idx, 1 << 30])
-            talkers = [_utterance(pool_rng, cfg)[0] for _ in range(cfg.babble_talkers)]
         metas = []
-        for i in range(total):
-            clean, noisy, meta = make_clip(
-                np.random.default_rng([cfg.seed, s_idx, i]), cfg, talkers
-            )
-            name = f"{subset}_{i:05d}.wav"
+        for i, (name, clean, noisy, meta) in enumerate(subset_clips(cfg, subset, range(total))):
             save_audio(root / subset / "clean" / name, clean, cfg.sample_rate, on_clip="error")
             save_audio(root / subset / "noisy" / name, noisy, cfg.sample_rate, on_clip="error")
             metas.append({"file": name, **meta})

@@ -1,0 +1,75 @@
+"""Held-out sets (built-in test clips rebuilt from their seeds, real recordings + noise), the
+NFE bookkeeping of the benchmark, and the shipped checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from polydiff.speech.audio import load_audio
+from polydiff.speech.data.real import real_noisy_set
+from polydiff.speech.data.synth import CorpusConfig, generate_corpus
+from polydiff.speech.evaluation import builtin_test_clips, nfe, score_set, set_summary
+from polydiff.speech.shipped import SHIPPED, load_shipped, shipped_checkpoint
+
+
+def test_builtin_test_clips_are_the_files_generate_corpus_writes(tmp_path):
+    common = dict(babble_talkers=2, noise_kinds=("white", "babble", "hum"))
+    cfg = CorpusConfig(sizes={"train": 1, "test": 3}, sample_rate=8000, seed=5, **common)
+    generate_corpus(tmp_path, cfg)
+    clips = builtin_test_clips(2, 8000, seed=5, start=1, **common)
+    assert [c.name for c in clips] == ["test_00001.wav", "test_00002.wav"]
+    for clip in clips:
+        clean, sr = load_audio(tmp_path / "test" / "clean" / clip.name)
+        noisy, _ = load_audio(tmp_path / "test" / "noisy" / clip.name)
+        assert sr == clip.sample_rate == 8000
+        np.testing.assert_allclose(clip.clean, clean, atol=1 / 2**15)  # 16-bit files
+        np.testing.assert_allclose(clip.noisy, noisy, atol=1 / 2**15)
+
+
+def test_real_noisy_set_mixes_at_the_drawn_snr_reproducibly(tmp_path, speech):
+    for name, seed in (("a.wav", 1), ("b.wav", 2)):
+        sf.write(tmp_path / name, speech(1.0, 48000, seed), 48000)
+    sf.write(tmp_path / "Noise.wav", np.random.default_rng(0).normal(size=48000) * 0.1, 48000)
+    files = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    kinds = ("pink", "alsa_noise")
+    first = real_noisy_set(files, 8000, seed=3, snr_range=(2.0, 12.0), noise_kinds=kinds)
+    again = real_noisy_set(files, 8000, seed=3, snr_range=(2.0, 12.0), noise_kinds=kinds)
+    for (_, clean, noisy, meta), (*_, n2, _) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(noisy, n2)
+        assert clean.size == 8000 and meta["noise"] in kinds and 2.0 <= meta["snr_db"] <= 12.0
+        snr = 10 * np.log10(np.sum(clean.astype(float) ** 2) / np.sum((noisy - clean) ** 2.0))
+        assert snr == pytest.approx(meta["snr_db"], abs=1e-3)
+        assert np.max(np.abs(noisy)) == pytest.approx(0.7, rel=1e-5)
+    assert [m["noise"] for *_, m in first] == list(kinds)
+    with pytest.raises(ValueError, match="noise_kinds"):
+        real_noisy_set(files, 8000, noise_kinds=("babble",))
+
+
+def test_nfe_counts_and_summary_of_a_perfect_estimate(speech):
+    assert nfe("sgmse", 30, 1) == 60  # the papers' 60 NFE at N = 30
+    assert nfe("storm", 10, 0) == 11 and nfe("storm", 0, 0) == 1
+    from polydiff.speech.evaluation import Clip
+
+    clean = speech(2.0, 8000, 0)
+    noisy = clean + 0.05 * np.random.default_rng(0).normal(size=clean.size).astype(np.float32)
+    clips = [Clip("x.wav", clean, noisy, 8000)]
+    rows = score_set(clips, [clean])
+    summary = set_summary(rows, 1.0, clips)
+    assert summary["si_sdr"]["mean"] > 100 and summary["estoi"]["mean"] > 0.99
+    assert summary["rtf"] == pytest.approx(0.5) and summary["audio_seconds"] == 2.0
+
+
+@pytest.mark.parametrize("method", list(SHIPPED))
+def test_shipped_checkpoints_load_without_pickle_and_have_a_readme(method):
+    folder = shipped_checkpoint(method)
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in folder.iterdir()}
+    assert json.loads((folder / "config.json").read_text())["method"] == method
+    assert (folder / "model.safetensors").stat().st_size < 5_000_000  # a few MB at most
+    model = load_shipped(method)
+    assert not model.training and model.spec.sample_rate == 8000
+    with pytest.raises(ValueError, match="no shipped"):
+        shipped_checkpoint("bbed")
