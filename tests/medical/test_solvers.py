@@ -18,13 +18,14 @@ from polydiff.core.testing import GaussianMixture
 from polydiff.medical.baselines import back_projection, tv_admm
 from polydiff.medical.data import phantom_slices, shepp_logan_3d
 from polydiff.medical.metrics import psnr
-from polydiff.medical.operators import CartesianMRI, ParallelBeamCT, make_mask
+from polydiff.medical.operators import CartesianMRI, LinearOperator, ParallelBeamCT, make_mask
 from polydiff.medical.solvers import (
     ADMMTVz,
     SlicePrior,
     dds,
     diffusion_mbir,
     dps,
+    operator_norm2,
     red_diff,
 )
 
@@ -81,10 +82,10 @@ def gaussian():
 @pytest.mark.parametrize(
     ("solver", "kwargs", "nfe"),
     [
-        (dds, {"steps": 30, "lam": 0.0}, 30),
-        (dds, {"steps": 30, "lam": 0.0, "gamma": 1.0}, 30),
-        (dps, {"steps": 100, "zeta": 0.3}, 100),
-        (red_diff, {"steps": 100, "lam": 1.0}, 100),
+        (dds, {"steps": 30, "lam": 0.0, "clip": None}, 30),
+        (dds, {"steps": 30, "lam": 0.0, "gamma": 1.0, "op_norm2": 1.0, "clip": None}, 30),
+        (dps, {"steps": 100, "zeta": 0.3, "op_norm2": 1.0}, 100),
+        (red_diff, {"steps": 100, "lam": 1.0, "lr": 0.1, "op_norm2": 1.0}, 100),
         (diffusion_mbir, {"steps": 60, "lam": 0.0, "rho": 1.0}, 120),
     ],
     ids=["dds", "dds-noisy", "dps", "red-diff", "diffusion-mbir"],
@@ -116,9 +117,13 @@ def phantom():
     [
         (dds, {"steps": 20}, 4.0),
         (dds, {"steps": 20, "clip": (0.0, 1.0)}, 4.0),
-        (dps, {"steps": 100, "zeta": 0.1}, 1.0),
-        (red_diff, {"steps": 50, "lam": 1.0}, 3.0),
-        (diffusion_mbir, {"steps": 100, "rho": 1.0, "corrector_steps": 0}, 1.0),
+        (dps, {"steps": 100, "zeta": 0.1, "op_norm2": 1.0}, 1.0),
+        (red_diff, {"steps": 50, "lam": 1.0, "lr": 0.1, "op_norm2": 1.0}, 3.0),
+        (
+            diffusion_mbir,
+            {"steps": 100, "rho": 1.0, "lam": 0.04, "corrector_steps": 0, "op_norm2": 1.0},
+            1.0,
+        ),
     ],
     ids=["dds", "dds-clip", "dps", "red-diff", "diffusion-mbir"],
 )
@@ -131,12 +136,17 @@ def test_improves_on_back_projection_of_a_tiny_phantom(phantom, solver, kwargs, 
     assert float(psnr(rec.x, gt)) > float(psnr(back_projection(op, y), gt)) + gain_db
 
 
-@pytest.mark.parametrize("solver", [dds, red_diff])
-def test_mri_improves_on_zero_filling(phantom, solver):
+@pytest.mark.parametrize(
+    ("solver", "kwargs"),
+    [(dds, {}), (red_diff, {"lam": 0.25, "lr": 0.05})],
+    ids=["dds", "red-diff"],
+)
+def test_mri_improves_on_zero_filling(phantom, solver, kwargs):
     gmm, gt = phantom
     op = CartesianMRI(make_mask("uniform1d", (16, 16), acceleration=4))
     y = op.forward(gt)
-    rec = solver(SlicePrior(slice_model(gmm), PATH), op, y, steps=20, generator=_gen())
+    prior = SlicePrior(slice_model(gmm), PATH)
+    rec = solver(prior, op, y, steps=20, generator=_gen(), **kwargs)
     assert float(psnr(rec.x, gt)) > float(psnr(back_projection(op, y), gt)) + 0.5
 
 
@@ -205,3 +215,55 @@ def test_bad_parameters_are_rejected(gaussian):
         diffusion_mbir(p, op, y, rho=0.0)
     with pytest.raises(ValueError, match="steps"):
         dds(p, op, y, steps=0)
+
+
+class Scaled(LinearOperator):
+    """``c A``: the same measurements in other units (e.g. another pixel size)."""
+
+    def __init__(self, op: LinearOperator, c: float) -> None:
+        self.op, self.c = op, c
+        self.in_shape, self.out_shape = op.in_shape, op.out_shape
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c * self.op.forward(x)
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.c * self.op.adjoint(y)
+
+
+def test_operator_norm_is_the_largest_eigenvalue_of_the_gram_matrix():
+    op = ParallelBeamCT(8, n_views=4, cache=False)
+    a = dense_matrix(op, 8)
+    want = float(torch.linalg.eigvalsh(a.T @ a).max())
+    assert abs(operator_norm2(op) - want) < 1e-3 * want
+    mri = CartesianMRI(make_mask("uniform1d", (8, 8), acceleration=2))
+    assert abs(operator_norm2(mri) - 1.0) < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("solver", "kwargs"),
+    [
+        (dds, {"steps": 6}),
+        (dds, {"steps": 6, "gamma": 3.0}),
+        (dps, {"steps": 6, "zeta": 1.0}),
+        (red_diff, {"steps": 6, "lam": 1.0}),
+        (diffusion_mbir, {"steps": 6, "corrector_steps": 0}),
+    ],
+    ids=["dds", "dds-noisy", "dps", "red-diff", "diffusion-mbir"],
+)
+def test_relative_parameters_make_solvers_invariant_to_the_operator_scale(phantom, solver, kwargs):
+    """Measuring in other units (A -> 4 A, y -> 4 y) gives the same reconstruction when the
+    parameters are relative to ||A||^2 (the default), and a different one in absolute units."""
+    gmm, gt = phantom
+    op = ParallelBeamCT(16, n_views=8, cache=False)
+    y = op.forward(gt)
+    prior = SlicePrior(slice_model(gmm), PATH)
+
+    def rec(o, yy, **extra):
+        return solver(prior, o, yy, generator=_gen(), **kwargs, **extra).x
+
+    base = rec(op, y)
+    scaled = rec(Scaled(op, 4.0), 4.0 * y)
+    assert torch.allclose(scaled, base, atol=1e-4, rtol=1e-4)
+    absolute = rec(Scaled(op, 4.0), 4.0 * y, op_norm2=operator_norm2(op))
+    assert (absolute - base).abs().max() > 1e-2

@@ -31,7 +31,7 @@ from polydiff.core.io import atomic_path
 from polydiff.medical._files import cache_dir
 from polydiff.medical.operators.base import LinearOperator
 
-_BUILDER_VERSION = 2  # bump when the matrix builder changes, to invalidate cached files
+_BUILDER_VERSION = 3  # bump when the matrix builder changes, to invalidate cached files
 
 
 def _as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -108,11 +108,25 @@ def siddon_lengths(
     alpha = np.sort(np.clip(alpha, 0.0, 1.0), axis=1)
     length = np.diff(alpha, axis=1) * seg_len[:, None]
     mid = 0.5 * (alpha[:, 1:] + alpha[:, :-1])
-    j = np.floor(p0[:, :1] + mid * d[:, :1] + width / 2).astype(np.int64)
-    i = np.floor(p0[:, 1:] + mid * d[:, 1:] + height / 2).astype(np.int64)
+    fx = p0[:, :1] + mid * d[:, :1] + width / 2  # position in pixel units from the left edge
+    fy = p0[:, 1:] + mid * d[:, 1:] + height / 2
+    # A ray running along a pixel edge (an axis-aligned view whose detector bin sits on a pixel
+    # boundary) is the limit of rays on either side: half its length goes to each neighbour.
+    # Plain flooring gave it to one side only, depending on round-off in cos / sin.
+    tiny = 1e-9 * seg_len[:, None]
+    on_x = (np.abs(d[:, :1]) < tiny) & (np.abs(fx - np.round(fx)) < 1e-9)
+    on_y = (np.abs(d[:, 1:]) < tiny) & (np.abs(fy - np.round(fy)) < 1e-9)
+    j = np.where(on_x, np.round(fx), np.floor(fx)).astype(np.int64)
+    i = np.where(on_y, np.round(fy), np.floor(fy)).astype(np.int64)
+    length = np.where(on_x | on_y, 0.5 * length, length)
+    ray = np.broadcast_to(np.arange(len(p0))[:, None], length.shape)
+    # the other half: the pixel left of (or below) the edge
+    i = np.concatenate([i, i - on_y], axis=1)
+    j = np.concatenate([j, j - on_x], axis=1)
+    ray = np.concatenate([ray, ray], axis=1)
+    length = np.concatenate([length, np.where(on_x | on_y, length, 0.0)], axis=1)
     keep = (length > 1e-9) & (i >= 0) & (i < height) & (j >= 0) & (j < width)
-    ray = np.broadcast_to(np.arange(len(p0))[:, None], keep.shape)[keep]
-    return ray, (i * width + j)[keep], length[keep]
+    return ray[keep], (i * width + j)[keep], length[keep]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
 :class:`Reconstruction` with the volume ``x`` and the network evaluations ``nfe``.
 """
 
-from polydiff.medical.solvers.common import ADMMTVz, Reconstruction, SlicePrior
+from polydiff.medical.solvers.common import ADMMTVz, Reconstruction, SlicePrior, operator_norm2
 from polydiff.medical.solvers.dds import dds
 from polydiff.medical.solvers.dps import dps
 from polydiff.medical.solvers.mbir import diffusion_mbir
@@ -21,5 +21,6 @@ __all__ = [
     "dds",
     "diffusion_mbir",
     "dps",
+    "operator_norm2",
     "red_diff",
 ]

@@ -77,6 +77,38 @@ class SlicePrior:
         return make_grid(kind, steps, self.path)
 
 
+def operator_norm2(op: LinearOperator, n_iter: int = 50) -> float:
+    """``||A||^2``, the largest eigenvalue of ``A^T A`` on one slice, by power iteration
+    (fixed-seed start, so the value is reproducible; cached on the operator).
+
+    The solvers' penalty and step parameters are given relative to this scale, so that one
+    setting works for CT matrices whose norm grows with the image size and the view count
+    (``||A||^2`` ~ n_views * size) and for orthonormal MRI (``||A||^2 = 1``).
+    """
+    cached = getattr(op, "_polydiff_norm2", None)
+    if cached is not None:
+        return cached
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn((1, *op.in_shape), generator=g, dtype=torch.float64)
+    value = 0.0
+    for _ in range(n_iter):
+        v = v / v.norm()
+        w = op.normal(v.to(torch.float32)).to(torch.float64)
+        w = w.real if w.is_complex() else w
+        value = float((v * w).sum())  # Rayleigh quotient (once per iteration, not a hot loop)
+        v = w
+    op._polydiff_norm2 = value  # type: ignore[attr-defined]
+    return value
+
+
+def resolve_norm2(op: LinearOperator, op_norm2: float | None) -> float:
+    """``op_norm2`` if given (``1.0``: parameters in absolute units), else the estimate
+    :func:`operator_norm2`."""
+    if op_norm2 is not None and op_norm2 <= 0:
+        raise ValueError(f"op_norm2 must be > 0 or None, got {op_norm2}")
+    return operator_norm2(op) if op_norm2 is None else op_norm2
+
+
 def check_volume_problem(op: LinearOperator, y: Tensor, shape: tuple[int, ...]) -> None:
     """Clear errors for a measurement ``y`` that does not fit ``op`` and the volume ``shape``."""
     if len(shape) != 3:
@@ -160,4 +192,12 @@ def expand_t(t: Tensor, like: Tensor) -> Tensor:
     return t.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
 
 
-__all__ = ["ADMMTVz", "ModelFn", "Reconstruction", "SlicePrior", "check_volume_problem"]
+__all__ = [
+    "ADMMTVz",
+    "ModelFn",
+    "Reconstruction",
+    "SlicePrior",
+    "check_volume_problem",
+    "operator_norm2",
+    "resolve_norm2",
+]

@@ -12,6 +12,7 @@ from polydiff.medical.solvers.common import (
     SlicePrior,
     check_volume_problem,
     expand_t,
+    resolve_norm2,
 )
 
 
@@ -23,11 +24,12 @@ def dds(
     *,
     steps: int = 50,
     eta: float = 0.85,
-    lam: float = 0.04,
-    rho: float = 10.0,
+    lam: float = 1.6e-4,
+    rho: float = 1.6e-2,
     n_cg: int = 5,
     gamma: float | None = None,
-    clip: tuple[float, float] | None = None,
+    clip: tuple[float, float] | None = (0.0, 1.0),
+    op_norm2: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Reconstruction:
     """Decomposed Diffusion Sampler (Chung, Lee and Ye, 2024, "Decomposed Diffusion Sampler for
@@ -51,6 +53,11 @@ def dds(
     denoised"). An imperfect network's eps error is amplified by 1/alpha_t (about 150 at
     t = 1 on the VP path). Without the clamp, the first x0_hat can be far outside the data
     range, and the persistent TV split carries those values into later steps.
+
+    Scale: ``rho`` and ``lam`` are multiples of ``L = ||A||^2`` and ``gamma`` of ``1 / L``
+    (``op_norm2=None`` estimates ``L`` with :func:`operator_norm2`; ``op_norm2=1`` takes them in
+    absolute units), so scaling ``A`` and ``y`` by ``c`` leaves the reconstruction unchanged.
+    The defaults were tuned on validation phantoms (docs/benchmarks/medical.md).
     """
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
@@ -62,7 +69,9 @@ def dds(
     check_volume_problem(op, y, shape)
     path, nfe0 = prior.path, prior.nfe
     ts = prior.grid(steps).to(y.device)
-    dc = ADMMTVz(op, y, shape, lam, rho, n_cg, weight=0.0 if gamma is None else 1.0 / gamma)
+    norm2 = resolve_norm2(op, op_norm2)
+    weight = 0.0 if gamma is None else norm2 / gamma
+    dc = ADMMTVz(op, y, shape, lam * norm2, rho * norm2, n_cg, weight=weight)
     x = torch.randn(shape, generator=generator, dtype=dc.aty.dtype).to(y.device)
     x = x * expand_t(path.sigma(ts[0]), x)  # x_T ~ N(0, sigma_T^2 I) (alpha_T ~ 0)
     x0 = x

@@ -11,6 +11,7 @@ from polydiff.medical.solvers.common import (
     SlicePrior,
     check_volume_problem,
     expand_t,
+    resolve_norm2,
 )
 
 
@@ -20,7 +21,8 @@ def dps(
     y: Tensor,
     *,
     steps: int = 100,
-    zeta: float = 0.5,
+    zeta: float = 1.5,
+    op_norm2: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Reconstruction:
     """Diffusion Posterior Sampling (Chung, Kim, Mccann, Klasky and Ye, 2023, "Diffusion
@@ -34,13 +36,16 @@ def dps(
     The norm is not squared (the paper's step size ``zeta_i = zeta / ||y - A x0_hat||`` on the
     squared norm); zeta 0.3-1.0 in the paper. The gradient goes through the network (autograd),
     so ``op`` must be differentiable (every operator here is). One network evaluation (with its
-    backward pass) per step; returns the final ``x0_hat``.
+    backward pass) per step; returns the final ``x0_hat``. The gradient of the unsquared norm
+    scales with ``||A||``, so the step is ``zeta / sqrt(L)`` with ``L = ||A||^2``
+    (``op_norm2=None``: estimated; ``op_norm2=1``: ``zeta`` in absolute units).
     """
     if zeta < 0:
         raise ValueError(f"zeta must be >= 0, got {zeta}")
     shape = (y.shape[0], *op.in_shape)
     check_volume_problem(op, y, shape)
     path, nfe0 = prior.path, prior.nfe
+    step = zeta / resolve_norm2(op, op_norm2) ** 0.5
     ts = prior.grid(steps).to(y.device)
     dtype = y.real.dtype if y.is_complex() else y.dtype
     x = torch.randn(shape, generator=generator, dtype=dtype).to(y.device)
@@ -55,6 +60,6 @@ def dps(
             (grad,) = torch.autograd.grad(residual.sum(), x_)
         mean, std = path.posterior(x, x0.detach(), t, t_next)
         xi = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        x = (mean + std * xi).to(x.dtype) - zeta * grad
+        x = (mean + std * xi).to(x.dtype) - step * grad
         x0 = x0.detach()
     return Reconstruction(x0, prior.nfe - nfe0)

@@ -13,6 +13,7 @@ from polydiff.medical.solvers.common import (
     SlicePrior,
     check_volume_problem,
     expand_t,
+    resolve_norm2,
 )
 
 
@@ -25,9 +26,10 @@ def diffusion_mbir(
     steps: int = 200,
     snr: float = 0.16,
     corrector_steps: int = 1,
-    lam: float = 0.04,
-    rho: float = 10.0,
+    lam: float = 1.6e-4,
+    rho: float = 1.6e-2,
     n_cg: int = 1,
+    op_norm2: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Reconstruction:
     """DiffusionMBIR (Chung, Ryu, McCann, Klasky and Ye, 2023, "Solving 3D Inverse Problems
@@ -45,12 +47,14 @@ def diffusion_mbir(
     core corrector runs before the predictor with step 2 (snr sigma_t)^2 (SGMSE's form) instead
     of the norm-adaptive step, and the ADMM step runs once per step (not after both).
     Costs ``steps * (1 + corrector_steps)`` network evaluations; the paper uses 2000 steps,
-    the notes' CPU budget 200.
+    the notes' CPU budget 200. ``rho`` and ``lam`` are multiples of ``L = ||A||^2`` (see
+    :func:`~polydiff.medical.solvers.dds`; ``op_norm2=1`` for absolute units).
     """
     shape = (y.shape[0], *op.in_shape)
     check_volume_problem(op, y, shape)
     path, nfe0 = prior.path, prior.nfe
-    admm = ADMMTVz(op, y, shape, lam, rho, n_cg)
+    norm2 = resolve_norm2(op, op_norm2)
+    admm = ADMMTVz(op, y, shape, lam * norm2, rho * norm2, n_cg)
 
     def data_consistency(x_t: Tensor, t: Tensor, noise: object) -> Tensor:
         a = expand_t(path.alpha(t), x_t)

@@ -12,6 +12,7 @@ from polydiff.medical.solvers.common import (
     SlicePrior,
     check_volume_problem,
     expand_t,
+    resolve_norm2,
 )
 
 
@@ -22,11 +23,12 @@ def red_diff(
     y: Tensor,
     *,
     steps: int = 100,
-    lam: float = 0.25,
-    lr: float = 0.1,
+    lam: float = 1.0,
+    lr: float = 0.003,
     betas: tuple[float, float] = (0.9, 0.99),
     x_init: Tensor | None = None,
     n_init_cg: int = 10,
+    op_norm2: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Reconstruction:
     """RED-diff (Mardani, Song, Kautz and Vahdat, 2024, "A Variational Perspective on Solving
@@ -41,6 +43,11 @@ def red_diff(
     and volume sizes) and Adam are written out, so no graph is kept (and torch.optim, whose
     first use imports the compiler stack, is not needed). ``mu`` starts at a pseudo-inverse
     ``A^+ y``, here ``n_init_cg`` CG least-squares iterations (or ``x_init``).
+
+    Scale: the data term's gradient grows with ``L = ||A||^2``, so the loss is divided by ``L``
+    (``lam`` relative to it; the same minimiser as ``lam_abs = lam L``, and Adam's epsilon sees
+    the same numbers in any units). ``op_norm2=None``: estimated; ``op_norm2=1``: the paper's
+    absolute ``lam``, right for orthonormal MRI or inpainting where ``L = 1``.
     """
     if lam < 0 or lr <= 0:
         raise ValueError(f"need lam >= 0 and lr > 0, got {lam}, {lr}")
@@ -53,6 +60,7 @@ def red_diff(
         raise ValueError(f"x_init has shape {tuple(mu.shape)}, expected {shape}")
     mu = mu.detach()
     m, n = y.numel(), mu.numel()
+    norm2 = resolve_norm2(op, op_norm2)
     beta1, beta2 = betas
     m1, m2 = torch.zeros_like(mu), torch.zeros_like(mu)  # Adam's moment estimates
     for i in range(steps):
@@ -63,7 +71,7 @@ def red_diff(
         grad_obs = op.adjoint(op.forward(mu) - y) / m
         if grad_obs.is_complex():
             raise ValueError("red_diff needs a real adjoint (CartesianMRI(real_input=True))")
-        grad = grad_obs + lam * (s / a) * (eps_hat - eps) / n
+        grad = grad_obs / norm2 + lam * (s / a) * (eps_hat - eps) / n
         # Adam (Kingma and Ba, 2015, "Adam: A Method for Stochastic Optimization", Alg. 1)
         m1 = beta1 * m1 + (1 - beta1) * grad
         m2 = beta2 * m2 + (1 - beta2) * grad.square()
