@@ -7,6 +7,7 @@ The verbs run in-process through `polydiff.apps.cli.dispatch` (the console scrip
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -174,6 +175,16 @@ def test_evaluate_reproduces_the_bound_and_scores_samples(runs):
     assert exact == pytest.approx(ar.perplexity(val.split(32)), rel=1e-9)
 
 
+def test_evaluate_with_the_shipped_reference(runs):
+    out = runs["root"] / "evaluate_shipped"
+    assert _run(
+        "evaluate", f"checkpoint={runs['mdlm']}", "reference=shipped",
+        f"data.source={runs['corpus']}", "sample.n=2", "sample.steps=4", f"hydra.run.dir={out}",
+    ) == 0  # fmt: skip
+    (point,) = json.loads((out / "metrics.json").read_text())["samples"]
+    assert point["gen_ppl"] > 1 and point["entropy"] > 0
+
+
 def test_bad_inputs_are_one_line_errors(runs, tmp_path: Path, capsys):
     empty, binary = tmp_path / "empty.txt", tmp_path / "binary.txt"
     empty.write_text("  \n")
@@ -211,3 +222,38 @@ def test_console_script_data_and_usage_error(polydiff, tmp_path: Path):
     bad = polydiff("text", "data", f"data.source={tmp_path / 'missing.txt'}", "hydra.run.dir=e")
     assert bad.returncode == 2 and "missing.txt" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+def test_quick_demo_stage_end_to_end(polydiff, tmp_path: Path):
+    """`polydiff demo domains=[text] quick=true`: shipped MDLM scored by the shipped reference."""
+    import re
+
+    from polydiff.text.data import prepare_corpus
+    from polydiff.text.method import load_method, shipped_checkpoint, shipped_reference
+
+    out = polydiff("demo", "domains=[text]", "quick=true")
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = (tmp_path / "runs" / "demo").iterdir()
+    report = (run / "report.md").read_text()
+    assert re.search(r"^\| text \| ok \|.*PPL bound", report, re.M), report
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert links == ["text/frontier.png"]
+    assert (run / links[0]).read_bytes()[:4] == b"\x89PNG"
+    assert "ROMEO:" in report  # a sample is shown in the summary
+    metrics = json.loads((run / "text" / "metrics.json").read_text())
+    # the quick overrides: 16 held-out rows, samples of 48 tokens, two samplers
+    assert list(metrics["samplers"]) == ["mdlm_cached", "remdm"]
+    assert [p["temperature"] for p in metrics["frontier"]["mdlm_cached"]] == [0.9, 1.0]
+    for s in metrics["samplers"].values():  # 48 tokens hold at most 48 distinct symbols
+        assert 0 < s["entropy"] <= math.log(48) and 1 < s["gen_ppl"] < 100, s
+    texts = (run / "text" / "samples" / "remdm.txt").read_text()
+    assert texts.startswith("ROMEO:")
+    # the numbers are those of the shipped models on the first 16 validation rows
+    mdlm, ref = load_method(shipped_checkpoint()), load_method(shipped_reference())
+    val = prepare_corpus("builtin:shakespeare", mdlm.tokenizer, 128, seed=0)["validation"][:16]
+    torch.manual_seed(0)
+    held = metrics["held_out"]
+    assert held["rows"] == 16
+    assert held["ppl_bound"] == pytest.approx(mdlm.perplexity_bound(val.split(32)), rel=1e-9)
+    assert held["reference_ppl"] == pytest.approx(ref.perplexity(val.split(32)), rel=1e-9)
+    assert held["reference_ppl"] < held["ppl_bound"] < 20  # an exact PPL below a bound

@@ -152,6 +152,31 @@ def test_trains_through_core_fit_and_exports_loadable_checkpoint(tmp_path):
         train_method(method, data[:2], tmp_path / "small", max_steps=1, batch_size=4)
 
 
+def test_ema_warmup_reaches_the_training_weights(tmp_path):
+    """Without warmup the EMA (decay 0.999) after 5 steps is still 0.999^5 = 99.5% the init;
+    with warmup (decay (1+n)/(10+n)) the init's share is prod_n (1+n)/(10+n) = 0.2%."""
+    data = torch.randint(0, 256, (16, 32), generator=torch.Generator().manual_seed(0))
+    share = {}
+    for warm in (False, True):
+        torch.manual_seed(0)
+        method = MDLM(MDLMConfig(tiny()), TOK)
+        init = {k: v.clone() for k, v in method.net.state_dict().items()}
+        with torch.random.fork_rng(devices=[]):
+            module = train_method(
+                method, data, tmp_path / f"run{warm}", max_steps=5, batch_size=4, lr=1e-2,
+                warmup_steps=0, ema_decay=0.999, ema_warmup=warm, accelerator="cpu",
+                devices=1, progress_bar=False,
+            )  # fmt: skip
+        ckpt = torch.load(tmp_path / f"run{warm}" / "checkpoints" / "last.ckpt", weights_only=True)
+        raw = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+        ema = module.ema_net.state_dict()  # (train_method copied it into module.net)
+        # the EMA as a mix of init and trained weights: share of the init along init -> raw
+        num = sum(float(((ema[k] - raw[k]) * (init[k] - raw[k])).sum()) for k in init)
+        den = sum(float(((init[k] - raw[k]) ** 2).sum()) for k in init)
+        share[warm] = num / den
+    assert share[False] > 0.9 and share[True] < 0.2, share
+
+
 @pytest.mark.parametrize("method", all_methods(), ids=lambda m: m.name)
 def test_checkpoint_round_trip(tmp_path, method):
     method.save(tmp_path)
@@ -220,7 +245,7 @@ def test_ar_top_p_keeps_the_nucleus():
     greedy = method.sample(4, 12, temperature=0.0).tokens
     nucleus = method.sample(4, 12, top_p=1e-9, generator=gen()).tokens
     assert torch.equal(nucleus, greedy)
-    plain = method.net.generate(greedy[:, :1], 11, 1.0, gen())
+    plain = method.net.generate(greedy[:, :1], 11, 1.0, gen(), banned=(TOK.mask_id,))
     assert torch.equal(method.sample(4, 12, top_p=1.0, generator=gen()).tokens, plain)
     with pytest.raises(ValueError, match="top_p"):
         method.sample(1, 4, top_p=0.0)

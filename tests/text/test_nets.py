@@ -178,6 +178,12 @@ def test_greedy_generation_with_cache_matches_recomputation():
     sampled = model.generate(prompt, 6, generator=torch.Generator().manual_seed(0))
     again = model.generate(prompt, 6, generator=torch.Generator().manual_seed(0))
     assert torch.equal(sampled, again) and sampled.max() < V
+    # banned ids are never drawn, greedy or sampled: here everything but ids 3 and 7
+    banned = tuple(i for i in range(V) if i not in (3, 7))
+    for temperature in (0.0, 1.0, 5.0):
+        new = model.generate(prompt, 12, temperature, torch.Generator().manual_seed(1),
+                             banned=banned)[:, 3:]  # fmt: skip
+        assert set(new.unique().tolist()) <= {3, 7}
 
 
 # ---- block diffusion: exact KV cache for completed blocks ------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from polydiff.apps.registry import ConfigError, verb
+from polydiff.apps.registry import ConfigError, StageResult, demo_stage, verb
 
 METHOD_NAMES = ("mdlm", "udlm", "blockgen", "ar")
 SPLITS = ("train", "reference", "validation")
@@ -100,6 +100,39 @@ def _checkpoint_name(folder: Any) -> str:
     from polydiff.text.method import SHIPPED_CHECKPOINT
 
     return str(SHIPPED_CHECKPOINT if folder is None else folder)
+
+
+def _load_reference(folder: Any, method, checkpoint: Any):
+    """The AR gen-PPL reference (``shipped``: the one shipped with polydiff-text); it must be an
+    AR model with the tokenizer of ``method``."""
+    from polydiff.text.method import shipped_reference
+
+    reference = _load(shipped_reference() if folder == "shipped" else folder, "reference")
+    if reference.name != "ar":
+        raise ConfigError(f"reference={folder}: a {reference.name} model, not ar")
+    if reference.tokenizer.fingerprint() != method.tokenizer.fingerprint():
+        raise ConfigError(
+            f"reference={folder}: trained with another tokenizer than checkpoint="
+            f"{checkpoint} (vocabularies {reference.tokenizer.vocab_size} and "
+            f"{method.tokenizer.vocab_size}); gen-PPL needs the same tokenizer"
+        )
+    return reference
+
+
+def _held_out(cfg: DictConfig, method, run_dir: Path):
+    """The first ``cfg.max_rows`` rows of ``cfg.data.split``, packed at the model's context."""
+    from polydiff.text.data import prepare_corpus
+
+    if cfg.data.split not in SPLITS:
+        raise ConfigError(f"data.split must be one of {'|'.join(SPLITS)}, got {cfg.data.split!r}")
+    try:
+        corpus = prepare_corpus(
+            cfg.data.source, method.tokenizer, method.config.transformer.max_seq_len,
+            seed=cfg.seed, text_field=cfg.data.text_field, cache_dir=run_dir / "cache",
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(str(err)) from None
+    return corpus[cfg.data.split][: cfg.max_rows]
 
 
 def _generate(method, s: DictConfig, n: int, generator):
@@ -199,7 +232,8 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     module = train_method(
         method, rows, run_dir / "train", max_steps=cfg.train.steps,
         batch_size=cfg.train.batch_size, lr=cfg.train.lr, warmup_steps=cfg.train.warmup,
-        ema_decay=cfg.train.ema, checkpoint_every=cfg.train.checkpoint_every, seed=cfg.seed,
+        ema_decay=cfg.train.ema, ema_warmup=cfg.train.ema_warmup,
+        checkpoint_every=cfg.train.checkpoint_every, seed=cfg.seed,
         log_every=min(50, cfg.train.steps), **OmegaConf.to_container(cfg.trainer),
     )  # fmt: skip
     if module.global_rank != 0:  # under DDP only rank 0 evaluates and writes
@@ -256,37 +290,19 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
     import torch
 
     from polydiff.core.io import atomic_write_json
-    from polydiff.text.data import prepare_corpus
     from polydiff.text.evaluation import frontier_sweep, held_out_entropy, plot_frontier
 
     _check_positive(cfg, "batch_size", "max_rows", "n_time_samples", "sample.n", "sample.steps")
-    if cfg.data.split not in SPLITS:
-        raise ConfigError(f"data.split must be one of {'|'.join(SPLITS)}, got {cfg.data.split!r}")
     for t in cfg.sample.temperatures:
         _check_sampling(OmegaConf.create({"temperature": t, "top_p": 1.0}))
     for p in cfg.sample.top_ps:
         _check_sampling(OmegaConf.create({"temperature": 1.0, "top_p": p}))
     method = _load(cfg.checkpoint, "checkpoint")
     tok = method.tokenizer
-    reference = None if cfg.reference is None else _load(cfg.reference, "reference")
-    if reference is not None:
-        if reference.name != "ar":
-            raise ConfigError(f"reference={cfg.reference}: a {reference.name} model, not ar")
-        if reference.tokenizer.fingerprint() != tok.fingerprint():
-            raise ConfigError(
-                f"reference={cfg.reference}: trained with another tokenizer than checkpoint="
-                f"{cfg.checkpoint} (vocabularies {reference.tokenizer.vocab_size} and "
-                f"{tok.vocab_size}); gen-PPL needs the same tokenizer"
-            )
-    seq_len = method.config.transformer.max_seq_len
-    try:
-        corpus = prepare_corpus(
-            cfg.data.source, tok, seq_len, seed=cfg.seed, text_field=cfg.data.text_field,
-            cache_dir=run_dir / "cache",
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError) as err:
-        raise ConfigError(str(err)) from None
-    held_out = corpus[cfg.data.split][: cfg.max_rows]
+    reference = None
+    if cfg.reference is not None:
+        reference = _load_reference(cfg.reference, method, cfg.checkpoint)
+    held_out = _held_out(cfg, method, run_dir)
     torch.manual_seed(cfg.seed)  # the antithetic times of the bound
     batches = held_out.split(cfg.batch_size)
     metrics: dict[str, Any] = {"checkpoint": _checkpoint_name(cfg.checkpoint),
@@ -322,3 +338,140 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
                          f"entropy {p.entropy:.3f}, nfe {p.nfe:g}")  # fmt: skip
     atomic_write_json(run_dir / "metrics.json", metrics)
     print("\n".join(lines))
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+
+def _sampler_opts(cfg: DictConfig, solver: str, prompt: str, t: float = 1.0, p: float = 1.0):
+    return OmegaConf.create({
+        "prompt": prompt, "temperature": t, "top_p": p, "length": cfg.length,
+        "steps": cfg.steps, "solver": solver, "block_size": None, "arpc": False,
+    })  # fmt: skip
+
+
+def _demo_markdown(metrics: dict[str, Any], samples: dict[str, list[str]]) -> str:
+    """The report section: bound, the samplers' gen-PPL + entropy, one sample per sampler."""
+    b = metrics["held_out"]
+    lines = [
+        f"Model `{Path(metrics['checkpoint']).name}` ({metrics['method']}): perplexity bound "
+        f"<= {b['ppl_bound']:.3f} on {b['rows']} held-out {metrics['split']} sequences. "
+        f"Gen-PPL under the AR reference `{Path(metrics['reference']).name}`, whose own "
+        f"perplexity on the same text is {b['reference_ppl']:.3f} (held-out unigram entropy "
+        f"{b['entropy']:.3f} nats). Gen-PPL is only meaningful next to the entropy.",
+        "",
+        f"| sampler ({metrics['steps']} steps; first_hitting: one token per step), T=1 "
+        "| gen-PPL | entropy | nfe | tokens/s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in metrics["samplers"].items():
+        lines.append(f"| {name} | {s['gen_ppl']:.2f} | {s['entropy']:.3f} | {s['nfe']:.0f} | "
+                     f"{s['tokens_per_second']:.0f} |")  # fmt: skip
+    lines += ["", "Samples (all in `text/samples/`):", ""]
+    for name, texts in samples.items():
+        lines += [f"{name}:", "```", texts[0].strip()[:400], "```"]
+    return "\n".join(lines)
+
+
+@demo_stage(
+    quick=(
+        "max_rows=16",
+        "length=48",
+        "steps=8",
+        "prompts=[ROMEO:]",
+        "samplers=[mdlm_cached,remdm]",
+        "n_per_prompt=1",
+        "n_gen=4",
+        "frontier.temperatures=[0.9,1.0]",
+        "frontier.top_ps=[1.0]",
+    )
+)
+@verb("demo")
+def demo(cfg: DictConfig, run_dir: Path) -> StageResult:
+    """Shipped MDLM: prompted samples, bound on held-out text, gen-PPL + entropy, frontier plot.
+
+    Every sampler in `samplers` continues every prompt (samples/<sampler>.txt) and draws `n_gen`
+    unprompted samples scored by the AR reference (gen-PPL) together with their unigram entropy;
+    the first sampler is swept over `frontier.temperatures` x `frontier.top_ps` (frontier.png).
+    """
+    import torch
+
+    from polydiff.core.io import atomic_write_json, atomic_write_text
+    from polydiff.text.evaluation import frontier_sweep, held_out_entropy, plot_frontier
+
+    _check_positive(cfg, "max_rows", "batch_size", "steps", "n_per_prompt", "n_gen")
+    if not cfg.samplers:
+        raise ConfigError("samplers must name at least one solver, e.g. [mdlm_cached]")
+    method = _load(cfg.checkpoint, "checkpoint")
+    if method.name == "ar":
+        raise ConfigError(f"checkpoint={cfg.checkpoint}: the demo shows a diffusion model, not ar")
+    reference = _load_reference(cfg.reference or "shipped", method, cfg.checkpoint)
+    tok, ignore = method.tokenizer, (method.tokenizer.pad_id,)
+    held_out = _held_out(cfg, method, run_dir)
+    torch.manual_seed(cfg.seed)  # the antithetic times of the bound
+    batches = held_out.split(cfg.batch_size)
+    held = {"rows": held_out.shape[0], "ppl_bound": method.perplexity_bound(batches),
+            "reference_ppl": reference.perplexity(batches),
+            "entropy": held_out_entropy(held_out, ignore)}  # fmt: skip
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    samples: dict[str, list[str]] = {}
+    points: dict[str, list] = {}
+    try:
+        for solver in cfg.samplers:
+            texts = []
+            for prompt in cfg.prompts:
+                opts = _sampler_opts(cfg, solver, prompt)
+                texts += method.decode(_generate(method, opts, cfg.n_per_prompt, generator).tokens)
+            samples[solver] = texts
+            temps, top_ps = [1.0], [1.0]
+            if solver == cfg.samplers[0]:  # the frontier sweep (it includes T = 1, top-p = 1)
+                temps = sorted({*cfg.frontier.temperatures, 1.0})
+                top_ps = sorted({*cfg.frontier.top_ps, 1.0})
+            points[solver] = frontier_sweep(
+                lambda t, p, s=solver: _generate(method, _sampler_opts(cfg, s, "", t, p),
+                                                 cfg.n_gen, generator),
+                reference.net, temperatures=temps, top_ps=top_ps, mask_id=tok.mask_id,
+                ignore_ids=ignore,
+            )  # fmt: skip
+    except ValueError as err:  # an unknown solver, a prompt longer than the context
+        raise ConfigError(str(err)) from None
+
+    for solver, texts in samples.items():
+        atomic_write_text(run_dir / "samples" / f"{solver}.txt", "".join(f"{t}\n\n" for t in texts))
+    curves = {f"{s} (nfe {pts[-1].nfe:.0f})": pts for s, pts in points.items()}
+    plot = plot_frontier(
+        curves, run_dir / "frontier.png", title="gen-PPL vs entropy (shipped MDLM)",
+        reference_entropy=held["entropy"],
+    )  # fmt: skip
+    at_one = {s: next(p for p in pts if p.temperature == 1 and p.top_p == 1)
+              for s, pts in points.items()}  # fmt: skip
+    metrics = {
+        "checkpoint": _checkpoint_name(cfg.checkpoint),
+        "reference": str(_load_reference_name(cfg.reference)),
+        "method": method.name, "split": cfg.data.split, "steps": cfg.steps, "seed": cfg.seed,
+        "held_out": held,
+        "samplers": {s: p.to_dict() for s, p in at_one.items()},
+        "frontier": {s: [p.to_dict() for p in pts] for s, pts in points.items()},
+        "samples": samples,
+    }  # fmt: skip
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    first = at_one[cfg.samplers[0]]
+    headline = {
+        "PPL bound": round(held["ppl_bound"], 3),
+        "reference PPL": round(held["reference_ppl"], 3),
+        f"gen-PPL {cfg.samplers[0]}": round(first.gen_ppl, 2),
+        "entropy (data)": f"{first.entropy:.3f} ({held['entropy']:.3f})",
+    }
+    return StageResult(
+        headline=headline,
+        markdown=_demo_markdown(metrics, samples),
+        plots=[("gen-PPL vs unigram entropy of unprompted samples (T / top-p sweep)", plot)],
+        metrics=metrics,
+    )
+
+
+def _load_reference_name(folder: Any) -> Path:
+    from polydiff.text.method import SHIPPED_REFERENCE
+
+    return SHIPPED_REFERENCE if folder in (None, "shipped") else Path(folder)

@@ -64,7 +64,8 @@ class AR(_PromptMixin, TextMethod):
         generator: torch.Generator | None = None,
     ) -> SampleResult:
         """``n`` sequences of ``length`` tokens (prompt included; default the context), each
-        continuing the prompt or a lone BOS. One network call per new token (KV cache)."""
+        continuing the prompt or a lone BOS. One network call per new token (KV cache); the
+        ``<mask>`` id of the shared tokenizer is never sampled."""
         length = length or self.config.transformer.max_seq_len
         device = next(self.net.parameters()).device
         start = self.encode_prompt(prompt)
@@ -77,5 +78,8 @@ class AR(_PromptMixin, TextMethod):
         start = start.to(device).expand(n, -1) if start.dim() == 1 else start.to(device)
         new = length - start.shape[1]
         t0 = time.perf_counter()
-        tokens = self.net.generate(start, new, temperature, generator, top_p) if new else start
+        banned = (self.tokenizer.mask_id,)  # never in text: the AR model has no use for it
+        tokens = (
+            self.net.generate(start, new, temperature, generator, top_p, banned) if new else start
+        )
         return SampleResult(tokens, max(new, 1), float(max(new, 1)), time.perf_counter() - t0)

@@ -23,7 +23,14 @@ from torch import Tensor, nn
 from polydiff.text.data.tokenizer import Tokenizer, load_tokenizer
 from polydiff.text.nets import TransformerConfig
 
-__all__ = ["METHODS", "TextMethod", "load_method", "register_method"]
+__all__ = [
+    "METHODS",
+    "TextMethod",
+    "load_method",
+    "register_method",
+    "shipped_checkpoint",
+    "shipped_reference",
+]
 
 FORMAT = "polydiff-text-method"
 TOKENIZER_DIR = "tokenizer"
@@ -130,13 +137,27 @@ SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "shakespeare-mdlm"
 """The small MDLM shipped with polydiff-text (how it was made: its README.md)."""
 
 
+SHIPPED_REFERENCE = Path(__file__).parent / "checkpoints" / "shakespeare-ar-reference"
+"""The causal LM shipped as the gen-PPL reference of the shipped MDLM: same size and tokenizer,
+trained on the disjoint ``reference`` split (how it was made: its README.md)."""
+
+
+def _shipped(folder: Path, what: str) -> Path:
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"the shipped {what} is missing from {folder} (incomplete install?)"
+        )
+    return folder
+
+
 def shipped_checkpoint() -> Path:
     """Folder of the shipped Shakespeare MDLM, loadable with :func:`load_method`."""
-    if not (SHIPPED_CHECKPOINT / "model.safetensors").is_file():
-        raise FileNotFoundError(
-            f"the shipped checkpoint is missing from {SHIPPED_CHECKPOINT} (incomplete install?)"
-        )
-    return SHIPPED_CHECKPOINT
+    return _shipped(SHIPPED_CHECKPOINT, "checkpoint")
+
+
+def shipped_reference() -> Path:
+    """Folder of the shipped AR reference model for generative perplexity (:func:`load_method`)."""
+    return _shipped(SHIPPED_REFERENCE, "reference model")
 
 
 def load_method(

@@ -32,6 +32,7 @@ def train_method(
     lr: float = 3e-4,
     warmup_steps: int = 100,
     ema_decay: float | None = 0.999,
+    ema_warmup: bool = False,
     validation: Tensor | None = None,
     checkpoint_every: int = 500,
     seed: int = 0,
@@ -52,8 +53,9 @@ def train_method(
             f"got {tuple(train.shape)}"
         )
     module = DiffusionModule(
-        method.net, method.loss_fn, lr=lr, warmup_steps=warmup_steps, ema_decay=ema_decay
-    )
+        method.net, method.loss_fn, lr=lr, warmup_steps=warmup_steps, ema_decay=ema_decay,
+        ema_warmup=ema_warmup,
+    )  # fmt: skip
     loader = ResumableLoader(TensorDataset(train), batch_size=batch_size, seed=seed)
     val_loader = None
     if validation is not None:

@@ -421,17 +421,21 @@ class CausalTransformer(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         top_p: float = 1.0,
+        banned: tuple[int, ...] = (),
     ) -> Tensor:
         """Sample continuations of ``prompt [B, T0]`` with the KV cache; Gumbel-max in float64
         (float32 Gumbel noise truncates the tail and lowers the effective temperature).
-        ``top_p`` < 1: nucleus sampling (Holtzman et al., 2020) on the tempered logits."""
+        ``top_p`` < 1: nucleus sampling (Holtzman et al., 2020) on the tempered logits.
+        ``banned``: ids never sampled (e.g. the diffusion ``<mask>``, absent from text)."""
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p={top_p} must be in (0, 1]")
         self.backbone._check_length(prompt.shape[1] + max_new_tokens)
         logits, cache = self.forward_cached(prompt)
+        bias = torch.zeros(logits.shape[-1], dtype=torch.float64, device=logits.device)
+        bias[list(banned)] = float("-inf")
         out = [prompt]
         for step in range(max_new_tokens):
-            last = logits[:, -1].to(torch.float64)
+            last = logits[:, -1].to(torch.float64) + bias
             if temperature == 0:
                 token = last.argmax(-1, keepdim=True)
             else:
