@@ -367,6 +367,21 @@ def block_schedule(n: int, batch: int) -> torch.Tensor:
     return torch.stack(times).unsqueeze(1).expand(-1, batch, L)
 
 
+def test_remdm_loop_holds_the_masked_fraction_and_samples_the_target(target):
+    """ReMDM-loop (Wang et al. 2025): at t_off the corrector loop has kept the masked fraction at
+    its stationary value 1 - alpha_on; the sample at t = 0 follows the exact target."""
+    path = MaskedDiffusion(V)
+    solver = ReMDMSampler(path, eta=0.05, strategy="loop", t_on=0.5, t_off=0.1, alpha_on=0.8)
+    model = target.masked_denoiser(path)
+    ts = grid(100)  # t_on and t_off are grid points
+    at_t_off = drive(solver, path.prior((8000, L)), ts[:91], model, 0)
+    assert (at_t_off.x == path.mask_index).double().mean().item() == pytest.approx(0.2, abs=0.01)
+    final = drive(solver, path.prior((8000, L)), ts, model, 1)
+    assert (final.x != path.mask_index).all() and target.tv(final.x) < 0.1
+    with pytest.raises(ValueError, match="t_off < t_on"):
+        ReMDMSampler(path, strategy="loop", t_on=0.1, t_off=0.5)
+
+
 def test_per_position_time_block_schedule(target):
     """Semi-autoregressive decoding with a time per position (block 2 conditioned on block 1)."""
     path = MaskedDiffusion(V)

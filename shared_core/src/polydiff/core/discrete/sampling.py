@@ -265,28 +265,72 @@ class MaskedAncestral(_DiscreteSolver):
 
 
 @register_solver("remdm")
+@register_solver("remdm_loop", strategy="loop")
 class ReMDMSampler(_DiscreteSolver):
     """ReMDM remasking sampler (Wang et al. 2025, "Remasking Discrete Diffusion Models with
     Inference-Time Scaling"). Unmasked tokens are remasked with probability sigma_t;
     masked ones are revealed with probability (alpha_s - (1 - sigma_t) alpha_t)/(1 - alpha_t).
     sigma_max = min(1, (1 - alpha_s)/alpha_t); ``strategy="cap"``: sigma = min(eta, sigma_max),
-    ``"rescale"``: sigma = eta sigma_max. eta = 0 is the MDLM ancestral sampler."""
+    ``"rescale"``: sigma = eta sigma_max. eta = 0 is the MDLM ancestral sampler.
 
-    def __init__(self, path=None, *, eta: float = 0.02, strategy: str = "cap", **kw) -> None:
+    ``strategy="loop"`` ("remdm_loop", the paper's Sec. 4 / OWT setup): ancestral MDLM from t = 1
+    to t_on with the schedule compressed so that alpha(t_on) = alpha_on; then, for t in
+    [t_off, t_on], alpha is held at alpha_on and tokens are remasked with sigma = min(eta,
+    sigma_max) (a corrector loop whose stationary masked fraction is 1 - alpha_on); then ancestral
+    MDLM from alpha_on to 1. A time-conditioned model sees the time whose alpha is the effective
+    one. Put t_on and t_off on the grid (a uniform grid of many steps does) so no step straddles a
+    phase boundary; a straddling step is taken without remasking.
+    """
+
+    def __init__(
+        self,
+        path=None,
+        *,
+        eta: float = 0.02,
+        strategy: str = "cap",
+        t_on: float = 0.55,
+        t_off: float = 0.05,
+        alpha_on: float = 0.9,
+        **kw,
+    ) -> None:
         super().__init__(path, **kw)
-        if strategy not in ("cap", "rescale"):
-            raise ValueError(f"strategy must be 'cap' or 'rescale', got {strategy!r}")
+        if strategy not in ("cap", "rescale", "loop"):
+            raise ValueError(f"strategy must be 'cap', 'rescale' or 'loop', got {strategy!r}")
         if not 0 <= eta <= 1:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
+        if strategy == "loop" and not (0 < t_off < t_on < 1 and 0 < alpha_on < 1):
+            raise ValueError(
+                f"the loop needs 0 < t_off < t_on < 1 and 0 < alpha_on < 1, got t_off={t_off}, "
+                f"t_on={t_on}, alpha_on={alpha_on}"
+            )
         self.eta, self.strategy = eta, strategy
+        self.t_on, self.t_off, self.alpha_on = t_on, t_off, alpha_on
+
+    def _loop_alpha(self, path, t: Tensor) -> Tensor:
+        """The loop's effective alpha: the path's schedule squeezed into [t_on, 1] (alpha_on ->
+        alpha(1)) and into [0, t_off] (1 -> alpha_on), constant alpha_on in between."""
+        a_on = self.alpha_on
+        early = a_on * path.alpha(((t - self.t_on) / (1 - self.t_on)).clamp(0, 1))
+        late = 1 - (1 - a_on) * (1 - path.alpha((t / self.t_off).clamp(0, 1)))
+        return torch.where(t >= self.t_on, early, torch.where(t <= self.t_off, late, a_on))
 
     def step(self, state, t_cur, t_next, model, *, i: int, n: int, noise=None) -> DiscreteState:
         path, x = self._path(model), state.x
         t_cur = torch.as_tensor(t_cur, dtype=torch.float64, device=x.device)
-        a_t, a_s = path.alpha(per_position(t_cur, x)), path.alpha(per_position(t_next, x))
-        sigma_max = ((1 - a_s) / a_t).clamp(max=1.0)
-        sigma = sigma_max.clamp(max=self.eta) if self.strategy == "cap" else self.eta * sigma_max
-        probs, nfe, _ = self._predict(path, state, model, t_cur)
+        t_c, t_n = per_position(t_cur, x), per_position(t_next, x)
+        t_model = t_cur
+        if self.strategy == "loop":
+            a_t, a_s = self._loop_alpha(path, t_c), self._loop_alpha(path, t_n)
+            in_loop = (t_c <= self.t_on) & (t_n >= self.t_off)
+            sigma = torch.where(in_loop, ((1 - a_s) / a_t).clamp(max=self.eta), 0.0)
+            a_model = self._loop_alpha(path, t_cur)
+            t_model = path.schedule.t_of_alpha(a_model).clamp(0, 1)
+        else:
+            a_t, a_s = path.alpha(t_c), path.alpha(t_n)
+            sigma_max = ((1 - a_s) / a_t).clamp(max=1.0)
+            cap = self.strategy == "cap"
+            sigma = sigma_max.clamp(max=self.eta) if cap else self.eta * sigma_max
+        probs, nfe, _ = self._predict(path, state, model, t_model)
         u = uniforms(x.shape, x.device, noise)
         tokens = self._draw_x0(probs, noise)
         mask = torch.full_like(x, path.mask_index)
