@@ -148,8 +148,8 @@ def draw(models, kind: str, steps: int, n: int, seed: int, temperature: float = 
     """`n` unprompted samples of sampler `kind` with `steps` total denoising steps."""
     g = torch.Generator().manual_seed(seed)
     mdlm, block = models["mdlm"], models["blockgen"]
-    if kind in ("ancestral", "remdm", "confidence"):
-        solver = {"ancestral": "mdlm_cached", "remdm": "remdm", "confidence": "confidence"}[kind]
+    if kind in ("ancestral", "remdm", "remdm_loop", "confidence"):
+        solver = "mdlm_cached" if kind == "ancestral" else kind
         return mdlm.sample(n, steps=steps, solver=solver, temperature=temperature, generator=g)
     if kind == "first_hitting":  # one token per step: always the context length
         return mdlm.sample(n, steps=steps, solver="first_hitting", generator=g)
@@ -228,7 +228,7 @@ def matched_sampler(models, reference, tok, sizes, seed: int, log) -> dict[str, 
     n = sizes["n_match"]
     base = score(draw(models, "ancestral", hi, n, seed), reference, tok)
     out["ancestral_reference"] = base
-    for kind in ("ancestral", "remdm"):
+    for kind in ("ancestral", "remdm", "remdm_loop"):
         pts = []
         for t in sizes["calibrate_temps"]:
             h = score(draw(models, kind, lo, n_cal, cal, t), reference, tok)["entropy"]
