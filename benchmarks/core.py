@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 
 from polydiff.core import grids, paths, sample
+from polydiff.core.io import atomic_write_text
 from polydiff.core.param import Denoiser
 from polydiff.core.solvers import get_solver
 from polydiff.core.testing import GaussianMixture, reference_ode
@@ -404,14 +403,6 @@ def policy_check(nfes: list[int], batch: int) -> dict:
     }
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def report(results: dict) -> str:
     lines = [
         "# Core solvers: polydiff vs diffusers",
@@ -575,7 +566,7 @@ def main(argv: list[str]) -> int:
             flat.setdefault(impl, {})[case] = entry
     results["summary"] = flat
     out = Path(args.out)
-    write_atomic(out / "core.json", json.dumps(results, indent=1))
-    write_atomic(out / "core.md", report(results))
+    atomic_write_text(out / "core.json", json.dumps(results, indent=1))
+    atomic_write_text(out / "core.md", report(results))
     print(f"wrote {out / 'core.md'} and {out / 'core.json'}")
     return 0
