@@ -71,6 +71,8 @@ def test_positional_argument_and_flags_become_overrides():
     ]
     # only the first bare argument is positional; without a value -o is an error
     assert v.to_overrides(["a.wav", "b"]) == ["input=a.wav", "b"]
+    # a value of one of Hydra's own options is never taken for the positional argument
+    assert v.to_overrides(["--cfg", "job", "a.wav"]) == ["--cfg", "job", "input=a.wav"]
     with pytest.raises(ValueError, match="-o needs a value"):
         v.to_overrides(["a.wav", "-o"])
     quoted = OmegaConf.create(compose_config("speech/enhance", v.to_overrides(["my file's.wav"])))

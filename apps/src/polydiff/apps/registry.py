@@ -67,6 +67,8 @@ class Verb:
                 if not rest:
                     raise ValueError(f"option {arg} needs a value")
                 out.append(f"{flags[arg]}={_quote(rest.pop(0))}")
+            elif arg in _HYDRA_VALUE_OPTIONS and rest and not rest[0].startswith("-"):
+                out += [arg, rest.pop(0)]  # `--cfg job`: "job" is Hydra's, not the input
             elif positional and "=" not in arg and not arg.startswith("-"):
                 out.append(f"{positional}={_quote(arg)}")
                 positional = None
@@ -106,6 +108,13 @@ class DemoStage:
 _VERBS: dict[str, dict[str, Verb]] = {d: {} for d in DOMAINS}
 _DEMOS: dict[str, DemoStage] = {}
 _LOADED: set[str] = set()
+
+
+# Hydra's command-line options that take a value (`polydiff ... --cfg job`)
+_HYDRA_VALUE_OPTIONS = frozenset(
+    ("--cfg", "-c", "--package", "-p", "--info", "-i", "--config-path", "-cp", "--config-name",
+     "-cn", "--config-dir", "-cd", "--experimental-rerun")
+)  # fmt: skip
 
 
 def _quote(value: str) -> str:
