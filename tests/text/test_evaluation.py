@@ -10,6 +10,7 @@ import torch
 
 from polydiff.text.evaluation import (
     FrontierPoint,
+    frontier_at_entropy,
     frontier_sweep,
     held_out_entropy,
     plot_frontier,
@@ -89,3 +90,22 @@ def test_throughput_and_held_out_entropy():
     assert held_out_entropy(torch.tensor([[0, 1, 2, 3]])) == pytest.approx(math.log(4))
     with pytest.raises(ValueError, match="repeats"):
         throughput(lambda: fake_sampler(1.0, 1.0), repeats=0)
+
+
+def test_frontier_at_entropy_interpolates_log_gen_ppl_and_temperature():
+    pts = [
+        {"temperature": 0.9, "entropy": 3.0, "gen_ppl": 10.0},
+        {"temperature": 1.0, "entropy": 3.2, "gen_ppl": 40.0},
+        {"temperature": 1.1, "entropy": 3.4, "gen_ppl": 90.0},
+    ]
+    mid = frontier_at_entropy(pts, 3.1)  # halfway between the first two: geometric mean
+    assert mid["gen_ppl"] == pytest.approx(20.0)
+    assert mid["temperature"] == pytest.approx(0.95)
+    assert mid["extrapolation"] == 0.0
+    upper = frontier_at_entropy(list(reversed(pts)), 3.3)  # the bracketing segment, any order
+    assert upper["gen_ppl"] == pytest.approx(60.0)
+    beyond = frontier_at_entropy(pts, 3.5)  # extends the last segment, and says how far
+    assert beyond["gen_ppl"] == pytest.approx(90.0 * (90.0 / 40.0) ** 0.5)
+    assert beyond["extrapolation"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="two or more distinct entropies"):
+        frontier_at_entropy(pts[:1], 3.0)

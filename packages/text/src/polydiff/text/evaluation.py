@@ -5,6 +5,8 @@
   quality-diversity frontier (gen-PPL alone rewards low-entropy repetition: Zheng et al., 2024,
   "Masked Diffusion Models are Secretly Time-Agnostic Masked Models and Exploit Inaccurate
   Categorical Sampling", Sec. 4), plus network calls and throughput.
+- :func:`frontier_at_entropy`: a sampler's gen-PPL (and temperature) at a given entropy, read
+  on its measured frontier: how two samplers are compared "at equal entropy".
 - :func:`plot_frontier`: gen-PPL vs entropy, one curve per sampler (matplotlib, imported lazily:
   it is not a dependency of polydiff-text).
 - :func:`throughput`: tokens per second and network evaluations of a sampling function.
@@ -23,7 +25,14 @@ from polydiff.core.io import atomic_path
 from polydiff.text.metrics import CausalLM, generative_perplexity, unigram_entropy
 from polydiff.text.sampling import SampleResult
 
-__all__ = ["FrontierPoint", "frontier_sweep", "held_out_entropy", "plot_frontier", "throughput"]
+__all__ = [
+    "FrontierPoint",
+    "frontier_at_entropy",
+    "frontier_sweep",
+    "held_out_entropy",
+    "plot_frontier",
+    "throughput",
+]
 
 SampleFn = Callable[[float, float], SampleResult]
 """``sample_fn(temperature, top_p) -> SampleResult``, e.g.
@@ -74,6 +83,26 @@ def frontier_sweep(
             )
             points.append(point)
     return points
+
+
+def frontier_at_entropy(points: Sequence[Mapping[str, float]], entropy: float) -> dict[str, float]:
+    """gen-PPL and temperature at ``entropy`` on a sampler's frontier, read on the segment
+    between the two measured points (``gen_ppl``, ``entropy``, ``temperature``) whose entropies
+    bracket it (else the nearest two): log gen-PPL and temperature linear in entropy, the local
+    shape of the frontier. ``extrapolation`` is how far (nats) ``entropy`` lies outside the
+    measured range: a reading far outside it is not to be trusted."""
+    pts = sorted(points, key=lambda p: p["entropy"])
+    if len(pts) < 2 or pts[0]["entropy"] == pts[-1]["entropy"]:
+        raise ValueError("frontier_at_entropy needs points at two or more distinct entropies")
+    k = sum(p["entropy"] < entropy for p in pts)
+    p0, p1 = pts[min(max(k - 1, 0), len(pts) - 2)], pts[min(max(k, 1), len(pts) - 1)]
+    w = (entropy - p0["entropy"]) / (p1["entropy"] - p0["entropy"])
+    log_ppl = (1 - w) * math.log(p0["gen_ppl"]) + w * math.log(p1["gen_ppl"])
+    return {
+        "gen_ppl": math.exp(log_ppl),
+        "temperature": (1 - w) * p0["temperature"] + w * p1["temperature"],
+        "extrapolation": max(pts[0]["entropy"] - entropy, entropy - pts[-1]["entropy"], 0.0),
+    }
 
 
 def throughput(sample_fn: Callable[[], SampleResult], repeats: int = 1) -> dict[str, float]:
