@@ -38,7 +38,7 @@ C_NOISE_SCALE = 999.0
 #: the prior shipped with the package (checkpoints/<name>/: safetensors, config, README)
 SHIPPED_PRIOR = "phantom-32"
 #: its training steps (the PriorConfig default)
-SHIPPED_STEPS = 3000
+SHIPPED_STEPS = 6750
 
 
 def shipped_prior_dir(name: str = SHIPPED_PRIOR) -> Path:
@@ -54,8 +54,8 @@ class PriorConfig:
     """Everything needed to retrain (and rebuild) the slice prior; saved as JSON on export.
 
     The defaults are the shipped CPU prior (``checkpoints/phantom-32``): the ``cpu-small``
-    U-Net (0.67M parameters) on 32^2 slices of 64 randomised Shepp-Logan volumes, 3000
-    steps (about an hour on one loaded CPU thread; a 64^2 prior needs ~4x longer per step).
+    U-Net (0.67M parameters) on 32^2 slices of 64 randomised Shepp-Logan volumes, 6750
+    steps (about two hours on one loaded CPU thread; a 64^2 prior needs ~4x longer per step).
     ``unet="gpu-base"`` with ``image_size=256`` is the GPU size; ``unet_overrides`` changes
     single U-Net fields.
     """

@@ -12,6 +12,7 @@ from polydiff.medical.solvers.common import (
     SlicePrior,
     check_volume_problem,
     expand_t,
+    final_consistency,
     resolve_norm2,
 )
 
@@ -29,6 +30,8 @@ def dds(
     n_cg: int = 5,
     gamma: float | None = None,
     clip: tuple[float, float] | None = (0.0, 1.0),
+    final_cg: int = 20,
+    grid: str = "logsnr",
     op_norm2: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Reconstruction:
@@ -46,8 +49,14 @@ def dds(
     The TV duals persist across steps. Noiseless data (``gamma=None``) use hard consistency
     ``A^T A x = A^T y``; noisy data use DDS's proximal step ``(I + gamma A^T A) x = x0_hat +
     gamma A^T y`` (``gamma`` trades data fit against the prior). ``lam = 0`` turns TV-z off.
-    The paper warns that more CG steps can hurt (5 beats 10). Returns the last data-consistent
-    ``x0_hat`` after ``steps`` network evaluations over the volume.
+    The paper warns that more CG steps can hurt (5 beats 10). Returns the last ``x0_hat``
+    after ``steps`` network evaluations over the volume, made data-consistent by ``final_cg``
+    more CG steps (no network call; :func:`~polydiff.medical.solvers.common.final_consistency`)
+    and clamped to ``clip``: with 5 CG steps per diffusion step the last iterate was 2-4% off
+    the data, and below plain CG on limited-angle CT. ``grid`` is the time grid
+    (:func:`polydiff.core.grids.make_grid`): "uniform" is the paper's; the default "logsnr"
+    spends more steps at low noise, where the prior's detail is (validation phantom, 8-view
+    CT: 21.8 vs 20.6 dB at 10 steps, 27.6 vs 25.4 at 50, 32.4 vs 28.2 at 100).
 
     ``clip=(lo, hi)`` clamps the Tweedie estimate before the data step (DDPM's "clip
     denoised"). An imperfect network's eps error is amplified by 1/alpha_t (about 150 at
@@ -63,12 +72,14 @@ def dds(
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     if clip is not None and not clip[0] < clip[1]:
         raise ValueError(f"clip must be (lo, hi) with lo < hi, got {clip}")
+    if final_cg < 0:
+        raise ValueError(f"final_cg must be >= 0, got {final_cg}")
     if gamma is not None and gamma <= 0:
         raise ValueError(f"gamma must be > 0 or None, got {gamma}")
     shape = (y.shape[0], *op.in_shape)
     check_volume_problem(op, y, shape)
     path, nfe0 = prior.path, prior.nfe
-    ts = prior.grid(steps).to(y.device)
+    ts = prior.grid(steps, grid).to(y.device)
     norm2 = resolve_norm2(op, op_norm2)
     weight = 0.0 if gamma is None else norm2 / gamma
     dc = ADMMTVz(op, y, shape, lam * norm2, rho * norm2, n_cg, weight=weight)
@@ -86,4 +97,5 @@ def dds(
         x0 = dc(x0)
         xi = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         x = a_n * x0 + s_n * (eta * xi + (1 - eta**2) ** 0.5 * eps)
+    x0 = final_consistency(op, dc.aty, x0, final_cg, weight, clip)
     return Reconstruction(x0, prior.nfe - nfe0)

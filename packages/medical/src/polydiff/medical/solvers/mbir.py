@@ -13,6 +13,7 @@ from polydiff.medical.solvers.common import (
     SlicePrior,
     check_volume_problem,
     expand_t,
+    final_consistency,
     resolve_norm2,
 )
 
@@ -29,6 +30,8 @@ def diffusion_mbir(
     lam: float = 1.6e-4,
     rho: float = 1.6e-2,
     n_cg: int = 1,
+    final_cg: int = 20,
+    clip: tuple[float, float] | None = (0.0, 1.0),
     op_norm2: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Reconstruction:
@@ -48,8 +51,14 @@ def diffusion_mbir(
     of the norm-adaptive step, and the ADMM step runs once per step (not after both).
     Costs ``steps * (1 + corrector_steps)`` network evaluations; the paper uses 2000 steps,
     the notes' CPU budget 200. ``rho`` and ``lam`` are multiples of ``L = ||A||^2`` (see
-    :func:`~polydiff.medical.solvers.dds`; ``op_norm2=1`` for absolute units).
+    :func:`~polydiff.medical.solvers.dds`; ``op_norm2=1`` for absolute units). The final
+    sample gets ``final_cg`` more CG steps on the data (no network call; with one CG step per
+    diffusion step, 100 steps ended 13% off the data on 8-view CT) and the clamp to ``clip``.
     """
+    if final_cg < 0:
+        raise ValueError(f"final_cg must be >= 0, got {final_cg}")
+    if clip is not None and not clip[0] < clip[1]:
+        raise ValueError(f"clip must be (lo, hi) with lo < hi, got {clip}")
     shape = (y.shape[0], *op.in_shape)
     check_volume_problem(op, y, shape)
     path, nfe0 = prior.path, prior.nfe
@@ -73,4 +82,5 @@ def diffusion_mbir(
         xt_hook=data_consistency,
         generator=generator,
     )
+    x = final_consistency(op, admm.aty, x, final_cg, clip=clip)
     return Reconstruction(x, prior.nfe - nfe0)
