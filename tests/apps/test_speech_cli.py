@@ -155,13 +155,27 @@ def test_enhance_a_folder_and_a_file_deterministically(work: Path, corpus: Path,
     # the file equals the library's in-memory enhancement with the same seed (float I/O)
     expected = SGMSE.load(model).enhance(load_audio(src)[0], int(SR), seed=3, N=2)
     np.testing.assert_allclose(one, expected, atol=2e-5)
+    # a later start of the reverse process (t_start) reaches the library the same way
+    late = ("output=late.wav", "t_start=0.5", "hydra.run.dir=enh_late")
+    ok(run(work, "enhance", f"model={model}", f"input={src}", *args, *late))
+    report = json.loads((work / "enh_late" / "enhance.json").read_text())
+    assert report["sampler_options"] == {"N": 2, "t_start": 0.5}
+    expected = SGMSE.load(model).enhance(load_audio(src)[0], int(SR), seed=3, N=2, t_start=0.5)
+    np.testing.assert_allclose(sf.read(work / "late.wav")[0], expected, atol=2e-5)
+    assert not np.allclose(expected, one, atol=1e-3)
 
 
-def test_enhance_rejects_a_missing_model_and_a_non_audio_input(work: Path, model: Path):
+def test_enhance_rejects_a_missing_model_and_a_non_audio_input(
+    work: Path, corpus: Path, model: Path
+):
     usage_error(run(work, "enhance", "model=nowhere", "input=x.wav", "hydra.run.dir=b1"), "model")
     (work / "notes.txt").write_text("not audio")
     args = (f"model={model}", "input=notes.txt", "hydra.run.dir=b2")
     usage_error(run(work, "enhance", *args), "not a .wav/.flac file")
+    src = corpus / "test" / "noisy" / "test_00000.wav"
+    for bad in ("1.5", "0.01"):  # above 1, or below the model's t_eps (0.03): never trained
+        args = (f"model={model}", f"input={src}", f"t_start={bad}", "hydra.run.dir=b4")
+        usage_error(run(work, "enhance", *args), "t_start must be in (0.03, 1] for this model")
 
 
 def test_evaluate_scores_known_signals(work: Path, corpus: Path):

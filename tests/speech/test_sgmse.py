@@ -66,6 +66,10 @@ def test_pc_grid_is_sgmse_linspace_then_zero():
     assert grid[-1] == 0
     with pytest.raises(ValueError, match="N must be"):
         pc_grid(0)
+    late = pc_grid(10, t_start=0.5)  # a later start keeps the SGMSE spacing rule
+    torch.testing.assert_close(late[:10], torch.linspace(0.5, 0.03, 10, dtype=torch.float64))
+    with pytest.raises(ValueError, match="t_start"):
+        pc_grid(10, t_start=0.02)  # below t_eps the grid would run backwards
 
 
 # ---------------------------------------------------------------------- exact-score ground truth
@@ -129,6 +133,25 @@ def test_pc_sampler_with_exact_score_converges_to_the_exact_law():
             # ... which is the clean distribution up to the t_eps truncation
             assert _moments(x, gauss.m0)[1] == pytest.approx(S0**2, rel=0.05)
     assert var_errors[3] > 3 * var_errors[100]
+
+
+def test_pc_sampler_from_a_later_start_reaches_the_same_law():
+    # Started from the exact marginal at t_start = 0.4 instead of t = 1, the reverse SDE has
+    # less to integrate but must end in the same law as N -> inf (the PC limit at t_eps).
+    gauss = Gaussian(OUVE())
+    mean_lim, var_lim = gauss.pc_limit()
+    m, v, _ = gauss.stats(0.4)
+    g = torch.Generator().manual_seed(6)
+    x_init = m + v.sqrt() * torch.randn(SHAPE, generator=g, dtype=torch.complex128)
+    x = pc_sample(gauss.eps, gauss.y, gauss.path, 100, t_start=0.4, x_init=x_init, generator=g)
+    mean_err, var = _moments(x, mean_lim)
+    assert mean_err < 0.006 and var / float(var_lim) == pytest.approx(1, abs=0.03)
+    times = []
+    pc_sample(
+        lambda x, t: times.append(float(real_time(t, x)[0])) or gauss.eps(x, t),
+        gauss.y, gauss.path, 5, t_start=0.4, corrector_steps=0,
+    )  # fmt: skip
+    assert times == pytest.approx(np.linspace(0.4, 0.03, 5).tolist())
 
 
 def test_pc_sampler_uses_two_evaluations_per_step_and_is_seeded():
@@ -248,6 +271,11 @@ def test_config_round_trip_and_validation():
         SGMSEConfig(spec=dataclasses.replace(TINY_SPEC, frame_multiple=2), net=TINY_NET)
     with pytest.raises(ValueError, match="t_eps"):
         SGMSEConfig(spec=TINY_SPEC, net=TINY_NET, t_eps=0.0)
+    for bad in (0.03, 1.5):
+        with pytest.raises(ValueError, match="t_start"):
+            SGMSEConfig(spec=TINY_SPEC, net=TINY_NET, t_start=bad)
+    old = {k: v for k, v in d.items() if k != "t_start"}  # config.json written before t_start
+    assert SGMSEConfig.from_dict(old).t_start == 1.0
 
 
 def test_training_steps_reduce_the_loss_on_a_fixed_draw():

@@ -117,6 +117,29 @@ def test_inference_starts_at_prediction_plus_sigma1_noise(monkeypatch):
     torch.testing.assert_close(model.enhance_spec(y, N=0), d)  # predictive only
 
 
+def test_later_start_draws_sigma_of_t_start_around_the_prediction(monkeypatch):
+    model = tiny_storm(t_start=0.4).eval()
+    _, y = _pair(2)
+    y = torch.cat([y] * 8)
+    seen = {}
+
+    def spy(eps_fn, mu, path, N, **kw):
+        seen.update(x_init=kw["x_init"], t_start=kw["t_start"])
+        return mu
+
+    monkeypatch.setattr(sgmse_mod, "pc_sample", spy)
+    model.enhance_spec(y, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        d = model.predict(y)
+    sigma = float(model.path.sigma(torch.tensor(0.4, dtype=torch.float64)))
+    spread = (seen["x_init"] - d).abs().square().mean().sqrt()
+    assert seen["t_start"] == 0.4 and float(spread) == pytest.approx(sigma, rel=0.03)
+    model.enhance_spec(y, t_start=1.0)  # a call overrides the config
+    assert seen["t_start"] == 1.0
+    with pytest.raises(ValueError, match="t_start"):
+        model.enhance_spec(y, t_start=0.01)
+
+
 def test_nfe_is_one_plus_steps():
     model = tiny_storm().eval()
     calls = {"pred": 0, "score": 0}

@@ -217,7 +217,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
 # ----------------------------------------------------------------------------- enhance
 
 
-def _sampler_options(cfg: DictConfig, method: str) -> dict[str, Any]:
+def _sampler_options(cfg: DictConfig, method: str, t_eps: float = 0.0) -> dict[str, Any]:
     if cfg.sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}")
     if cfg.sampler == "ode" and method != "sgmse":
@@ -230,6 +230,10 @@ def _sampler_options(cfg: DictConfig, method: str) -> dict[str, Any]:
             if cfg[key] < 0:
                 raise ConfigError(f"{key} must be >= 0, got {cfg[key]}")
             options[key] = cfg[key]
+    if cfg.get("t_start") is not None:
+        if not t_eps < cfg.t_start <= 1:  # the model was trained on times in [t_eps, 1]
+            raise ConfigError(f"t_start must be in ({t_eps}, 1] for this model, got {cfg.t_start}")
+        options["t_start"] = float(cfg.t_start)
     return options
 
 
@@ -252,7 +256,7 @@ def enhance(cfg: DictConfig, run_dir: Path) -> None:
     from polydiff.speech.enhance import enhance_folder
 
     method, model = _load_model(model_dir, cfg.device)
-    options = _sampler_options(cfg, method)
+    options = _sampler_options(cfg, method, model.cfg.t_eps)
     kwargs = dict(
         seed=int(cfg.seed),
         overwrite=bool(cfg.overwrite),
@@ -423,7 +427,7 @@ def demo(cfg: DictConfig, run_dir: Path) -> StageResult:
     from polydiff.speech.evaluation import builtin_test_clips, real_test_clips
 
     method, model = _load_model(model_dir, cfg.device)
-    options = _sampler_options(cfg, method)
+    options = _sampler_options(cfg, method, model.cfg.t_eps)
     options.setdefault("N", int(model.cfg.N))
     sr = model.spec.sample_rate
     sets = {"built-in": builtin_test_clips(int(cfg.clips), sr, seed=int(cfg.corpus_seed))}

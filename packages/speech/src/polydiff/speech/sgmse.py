@@ -13,7 +13,9 @@ x_t = mean + sigma z ("eps" in the core's vocabulary). Training minimises
 0.5 |sigma s + z|^2 = 0.5 |z - net|^2 summed over the spectrogram with t ~ U[t_eps, 1] (Eq. 10).
 Enhancement starts at y + sigma(1) z and runs the predictor-corrector sampler (annealed Langevin
 corrector, then the reverse-diffusion predictor) on t = linspace(1, t_eps, N) followed by a last
-step to 0 whose mean is returned (Sec. III-D; NFE = 2N), or the probability-flow ODE.
+step to 0 whose mean is returned (Sec. III-D; NFE = 2N), or the probability-flow ODE. Our one
+addition is ``t_start`` (default 1, the paper's): the reverse process may start later, at
+y + sigma(t_start) z, skipping the high-noise times where an under-trained score does harm.
 
 Complex noise has E|z|^2 = 1 (real and imaginary parts of variance 1/2), as in SGMSE; the score
 is the derivative with respect to that convention, which keeps the reverse SDE and Langevin steps
@@ -91,7 +93,8 @@ class SGMSEConfig:
     spec: STFT / compression (alpha 0.5, beta 0.15). net: the score network (NCSN++, 65.6M;
     `nets.PRESETS["micro"]` etc. for CPU). theta, sigma_min, sigma_max: OUVE SDE (Eq. 6).
     t_eps: smallest time in training and sampling. N: sampler steps; snr: corrector step
-    size 2 (snr sigma(t))^2; corrector_steps: Langevin moves per step (0: predictor only).
+    size 2 (snr sigma(t))^2; corrector_steps: Langevin moves per step (0: predictor only);
+    t_start: time the reverse process starts from (the papers: 1; see `pc_sample`).
     """
 
     spec: SpecConfig = field(default_factory=lambda: SPEC_PRESETS["16k"])
@@ -103,12 +106,14 @@ class SGMSEConfig:
     N: int = 30
     snr: float = 0.5
     corrector_steps: int = 1
+    t_start: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spec", spec_config(self.spec))
         object.__setattr__(self, "net", net_config(self.net))
         check_net(self.net, self.spec, 4, True, "SGMSEConfig")
         _check_sampler(self.t_eps, self.N, self.snr, self.corrector_steps, "SGMSEConfig")
+        check_t_start(self.t_start, self.t_eps, "SGMSEConfig")
 
     def to_dict(self) -> dict:
         return {"method": "sgmse", **asdict(self)}
@@ -143,21 +148,35 @@ def _check_sampler(
         )
 
 
+def check_t_start(t_start: float, t_eps: float, who: str) -> None:
+    """Raise ValueError unless t_eps < t_start <= 1 (the interval the network was trained on)."""
+    if not t_eps < t_start <= 1:
+        raise ValueError(f"{who}: t_start must be in ({t_eps}, 1], got {t_start}")
+
+
 # ----------------------------------------------------------------------------- samplers
 
 
-def pc_grid(N: int, t_eps: float = 0.03) -> Tensor:
-    """SGMSE's time grid: linspace(1, t_eps, N) then 0, so N steps, the last from t_eps to 0."""
+def pc_grid(N: int, t_eps: float = 0.03, t_start: float = 1.0) -> Tensor:
+    """SGMSE's time grid: linspace(t_start, t_eps, N) then 0, so N steps, the last from t_eps to
+    0 (SGMSE: t_start = 1)."""
     if N < 1:
         raise ValueError(f"pc_grid: N must be >= 1, got {N}")
+    check_t_start(t_start, t_eps, "pc_grid")
     return torch.cat(
-        [torch.linspace(1.0, t_eps, N, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)]
+        [
+            torch.linspace(t_start, t_eps, N, dtype=torch.float64),
+            torch.zeros(1, dtype=torch.float64),
+        ]
     )
 
 
-def prior_sample(path: OUVE, mu: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """x_1 = mu + sigma(1) z (SGMSE's prior: the leftover e^{-theta} (x0 - mu) is ignored)."""
-    return path.prior_sample(tuple(mu.shape), t=1.0, mu=mu, generator=generator, dtype=mu.dtype)
+def prior_sample(
+    path: OUVE, mu: Tensor, generator: torch.Generator | None = None, t: float = 1.0
+) -> Tensor:
+    """x_t = mu + sigma(t) z at the start time t (SGMSE: t = 1; the leftover
+    e^{-theta t} (x0 - mu) of the marginal is ignored, as in the papers)."""
+    return path.prior_sample(tuple(mu.shape), t=t, mu=mu, generator=generator, dtype=mu.dtype)
 
 
 def pc_sample(
@@ -169,28 +188,31 @@ def pc_sample(
     t_eps: float = 0.03,
     snr: float = 0.5,
     corrector_steps: int = 1,
+    t_start: float = 1.0,
     x_init: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """SGMSE+'s predictor-corrector sampler (Richter et al. 2023, Sec. III-D; Song et al. 2021,
-    "Score-Based Generative Modeling through SDEs", Algorithm 2): on t = linspace(1, t_eps, N), 0
-    each step takes ``corrector_steps`` annealed Langevin moves with step 2 (snr sigma(t))^2,
-    then one reverse-diffusion (Euler-Maruyama) step; the last step returns its mean.
-    NFE = N (1 + corrector_steps). Runs the core's ``pc_langevin`` through
+    "Score-Based Generative Modeling through SDEs", Algorithm 2): on t = linspace(t_start,
+    t_eps, N), 0 each step takes ``corrector_steps`` annealed Langevin moves with step
+    2 (snr sigma(t))^2, then one reverse-diffusion (Euler-Maruyama) step; the last step returns
+    its mean. NFE = N (1 + corrector_steps). Runs the core's ``pc_langevin`` through
     ``polydiff.core.sample`` on the centered variable x - mu.
 
     eps_fn(x_t, t) predicts the unit noise (score = -eps / sigma(t)); ``t`` reaches it as a
     (B,) tensor in x's dtype (complex here: use ``t.real``). ``x_init`` defaults to the prior
-    mu + sigma(1) z.
+    mu + sigma(t_start) z. The papers start at t_start = 1; a smaller start skips the
+    high-noise times where an under-trained score is worse than no score at all (measured in
+    docs/speech.md, "Why the diffusion stage degraded").
     """
     if x_init is None:
-        x_init = prior_sample(path, mu, generator)
+        x_init = prior_sample(path, mu, generator, t_start)
     return sample(
         eps_fn,
         x_init,
         path=path,
         solver="pc_langevin",
-        grid=pc_grid(N, t_eps).to(mu.device),
+        grid=pc_grid(N, t_eps, t_start).to(mu.device),
         prediction="eps",
         mu=mu,
         generator=generator,
@@ -206,16 +228,17 @@ def ode_sample(
     *,
     t_eps: float = 0.03,
     solver: str = "dpmpp_2m",
+    t_start: float = 1.0,
     x_init: Tensor | None = None,
     generator: torch.Generator | None = None,
     denoise_final: bool = False,
 ) -> Tensor:
     """Probability-flow ODE sampler (Song et al. 2021, Eq. 13; SGMSE's "ODE" sampler, which uses
     RK45): ``solver`` (DPM-Solver++(2M), 1 NFE per step; or any core ODE solver such as heun)
-    over N steps uniform in log-SNR from 1 to t_eps. Only the prior draw is random. With
+    over N steps uniform in log-SNR from t_start to t_eps. Only the prior draw is random. With
     ``denoise_final`` the data prediction at t_eps is returned (one more NFE)."""
     if x_init is None:
-        x_init = prior_sample(path, mu, generator)
+        x_init = prior_sample(path, mu, generator, t_start)
     return sample(
         eps_fn,
         x_init,
@@ -223,7 +246,7 @@ def ode_sample(
         solver=solver,
         steps=N,
         grid="logsnr",
-        t_start=1.0,
+        t_start=t_start,
         t_end=t_eps,
         prediction="eps",
         mu=mu,
@@ -242,23 +265,27 @@ def reverse_sample(
     N: int,
     snr: float | None = None,
     corrector_steps: int | None = None,
+    t_start: float | None = None,
     ode_solver: str = "dpmpp_2m",
-    x_init: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """The reverse process shared by SGMSE+ and StoRM: ``sampler`` "pc" (:func:`pc_sample`) or
-    "ode" (:func:`ode_sample`); ``snr`` and ``corrector_steps`` default to ``cfg``'s."""
+    """The reverse process shared by SGMSE+ and StoRM, from x = mu + sigma(t_start) z:
+    ``sampler`` "pc" (:func:`pc_sample`) or "ode" (:func:`ode_sample`); ``snr``,
+    ``corrector_steps`` and ``t_start`` default to ``cfg``'s."""
+    t_start = cfg.t_start if t_start is None else float(t_start)
+    check_t_start(t_start, cfg.t_eps, "enhance")
+    x_init = prior_sample(path, mu, generator, t_start)
     if sampler == "pc":
         return pc_sample(
             eps_fn, mu, path, N, t_eps=cfg.t_eps,
             snr=cfg.snr if snr is None else snr,
             corrector_steps=cfg.corrector_steps if corrector_steps is None else corrector_steps,
-            x_init=x_init, generator=generator,
+            t_start=t_start, x_init=x_init, generator=generator,
         )  # fmt: skip
     if sampler == "ode":
         return ode_sample(
-            eps_fn, mu, path, N, t_eps=cfg.t_eps, solver=ode_solver, x_init=x_init,
-            generator=generator,
+            eps_fn, mu, path, N, t_eps=cfg.t_eps, solver=ode_solver, t_start=t_start,
+            x_init=x_init, generator=generator,
         )  # fmt: skip
     raise ValueError(f"sampler must be 'pc' or 'ode', got {sampler!r}")
 
@@ -339,12 +366,13 @@ class SGMSE(nn.Module):
         N: int | None = None,
         snr: float | None = None,
         corrector_steps: int | None = None,
+        t_start: float | None = None,
         ode_solver: str = "dpmpp_2m",
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Enhance compressed spectrograms Y (B, F, T) (T a multiple of the frame multiple).
 
-        sampler "pc" (defaults N, snr, corrector_steps from the config) or "ode"."""
+        sampler "pc" (defaults N, snr, corrector_steps, t_start from the config) or "ode"."""
         cfg = self.cfg
         N = cfg.N if N is None else N
 
@@ -353,7 +381,8 @@ class SGMSE(nn.Module):
 
         return reverse_sample(
             eps_fn, Y, self.path, cfg, sampler=sampler, N=N, snr=snr,
-            corrector_steps=corrector_steps, ode_solver=ode_solver, generator=generator,
+            corrector_steps=corrector_steps, t_start=t_start, ode_solver=ode_solver,
+            generator=generator,
         )  # fmt: skip
 
     def enhance(
@@ -387,6 +416,7 @@ __all__ = [
     "SGMSE",
     "SGMSEConfig",
     "check_net",
+    "check_t_start",
     "complex_noise",
     "net_config",
     "ode_sample",

@@ -13,7 +13,8 @@ and the score network sees [x_t, y, D(y)] (6 real channels). Training minimises 
     a 0.5 |D(y) - x0|^2 + (1 - a) 0.5 |sigma s + z|^2,   a = 0.5,
 
 and enhancement computes D(y), draws x_1 = D(y) + sigma(1) z and runs the SGMSE+ sampler for
-fewer steps (the authors' default: 20 reverse-diffusion steps without corrector). The paper's
+fewer steps (the authors' default: 20 reverse-diffusion steps without corrector); ``t_start``
+< 1 starts it later, at D(y) + sigma(t_start) z (our addition, see `sgmse.pc_sample`). The paper's
 training modes (Sec. IV-C) are ``mode``:
 
 - "joint": both networks with the loss above (gradients of the score term flow into D);
@@ -43,9 +44,9 @@ from polydiff.speech.nets import NCSNpp, NCSNppConfig, channels_to_spec, spec_to
 from polydiff.speech.sgmse import (
     _check_sampler,
     check_net,
+    check_t_start,
     complex_noise,
     net_config,
-    prior_sample,
     real_time,
     reverse_sample,
     sample_t,
@@ -74,7 +75,8 @@ class StoRMConfig:
     theta, sigma_min, sigma_max, t_eps: OUVE SDE as SGMSE+. a: weight of the predictive loss.
     mode: training mode ("joint", "predictive", "frozen_predictive"). N, snr,
     corrector_steps: sampler defaults (20 steps, no corrector, as the authors recommend;
-    N = 0 makes the predictive model alone the default).
+    N = 0 makes the predictive model alone the default). t_start: the time the reverse
+    process starts from, x = D(y) + sigma(t_start) z (the paper: 1).
     """
 
     spec: SpecConfig = field(default_factory=lambda: SPEC_PRESETS["16k_storm"])
@@ -89,6 +91,7 @@ class StoRMConfig:
     N: int = 20
     snr: float = 0.5
     corrector_steps: int = 0
+    t_start: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spec", spec_config(self.spec))
@@ -102,6 +105,7 @@ class StoRMConfig:
             raise ValueError(f"StoRMConfig: the loss weight a must be in [0, 1], got {self.a}")
         # N = 0 is allowed: the predictive model alone as the default sampler setting
         _check_sampler(self.t_eps, self.N, self.snr, self.corrector_steps, "StoRMConfig", 0)
+        check_t_start(self.t_start, self.t_eps, "StoRMConfig")
 
     def to_dict(self) -> dict:
         return {"method": "storm", **asdict(self)}
@@ -182,12 +186,13 @@ class StoRM(nn.Module):
         N: int | None = None,
         snr: float | None = None,
         corrector_steps: int | None = None,
+        t_start: float | None = None,
         ode_solver: str = "dpmpp_2m",
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Enhance compressed spectrograms Y (B, F, T): D(Y), then x_1 = D(Y) + sigma(1) z and the
-        sampler ("pc" or "ode") with mean D(Y). ``N=0`` returns D(Y) (the predictive model
-        alone, 1 NFE); otherwise NFE = 1 + N (1 + corrector_steps) for "pc"."""
+        """Enhance compressed spectrograms Y (B, F, T): D(Y), then x = D(Y) + sigma(t_start) z
+        and the sampler ("pc" or "ode") with mean D(Y). ``N=0`` returns D(Y) (the predictive
+        model alone, 1 NFE); otherwise NFE = 1 + N (1 + corrector_steps) for "pc"."""
         cfg = self.cfg
         N = cfg.N if N is None else N
         d = self.predict(Y)
@@ -197,10 +202,9 @@ class StoRM(nn.Module):
         def eps_fn(x: Tensor, t: Tensor) -> Tensor:
             return self(x, Y, d, t)
 
-        x_init = prior_sample(self.path, d, generator)
         return reverse_sample(
             eps_fn, d, self.path, cfg, sampler=sampler, N=N, snr=snr,
-            corrector_steps=corrector_steps, ode_solver=ode_solver, x_init=x_init,
+            corrector_steps=corrector_steps, t_start=t_start, ode_solver=ode_solver,
             generator=generator,
         )  # fmt: skip
 
