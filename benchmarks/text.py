@@ -3,7 +3,8 @@
 On the built-in Shakespeare corpus (byte tokenizer, same network size, batch, learning rate and
 number of steps for every model, all on the `train` split):
 1. likelihood: the validation perplexity bound (NELBO) of MDLM, UDLM and BlockGen (block 16) vs
-   the AR baseline's exact perplexity, at half and at all of the training steps;
+   the AR baseline's exact perplexity, at each training length of --steps (default: half and
+   all of the preset's steps);
 2. samples: gen-PPL under the shipped AR reference (trained on the disjoint `reference` split)
    with the mean per-sample unigram entropy, at 16 / 64 / 256 total denoising steps, for MDLM
    ancestral, MDLM ReMDM, MDLM first-hitting (one token per step: always L steps) and BlockGen
@@ -12,14 +13,14 @@ number of steps for every model, all on the `train` split):
    steps (same samples: caching is exact for a model without time conditioning), and of the AR
    baseline with its KV cache;
 4. a 64-step sampler that matches 256-step ancestral at equal entropy: each candidate's
-   temperature is calibrated on a separate seed to the entropy of 256-step ancestral there, then
-   the candidate and 256-step ancestral are compared on the evaluation seed.
+   gen-PPL vs entropy frontier (two temperatures) is read at the entropy of 256-step ancestral
+   (temperature 1), all on the same evaluation samples' seed.
 
 Trained runs are kept in `--runs` (one folder per method and configuration, with an export at
 each measured step count) and reused when the configuration is identical, so a rerun only
 samples. Writes docs/benchmarks/text.md and text.json.
 Run: `nox -s bench -- text --runs /work/runs/text/bench` (or `python benchmarks/run.py text
-[--steps N] [--quick] [--runs DIR]`).
+[--steps N [N ...]] [--quick] [--runs DIR]`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -42,14 +44,14 @@ METHODS = ("ar", "mdlm", "udlm", "blockgen")
 FULL = {
     "seq_len": 128, "d_model": 128, "n_layers": 3, "n_heads": 4, "batch_size": 32,
     "lr": 1e-3, "warmup": 100, "ema": 0.999, "ema_warmup": True, "steps": 500, "val_rows": 256,
-    "n_time_samples": 2, "n_gen": 32, "n_calibrate": 32, "n_match": 64,
+    "n_time_samples": 2, "n_gen": 32, "n_match": 128, "speed_repeats": 3,
     "sample_steps": [16, 64, 256], "speed_steps": [64, 256, 1024], "speed_batch": 8,
-    "block_size": 16, "calibrate_temps": [0.9, 1.0],
+    "block_size": 16, "frontier_temps": [0.95, 1.0],
 }  # fmt: skip
 QUICK = {
     **FULL, "seq_len": 32, "d_model": 32, "n_layers": 1, "n_heads": 2, "batch_size": 8,
-    "warmup": 2, "steps": 10, "val_rows": 16, "n_time_samples": 1, "n_gen": 4, "n_calibrate": 4,
-    "n_match": 4,
+    "warmup": 2, "steps": 10, "val_rows": 16, "n_time_samples": 1, "n_gen": 4, "n_match": 4,
+    "speed_repeats": 1,
     "sample_steps": [4, 8, 16], "speed_steps": [8, 16, 32], "speed_batch": 2, "block_size": 8,
 }  # fmt: skip
 TRAIN_KEYS = ("seq_len", "d_model", "n_layers", "n_heads", "batch_size", "lr", "warmup", "ema",
@@ -99,6 +101,12 @@ def trained(cfg, tok, train_rows, runs: Path, steps: int, log) -> tuple[Path, fl
         log(f"reuse {export}")
         record = export / "train_seconds.json"  # what training it cost when it was made
         return export, json.loads(record.read_text())["seconds"] if record.is_file() else 0.0
+    done = [int(p.stem.split("=")[1]) for p in (folder / "checkpoints").glob("step=*.ckpt")]
+    if done and max(done) > steps:  # resuming would export the longer run under this label
+        raise SystemExit(
+            f"{folder} is already trained past {steps} steps (to {max(done)}) and "
+            f"has no export-{steps}: measure at the lengths it has exports for"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "bench_config.json", cfg)
     method = make_method(cfg, tok)
@@ -134,10 +142,15 @@ def score(result, reference, tok) -> dict[str, float]:
     from polydiff.text.metrics import generative_perplexity, unigram_entropy
 
     ignore = (tok.pad_id,)
-    ppl = generative_perplexity(result.tokens, reference.net, mask_id=tok.mask_id,
-                                ignore_ids=ignore).ppl  # fmt: skip
+    gp = generative_perplexity(result.tokens, reference.net, mask_id=tok.mask_id,
+                               ignore_ids=ignore)  # fmt: skip
+    per_token = gp.nll / gp.n_tokens.clamp_min(1)
     return {
-        "gen_ppl": ppl,
+        "gen_ppl": gp.ppl,
+        # standard error of log gen-PPL over samples: the noise a comparison must beat
+        "log_gen_ppl_se": float(per_token.std() / len(per_token) ** 0.5)
+        if len(per_token) > 1
+        else float("nan"),
         "entropy": float(unigram_entropy(result.tokens, ignore).mean()),
         "nfe": result.nfe,
         "tokens_per_second": result.tokens_per_second,
@@ -192,10 +205,15 @@ def speed(models, sizes, seed: int, log) -> dict[str, Any]:
             mdlm.net(z, torch.ones(n))
     out["network_call_seconds"] = (time.perf_counter() - t0) / 5
     for steps in sizes["speed_steps"]:
+        best: dict[str, Any] = {}
+        for _ in range(sizes["speed_repeats"]):  # interleaved; the fastest of each survives
+            for solver in ("mdlm", "mdlm_cached"):  # the load of a shared machine
+                g = torch.Generator().manual_seed(seed)
+                r = mdlm.sample(n, steps=steps, solver=solver, generator=g)
+                if solver not in best or r.seconds < best[solver].seconds:
+                    best[solver] = r
         row = {}
-        for solver in ("mdlm", "mdlm_cached"):
-            g = torch.Generator().manual_seed(seed)
-            r = mdlm.sample(n, steps=steps, solver=solver, generator=g)
+        for solver, r in best.items():
             share = network_share(r.nfe, out["network_call_seconds"], r.seconds)
             row[solver] = {"tokens_per_second": r.tokens_per_second, "nfe": r.nfe,
                            "network_calls": r.network_calls, "seconds": r.seconds,
@@ -209,43 +227,45 @@ def speed(models, sizes, seed: int, log) -> dict[str, Any]:
     return out
 
 
-def _interp_temperature(points: list[tuple[float, float]], target: float) -> float:
-    """Temperature whose entropy is `target`, linear in (T, entropy) through the two points
-    (clamped to [0.5, 1.2]: outside, the line is not to be trusted)."""
-    (t0, h0), (t1, h1) = points
-    t = t1 if h1 == h0 else t0 + (target - h0) * (t1 - t0) / (h1 - h0)
-    return min(max(t, 0.5), 1.2)
-
-
 def matched_sampler(models, reference, tok, sizes, seed: int, log) -> dict[str, Any]:
-    """64-step candidates, temperature calibrated on seed + 1 to the entropy of 256-step
-    ancestral there; evaluated on `seed` against 256-step ancestral on `seed`."""
+    """64-step candidates read on their gen-PPL/entropy frontier at the entropy of 256-step
+    ancestral (temperature 1); every run uses the evaluation seed and n_match samples."""
+    from polydiff.text.evaluation import frontier_at_entropy
+
     lo, hi = sorted(sizes["sample_steps"])[1:]
-    cal, n_cal = seed + 1, sizes["n_calibrate"]
-    target = score(draw(models, "ancestral", hi, n_cal, cal), reference, tok)["entropy"]
-    out: dict[str, Any] = {"steps": lo, "reference_steps": hi, "calibration_seed": cal,
-                           "calibration_target_entropy": target, "candidates": {}}  # fmt: skip
     n = sizes["n_match"]
     base = score(draw(models, "ancestral", hi, n, seed), reference, tok)
-    out["ancestral_reference"] = base
+    log(f"matched target: {base}")
+    out: dict[str, Any] = {"steps": lo, "reference_steps": hi, "ancestral_reference": base,
+                           "candidates": {}}  # fmt: skip
     for kind in ("ancestral", "remdm", "remdm_loop"):
-        pts = []
-        for t in sizes["calibrate_temps"]:
-            h = score(draw(models, kind, lo, n_cal, cal, t), reference, tok)["entropy"]
-            pts.append((t, h))
-        temperature = _interp_temperature(pts, target)
-        res = score(draw(models, kind, lo, n, seed, temperature), reference, tok)
-        res.update(temperature=temperature, calibration=pts)
+        points = []
+        for t in sizes["frontier_temps"]:
+            points.append({**score(draw(models, kind, lo, n, seed, t), reference, tok),
+                           "temperature": t})  # fmt: skip
+        try:
+            reading = frontier_at_entropy(points, base["entropy"])
+        except ValueError:  # both temperatures gave the same entropy: no frontier to read
+            top = points[-1]
+            reading = {"gen_ppl": top["gen_ppl"], "temperature": top["temperature"],
+                       "extrapolation": abs(top["entropy"] - base["entropy"])}  # fmt: skip
+        res = {"points": points, **reading}
         res["gen_ppl_ratio"] = res["gen_ppl"] / base["gen_ppl"]
-        res["entropy_gap"] = res["entropy"] - base["entropy"]
-        # "reaches" = gen-PPL no higher, entropy within 0.02 nats of 256-step ancestral
-        res["goal_met"] = res["gen_ppl"] <= base["gen_ppl"] and abs(res["entropy_gap"]) <= 0.02
-        out["candidates"][f"{kind}_T"] = res
+        # "reaches" = no higher gen-PPL at the target's entropy, read at most 0.02 nats
+        # outside the measured temperatures
+        res["goal_met"] = res["gen_ppl"] <= base["gen_ppl"] and res["extrapolation"] <= 0.02
+        out["candidates"][kind] = res
         log(f"matched {kind}: {res}")
     return out
 
 
 # --- report ------------------------------------------------------------------------------------
+
+
+def _cell(c: dict[str, float]) -> str:
+    """gen-PPL (SE of its log) / entropy / nfe; the SE is absent from older results."""
+    se = f" ({c['log_gen_ppl_se']:.2f})" if "log_gen_ppl_se" in c else ""
+    return f"{c['gen_ppl']:.2f}{se} / {c['entropy']:.3f} / {c['nfe']:.0f}"
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -297,7 +317,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"entropy {r['held_out_entropy']:.3f} nats). Temperature 1, top-p 1. Steps are total "
         f"denoising steps; block samplers use steps / {s['seq_len'] // s['block_size']} per "
         f"block of {s['block_size']} (ARPC: about 2 x that many network calls). First-hitting "
-        "reveals one token per step, so it always takes L steps.",
+        "reveals one token per step, so it always takes L steps. In brackets: the standard "
+        "error of log gen-PPL over the samples (0.05 is a 5% noise band on gen-PPL).",
         "",
         "| sampler | " + " | ".join(f"{k} steps: gen-PPL / entropy / nfe" for k in
                                      map(str, s["sample_steps"])) + " |",
@@ -307,18 +328,18 @@ def markdown(r: dict[str, Any]) -> str:
         row = []
         for k in map(str, s["sample_steps"]):
             c = cells.get(k)
-            row.append("" if c is None else
-                       f"{c['gen_ppl']:.2f} / {c['entropy']:.3f} / {c['nfe']:.0f}")  # fmt: skip
+            row.append("" if c is None else _cell(c))
         if kind == "first_hitting":
             ((k, c),) = cells.items()
-            row = [f"({k} steps) {c['gen_ppl']:.2f} / {c['entropy']:.3f} / {c['nfe']:.0f}"]
+            row = [f"({k} steps) {_cell(c)}"]
             row += [""] * (len(s["sample_steps"]) - 1)
         lines.append(f"| {kind} | " + " | ".join(row) + " |")
     sp = r["speed"]
     lines += [
         "",
         "## 3. Sampling speed (tokens/s, MDLM ancestral, context "
-        f"{sp['context']}, batch {sp['batch']})",
+        f"{sp['context']}, batch {sp['batch']}; the fastest of "
+        f"{s.get('speed_repeats', 1)} interleaved runs of each)",
         "",
         "| steps | uncached tok/s (nfe) | cached tok/s (nfe) | speedup "
         "| network share of time (uncached / cached) |",
@@ -356,27 +377,40 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     mt = r["matched"]
     base = mt["ancestral_reference"]
+    temps = " and ".join(f"{t:g}" for t in s["frontier_temps"])
     lines += [
-        f"Target: ancestral with {mt['reference_steps']} steps on {s['n_match']} samples "
-        f"(evaluation seed), gen-PPL {base['gen_ppl']:.2f}, "
-        f"entropy {base['entropy']:.3f}. Each candidate ({s['n_match']} samples) runs "
-        f"{mt['steps']} steps at a "
-        f"temperature calibrated on seed {mt['calibration_seed']} (never the evaluation seed) "
-        f"({s['n_calibrate']} samples per point) so that its entropy equals the "
-        f"{mt['reference_steps']}-step entropy there "
-        f"({mt['calibration_target_entropy']:.3f}; linear interpolation between "
-        f"T = {s['calibrate_temps']}). 'Reaches' = gen-PPL no higher and entropy within "
-        "0.02 nats.",
+        f"Target: ancestral with {mt['reference_steps']} steps at temperature 1, "
+        f"gen-PPL {base['gen_ppl']:.2f} (standard error of log gen-PPL "
+        f"{base['log_gen_ppl_se']:.3f}), entropy {base['entropy']:.3f}. Each candidate runs "
+        f"{mt['steps']} steps at temperatures {temps}; its gen-PPL at the target's entropy is "
+        "read on the line through those two points (log gen-PPL and temperature linear in "
+        f"entropy). {s['n_match']} samples per run, all on the evaluation seed. 'Reaches' = "
+        "gen-PPL no higher there, read at most 0.02 nats outside the two measured entropies. "
+        "The standard errors of log gen-PPL (per run, over samples) say how much of a "
+        "difference is noise.",
         "",
-        f"| candidate ({mt['steps']} steps) | T | gen-PPL | entropy | gen-PPL ratio "
-        "| entropy gap | reaches |",
+        f"| candidate ({mt['steps']} steps) | T = {temps}: gen-PPL / entropy / SE(log) "
+        "| T at target entropy | gen-PPL there | ratio to target | log ratio / its SE | reaches |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, c in mt["candidates"].items():
-        lines.append(
-            f"| {name} | {c['temperature']:.3f} | {c['gen_ppl']:.2f} | {c['entropy']:.3f} | "
-            f"{c['gen_ppl_ratio']:.3f} | {c['entropy_gap']:+.3f} | {c['goal_met']} |"
+        pts = "; ".join(
+            f"{p['gen_ppl']:.2f} / {p['entropy']:.3f} / {p['log_gen_ppl_se']:.3f}"
+            for p in c["points"]
         )
+        # the SE of a log ratio of independent runs (the candidate's: its points' mean SE)
+        se_c = sum(p["log_gen_ppl_se"] for p in c["points"]) / len(c["points"])
+        z = math.log(c["gen_ppl_ratio"]) / math.hypot(base["log_gen_ppl_se"], se_c)
+        lines.append(
+            f"| {name} | {pts} | {c['temperature']:.3f} | {c['gen_ppl']:.2f} | "
+            f"{c['gen_ppl_ratio']:.3f} | {z:+.2f} | {c['goal_met']} |"
+        )
+    lines += [
+        "",
+        "A log ratio within about 2 of its standard errors of 0 is a difference this many "
+        "samples cannot resolve: a 'reaches' there says the candidate is as good as the "
+        "target, not better.",
+    ]
     lines += ["", r["conclusion"], ""]
     return "\n".join(lines)
 
@@ -387,7 +421,10 @@ def markdown(r: dict[str, Any]) -> str:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="benchmarks/run.py text", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run, minutes)")
-    ap.add_argument("--steps", type=int, default=None, help="training steps of every model")
+    ap.add_argument("--steps", type=int, nargs="+", default=None,
+                    help="training steps of every model: the lengths at which the models are "
+                    "measured (default: half and all of the size preset's steps); the samplers "
+                    "use the longest")  # fmt: skip
     ap.add_argument("--runs", default=str(ROOT / "runs" / "text" / "bench"),
                     help="trained runs, reused when the config is identical")  # fmt: skip
     ap.add_argument("--out", default=None, help="report folder (default docs/benchmarks; "
@@ -397,10 +434,10 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     sizes = dict(QUICK if args.quick else FULL)
-    if args.steps is not None:
-        if args.steps < 2:
-            raise SystemExit(f"--steps must be at least 2, got {args.steps}")
-        sizes["steps"] = args.steps
+    points = sorted(set(args.steps or [sizes["steps"] // 2, sizes["steps"]]))
+    if points[0] < 1:
+        raise SystemExit(f"--steps must be positive, got {args.steps}")
+    sizes["steps"] = points[-1]
     runs = Path(args.runs)
     out = Path(args.out) if args.out else (
         runs / "quick-report" if args.quick else ROOT / "docs" / "benchmarks")  # fmt: skip
@@ -419,7 +456,6 @@ def main(argv: list[str]) -> int:
                             cache_dir=runs / "cache")  # fmt: skip
     val = corpus["validation"][: sizes["val_rows"]]
     reference = load_method(args.reference or shipped_reference(), tokenizer=tok)
-    points = [sizes["steps"] // 2, sizes["steps"]]
     lik: dict[str, dict[str, Any]] = {m: {} for m in METHODS}
     models, params, train_seconds = {}, {}, 0.0
     for m in METHODS:
@@ -439,7 +475,9 @@ def main(argv: list[str]) -> int:
     matched = matched_sampler(models, reference, tok, sizes, args.seed, log)
     reached = [k for k, c in matched["candidates"].items() if c["goal_met"]]
     conclusion = (
-        f"Documented sampler: {', '.join(reached)} (temperature from the calibration seed)."
+        "Documented sampler: "
+        + ", ".join(f"{k} at T = {matched['candidates'][k]['temperature']:.3f}" for k in reached)
+        + f" ({matched['steps']} steps)."
         if reached
         else "Goal NOT met: no candidate reached the target gen-PPL at equal entropy here."
     )
