@@ -242,3 +242,20 @@ def test_quick_demo_stage_end_to_end(work: Path):
     # each set's table is in the report, and the enhanced audio is written beside it
     assert report.count("| noisy |") == len(sets) and "| storm N=2 |" in report
     assert (run_dir / "speech" / "audio" / "test_00000_enhanced.wav").is_file()
+
+
+def test_enhance_runs_the_ode_sampler_of_a_storm_model(work: Path, corpus: Path):
+    from polydiff.speech.audio import load_audio
+    from polydiff.speech.storm import StoRM
+
+    args = (f"data_root={corpus}", "method=storm", *TINY_MODEL, "train.steps=2")
+    train = ("train.batch_size=2", "train.num_frames=32", "trainer.accelerator=cpu")
+    ok(run(work, "train", *args, *train, "hydra.run.dir=storm"))
+    model = work / "storm" / "model"
+    src = corpus / "test" / "noisy" / "test_00000.wav"
+    opts = ("sampler=ode", "N=2", "seed=1", "subtype=FLOAT", "output=storm_ode.wav")
+    ok(run(work, "enhance", f"model={model}", f"input={src}", *opts, "hydra.run.dir=e_ode"))
+    report = json.loads((work / "e_ode" / "enhance.json").read_text())
+    assert report["method"] == "storm" and report["sampler_options"] == {"sampler": "ode", "N": 2}
+    expected = StoRM.load(model).enhance(load_audio(src)[0], int(SR), seed=1, sampler="ode", N=2)
+    np.testing.assert_allclose(sf.read(work / "storm_ode.wav")[0], expected, atol=2e-5)

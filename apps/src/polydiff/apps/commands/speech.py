@@ -217,11 +217,9 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
 # ----------------------------------------------------------------------------- enhance
 
 
-def _sampler_options(cfg: DictConfig, method: str, t_eps: float = 0.0) -> dict[str, Any]:
+def _sampler_options(cfg: DictConfig, t_eps: float = 0.0) -> dict[str, Any]:
     if cfg.sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}")
-    if cfg.sampler == "ode" and method != "sgmse":
-        raise ConfigError("sampler=ode exists for SGMSE+ models only")
     options: dict[str, Any] = {}
     if cfg.sampler == "ode":
         options["sampler"] = "ode"
@@ -256,7 +254,7 @@ def enhance(cfg: DictConfig, run_dir: Path) -> None:
     from polydiff.speech.enhance import enhance_folder
 
     method, model = _load_model(model_dir, cfg.device)
-    options = _sampler_options(cfg, method, model.cfg.t_eps)
+    options = _sampler_options(cfg, model.cfg.t_eps)
     kwargs = dict(
         seed=int(cfg.seed),
         overwrite=bool(cfg.overwrite),
@@ -427,7 +425,7 @@ def demo(cfg: DictConfig, run_dir: Path) -> StageResult:
     from polydiff.speech.evaluation import builtin_test_clips, real_test_clips
 
     method, model = _load_model(model_dir, cfg.device)
-    options = _sampler_options(cfg, method, model.cfg.t_eps)
+    options = _sampler_options(cfg, model.cfg.t_eps)
     options.setdefault("N", int(model.cfg.N))
     sr = model.spec.sample_rate
     sets = {"built-in": builtin_test_clips(int(cfg.clips), sr, seed=int(cfg.corpus_seed))}
