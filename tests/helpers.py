@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -29,3 +31,15 @@ def assert_close(actual, expected, rtol=1e-7, atol=1e-7, msg=""):
     )
     err = (actual - expected).abs().max().item() if actual.numel() else 0.0
     assert torch.allclose(actual, expected, rtol=rtol, atol=atol), f"{msg} max abs error {err:.3e}"
+
+
+def check_demo_report(run_dir: Path, domain: str, images: list[str], row: str = "") -> str:
+    """The report of a `polydiff demo` run: `domain`'s row reads ok (then matches the regex
+    `row`), its image links are exactly `images`, each a PNG file. Returns the report text."""
+    report = (run_dir / "report.md").read_text()
+    assert re.search(rf"^\| {domain} \| ok \|{row}", report, re.M), report
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert links == images
+    for link in links:
+        assert (run_dir / link).read_bytes()[:4] == b"\x89PNG"
+    return report

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import check_demo_report
 from omegaconf import OmegaConf
 
 from polydiff.apps import demo
@@ -66,11 +67,7 @@ def test_quick_demo_end_to_end(polydiff, tmp_path: Path):
     out = polydiff("demo", "domains=[core]", "quick=true")
     assert out.returncode == 0, out.stderr[-3000:]
     (run,) = (tmp_path / "runs" / "demo").iterdir()
-    report = (run / "report.md").read_text()
-    assert re.search(r"^\| core \| ok \|", report, re.M)
-    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
-    assert links == ["core/samples.png"]
-    assert (run / links[0]).read_bytes()[:4] == b"\x89PNG"
+    check_demo_report(run, "core", ["core/samples.png"])
 
     metrics = json.loads((run / "core" / "metrics.json").read_text())
     solvers = ["ddim", "dpmpp_2m", "unipc", "euler", "heun", "sde_dpmpp_2m"]

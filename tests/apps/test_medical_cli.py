@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from helpers import check_demo_report
 
 from polydiff.apps.cli import dispatch
 from polydiff.apps.registry import verbs
@@ -237,16 +238,10 @@ def test_reconstruct_uses_the_shipped_prior_by_default(run):
 
 def test_quick_demo_stage_end_to_end(polydiff, tmp_path: Path):
     """`polydiff demo domains=[medical] quick=true`: one report row, the montage, the metrics."""
-    import re
-
     out = polydiff("demo", "domains=[medical]", "quick=true")
     assert out.returncode == 0, out.stderr[-3000:]
     (run,) = (tmp_path / "runs" / "demo").iterdir()
-    report = (run / "report.md").read_text()
-    assert re.search(r"^\| medical \| ok \|", report, re.M)
-    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
-    assert links == ["medical/montage.png"]
-    assert (run / links[0]).read_bytes()[:4] == b"\x89PNG"
+    check_demo_report(run, "medical", ["medical/montage.png"])
     metrics = _json(run / "medical" / "metrics.json")["methods"]
     assert list(metrics) == ["fbp", "tv_admm", "dds"]
     assert metrics["dds"]["nfe"] == 5 and metrics["fbp"]["nfe"] == 0

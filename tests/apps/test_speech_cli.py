@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import check_demo_report
 
 from polydiff.apps.registry import compose_config
 
@@ -215,19 +216,13 @@ def test_enhance_without_model_uses_the_shipped_storm(work: Path, corpus: Path):
 
 
 def test_quick_demo_stage_end_to_end(work: Path):
-    import re
-
     from polydiff.speech.data.real import alsa_speech_files
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
     args = [str(POLYDIFF), "demo", "domains=[speech]", "quick=true", "hydra.run.dir=demo_q"]
     ok(subprocess.run(args, cwd=work, env=env, capture_output=True, text=True))
     run_dir = work / "demo_q"
-    report = (run_dir / "report.md").read_text()
-    assert re.search(r"^\| speech \| ok \|.*PESQ = ", report, re.M), report
-    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
-    assert links == ["speech/spectrogram.png"]
-    assert (run_dir / links[0]).read_bytes()[:4] == b"\x89PNG"
+    report = check_demo_report(run_dir, "speech", ["speech/spectrogram.png"], row=".*PESQ = ")
     metrics = json.loads((run_dir / "speech" / "metrics.json").read_text())
     # the shipped StoRM's default is its predictive network (N=0); quick compares N=2 beside it
     assert metrics["method"] == "storm" and metrics["sampler_options"] == {"N": 0}

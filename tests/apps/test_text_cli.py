@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import check_demo_report
 
 from polydiff.apps.cli import dispatch
 
@@ -226,19 +227,13 @@ def test_console_script_data_and_usage_error(polydiff, tmp_path: Path):
 
 def test_quick_demo_stage_end_to_end(polydiff, tmp_path: Path):
     """`polydiff demo domains=[text] quick=true`: shipped MDLM scored by the shipped reference."""
-    import re
-
     from polydiff.text.data import prepare_corpus
     from polydiff.text.method import load_method, shipped_checkpoint, shipped_reference
 
     out = polydiff("demo", "domains=[text]", "quick=true")
     assert out.returncode == 0, out.stderr[-3000:]
     (run,) = (tmp_path / "runs" / "demo").iterdir()
-    report = (run / "report.md").read_text()
-    assert re.search(r"^\| text \| ok \|.*PPL bound", report, re.M), report
-    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
-    assert links == ["text/frontier.png"]
-    assert (run / links[0]).read_bytes()[:4] == b"\x89PNG"
+    report = check_demo_report(run, "text", ["text/frontier.png"], row=".*PPL bound")
     assert "ROMEO:" in report  # a sample is shown in the summary
     metrics = json.loads((run / "text" / "metrics.json").read_text())
     # the quick overrides: 16 held-out rows, samples of 48 tokens, two samplers
