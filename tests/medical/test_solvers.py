@@ -232,8 +232,12 @@ def test_bad_parameters_are_rejected(gaussian):
     p, op, y = gaussian.prior(), gaussian.op, gaussian.y
     with pytest.raises(ValueError, match="eta"):
         dds(p, op, y, eta=1.5)
-    with pytest.raises(ValueError, match="clip"):
-        dds(p, op, y, clip=(1.0, 0.0))
+    for solver in (dds, dps, diffusion_mbir):
+        with pytest.raises(ValueError, match="clip"):
+            solver(p, op, y, clip=(1.0, 0.0))
+    for solver in (dds, diffusion_mbir):
+        with pytest.raises(ValueError, match="final_cg"):
+            solver(p, op, y, final_cg=-1)
     with pytest.raises(ValueError, match="gamma"):
         dds(p, op, y, gamma=0.0)
     with pytest.raises(ValueError, match="zeta"):

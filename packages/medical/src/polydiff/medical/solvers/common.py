@@ -187,6 +187,15 @@ class ADMMTVz:
         return x
 
 
+def check_ending(clip: tuple[float, float] | None, final_cg: int = 0) -> None:
+    """Clear errors for a sampler's ending options (:func:`final_consistency`), checked
+    before its loop runs."""
+    if clip is not None and not clip[0] < clip[1]:
+        raise ValueError(f"clip must be (lo, hi) with lo < hi, got {clip}")
+    if final_cg < 0:
+        raise ValueError(f"final_cg must be >= 0, got {final_cg}")
+
+
 def final_consistency(
     op: LinearOperator,
     aty: Tensor,
@@ -225,6 +234,7 @@ __all__ = [
     "ModelFn",
     "Reconstruction",
     "SlicePrior",
+    "check_ending",
     "check_volume_problem",
     "final_consistency",
     "operator_norm2",

@@ -10,6 +10,7 @@ from polydiff.medical.solvers.common import (
     ADMMTVz,
     Reconstruction,
     SlicePrior,
+    check_ending,
     check_volume_problem,
     expand_t,
     final_consistency,
@@ -70,10 +71,7 @@ def dds(
     """
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
-    if clip is not None and not clip[0] < clip[1]:
-        raise ValueError(f"clip must be (lo, hi) with lo < hi, got {clip}")
-    if final_cg < 0:
-        raise ValueError(f"final_cg must be >= 0, got {final_cg}")
+    check_ending(clip, final_cg)
     if gamma is not None and gamma <= 0:
         raise ValueError(f"gamma must be > 0 or None, got {gamma}")
     shape = (y.shape[0], *op.in_shape)

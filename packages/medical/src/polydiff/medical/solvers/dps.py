@@ -9,6 +9,7 @@ from polydiff.medical.operators.base import LinearOperator
 from polydiff.medical.solvers.common import (
     Reconstruction,
     SlicePrior,
+    check_ending,
     check_volume_problem,
     expand_t,
     resolve_norm2,
@@ -51,8 +52,7 @@ def dps(
     """
     if zeta < 0:
         raise ValueError(f"zeta must be >= 0, got {zeta}")
-    if clip is not None and not clip[0] < clip[1]:
-        raise ValueError(f"clip must be (lo, hi) with lo < hi, got {clip}")
+    check_ending(clip)
     shape = (y.shape[0], *op.in_shape)
     check_volume_problem(op, y, shape)
     path, nfe0 = prior.path, prior.nfe

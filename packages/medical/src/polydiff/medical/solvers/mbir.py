@@ -11,6 +11,7 @@ from polydiff.medical.solvers.common import (
     ADMMTVz,
     Reconstruction,
     SlicePrior,
+    check_ending,
     check_volume_problem,
     expand_t,
     final_consistency,
@@ -55,10 +56,7 @@ def diffusion_mbir(
     sample gets ``final_cg`` more CG steps on the data (no network call; with one CG step per
     diffusion step, 100 steps ended 13% off the data on 8-view CT) and the clamp to ``clip``.
     """
-    if final_cg < 0:
-        raise ValueError(f"final_cg must be >= 0, got {final_cg}")
-    if clip is not None and not clip[0] < clip[1]:
-        raise ValueError(f"clip must be (lo, hi) with lo < hi, got {clip}")
+    check_ending(clip, final_cg)
     shape = (y.shape[0], *op.in_shape)
     check_volume_problem(op, y, shape)
     path, nfe0 = prior.path, prior.nfe
