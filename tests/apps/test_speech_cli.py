@@ -176,7 +176,7 @@ def test_enhance_rejects_a_missing_model_and_a_non_audio_input(
     src = corpus / "test" / "noisy" / "test_00000.wav"
     for bad in ("1.5", "0.01"):  # above 1, or below the model's t_eps (0.03): never trained
         args = (f"model={model}", f"input={src}", f"t_start={bad}", "hydra.run.dir=b4")
-        usage_error(run(work, "enhance", *args), "t_start must be in (0.03, 1] for this model")
+        usage_error(run(work, "enhance", *args), "this model: t_start must be in (0.03, 1]")
 
 
 def test_evaluate_scores_known_signals(work: Path, corpus: Path):

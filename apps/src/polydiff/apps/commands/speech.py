@@ -229,8 +229,12 @@ def _sampler_options(cfg: DictConfig, t_eps: float = 0.0) -> dict[str, Any]:
                 raise ConfigError(f"{key} must be >= 0, got {cfg[key]}")
             options[key] = cfg[key]
     if cfg.get("t_start") is not None:
-        if not t_eps < cfg.t_start <= 1:  # the model was trained on times in [t_eps, 1]
-            raise ConfigError(f"t_start must be in ({t_eps}, 1] for this model, got {cfg.t_start}")
+        from polydiff.speech.sgmse import check_t_start
+
+        try:  # the model was trained on times in [t_eps, 1]
+            check_t_start(cfg.t_start, t_eps, "this model")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         options["t_start"] = float(cfg.t_start)
     return options
 
