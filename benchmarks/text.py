@@ -16,6 +16,10 @@ number of steps for every model, all on the `train` split):
    gen-PPL vs entropy frontier (two temperatures) is read at the entropy of 256-step ancestral
    (temperature 1), all on the same evaluation samples' seed.
 
+`--gap-trend N [N ...]` instead measures only the MDLM/AR gap at those training lengths (AR and
+MDLM trained or reused) with a power-law extrapolation of where it reaches 1.3x
+(docs/benchmarks/text-gap.md).
+
 Trained runs are kept in `--runs` (one folder per method and configuration, with an export at
 each measured step count) and reused when the configuration is identical, so a rerun only
 samples. Writes docs/benchmarks/text.md and text.json.
@@ -268,6 +272,79 @@ def _cell(c: dict[str, float]) -> str:
     return f"{c['gen_ppl']:.2f}{se} / {c['entropy']:.3f} / {c['nfe']:.0f}"
 
 
+def gap_trend(points, tok, train_rows, val, sizes, runs: Path, seed: int, log) -> dict[str, Any]:
+    """MDLM bound / AR perplexity at each training length, and where the gap would reach 1.3x.
+
+    The gap in nats per token, log(bound / ppl), is fitted as a power law in the steps over the
+    last three lengths (least squares in log-log); the extrapolation assumes the trend holds."""
+    from polydiff.text.method import load_method
+
+    rows = {}
+    for steps in points:
+        row = {}
+        for m, key in (("ar", "ppl"), ("mdlm", "ppl_bound")):
+            export, _ = trained(run_config(m, sizes, seed), tok, train_rows, runs, steps, log)
+            row[key] = likelihood(load_method(export, tokenizer=tok), val, sizes, seed)[key]
+        row["ratio"] = row["ppl_bound"] / row["ppl"]
+        row["gap_nats"] = math.log(row["ratio"])
+        rows[str(steps)] = row
+        log(f"gap at {steps} steps: {row}")
+    fit = points[-3:]
+    if len(fit) < 2 or min(rows[str(n)]["gap_nats"] for n in fit) <= 0:  # nothing to fit
+        return {"sizes": sizes, "rows": rows, "fit_points": fit, "fit_exponent": None,
+                "steps_for_1.3x": None}  # fmt: skip
+    x = torch.tensor([math.log(n) for n in fit], dtype=torch.float64)
+    y = torch.tensor([math.log(rows[str(n)]["gap_nats"]) for n in fit], dtype=torch.float64)
+    slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+    intercept = float(y.mean() - slope * x.mean())
+    needed = math.exp((math.log(math.log(1.3)) - intercept) / slope) if slope < 0 else None
+    return {
+        "sizes": sizes,
+        "rows": rows,
+        "fit_points": fit,
+        "fit_exponent": slope,
+        "steps_for_1.3x": needed,
+    }
+
+
+def gap_markdown(r: dict[str, Any]) -> str:
+    s, rows = r["sizes"], r["rows"]
+    lines = [
+        "# Benchmark: the MDLM / AR perplexity gap vs training steps",
+        "",
+        f"Command: `{r['command']}`; seed {r['seed']}; {r['seconds'] / 60:.1f} min for this "
+        "invocation (it trains only runs it cannot reuse). The same runs, sizes and validation "
+        f"rows as docs/benchmarks/text.md: byte tokenizer, context {s['seq_len']}, d_model "
+        f"{s['d_model']}, {s['n_layers']} layers, batch {s['batch_size']}, lr {s['lr']}; "
+        f"{s['val_rows']} validation rows, {s['n_time_samples']} antithetic time draws per row.",
+        "",
+        "| steps | AR exact PPL | MDLM bound | ratio | gap (nats/token) |",
+        "|---|---|---|---|---|",
+    ]
+    for k, row in rows.items():
+        lines.append(
+            f"| {k} | {row['ppl']:.3f} | <= {row['ppl_bound']:.3f} | "
+            f"{row['ratio']:.3f} | {row['gap_nats']:.3f} |"
+        )
+    needed = r["steps_for_1.3x"]
+    if r["fit_exponent"] is None:
+        note = "No power-law fit: fewer than two lengths, or the bound is not above the AR PPL."
+        return "\n".join([*lines, "", note]) + "\n"
+    lines += [
+        "",
+        f"Power-law fit of the gap over {r['fit_points']} steps: gap ~ steps^"
+        f"{r['fit_exponent']:.3f}. "
+        + (
+            f"If that trend held, the bound would reach 1.3x the AR perplexity (gap "
+            f"{math.log(1.3):.3f} nats) near {needed:,.0f} steps per model."
+            if needed
+            else "The gap does not shrink over these points: no extrapolation."
+        )
+        + " Extrapolation, not measurement.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(r: dict[str, Any]) -> str:
     s, lik = r["sizes"], r["likelihood"]
     steps = sorted(lik["ar"], key=int)
@@ -429,6 +506,9 @@ def main(argv: list[str]) -> int:
                     help="trained runs, reused when the config is identical")  # fmt: skip
     ap.add_argument("--out", default=None, help="report folder (default docs/benchmarks; "
                     "--quick: <runs>/quick-report)")  # fmt: skip
+    ap.add_argument("--gap-trend", type=int, nargs="+", default=None, metavar="N",
+                    help="only measure the MDLM/AR gap at these training lengths (AR and MDLM "
+                    "trained or reused; writes text-gap.md/.json) and extrapolate it")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reference", default=None, help="AR gen-PPL reference (default: shipped)")
     args = ap.parse_args(argv)
@@ -456,6 +536,20 @@ def main(argv: list[str]) -> int:
                             cache_dir=runs / "cache")  # fmt: skip
     val = corpus["validation"][: sizes["val_rows"]]
     reference = load_method(args.reference or shipped_reference(), tokenizer=tok)
+    if args.gap_trend:
+        trend = gap_trend(
+            sorted(set(args.gap_trend)), tok, corpus["train"], val, sizes, runs, args.seed, log
+        )
+        trend.update(
+            command=" ".join(["python benchmarks/run.py text", *argv]),
+            seed=args.seed,
+            seconds=time.perf_counter() - start,
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "text-gap.json", trend)
+        atomic_write_text(out / "text-gap.md", gap_markdown(trend))
+        log(f"wrote {out / 'text-gap.md'}")
+        return 0
     lik: dict[str, dict[str, Any]] = {m: {} for m in METHODS}
     models, params, train_seconds = {}, {}, 0.0
     for m in METHODS:
