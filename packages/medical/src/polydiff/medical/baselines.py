@@ -41,18 +41,24 @@ def cg(
     linear systems", J. Res. NBS 49(6)).
 
     Runs exactly ``n_iter`` iterations (no tolerance test, hence no host sync; once the
-    residual falls below ``100 eps ||b||`` (round-off) the iterate stays put). The first
+    residual falls below ``100 eps max(||b||, ||A x0||)`` (round-off) the iterate stays put).
+    The first
     ``batch_dims`` dims of ``b`` index independent systems (e.g. ``batch_dims=1`` solves each
     slice separately); inner products reduce over the rest. Complex tensors use ``Re <., .>``.
     """
     x = torch.zeros_like(b) if x0 is None else x0.clone()
-    r = b - apply_a(x)
+    ax = apply_a(x)
+    r = b - ax
     p = r.clone()
     rr = _dot(r, r, batch_dims)
     # Converged systems freeze: at the round-off floor, p drifts into the null space of a
     # singular A (a masked FFT), where rr / <p, A p> blows up. A relative floor, no host sync.
+    # The round-off of r = b - A x scales with the larger of ||b|| and ||A x0||: a warm start
+    # far larger than the data (DiffusionMBIR's x_t / alpha, ~150x at t = 1) raised r's floor
+    # above 100 eps ||b||, and 5 CG steps on MRI then reached 1e11 in one call.
     eps = torch.finfo(b.real.dtype if b.is_complex() else b.dtype).eps
-    floor = (_ROUNDOFF_FACTOR * eps) ** 2 * _dot(b, b, batch_dims)
+    scale = torch.maximum(_dot(b, b, batch_dims), _dot(ax, ax, batch_dims))
+    floor = (_ROUNDOFF_FACTOR * eps) ** 2 * scale
     for _ in range(n_iter):
         ap = apply_a(p)
         alpha = rr / _dot(p, ap, batch_dims).clamp_min(_TINY)
