@@ -16,6 +16,7 @@ from polydiff.medical.prior import (
     eps_model,
     load_prior,
     prior_loss,
+    shipped_prior_dir,
     train_prior,
     training_slices,
 )
@@ -107,3 +108,13 @@ def test_load_prior_rejects_foreign_configs(tmp_path):
     export(torch.nn.Linear(2, 2), tmp_path / "m", {"hidden": 2})
     with pytest.raises(ValueError, match=r"not a polydiff\.medical prior"):
         load_prior(tmp_path / "m")
+
+
+def test_shipped_prior_is_picked_by_slice_size():
+    folder = shipped_prior_dir(image_size=32)
+    assert folder == shipped_prior_dir()  # phantom-32, the default
+    assert json.loads((folder / "config.json").read_text())["prior"]["image_size"] == 32
+    big = shipped_prior_dir(image_size=64)  # phantom-64 (session 4)
+    assert json.loads((big / "config.json").read_text())["prior"]["image_size"] == 64
+    with pytest.raises(FileNotFoundError, match=r"48x48 slices \(shipped: 32x32, 64x64\)"):
+        shipped_prior_dir(image_size=48)

@@ -250,19 +250,28 @@ def _tv_admm(op: LinearOperator, y: Tensor, tv_cfg: DictConfig) -> Tensor:
     from polydiff.medical import baselines
     from polydiff.medical.solvers import operator_norm2
 
-    options = OmegaConf.to_container(tv_cfg, resolve=True)
+    options = _with_validated("tv_admm", op, OmegaConf.to_container(tv_cfg, resolve=True))
     norm2 = operator_norm2(op)
     options["lam"], options["rho"] = options["lam"] * norm2, options["rho"] * norm2
     return baselines.tv_admm(op, y, **options)
+
+
+def _with_validated(method: str, op: LinearOperator, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with every null that the method's validated parameters for the operator's
+    modality fill (sparse-view CT, limited-angle CT, MRI; polydiff.medical.solvers.validated)."""
+    from polydiff.medical.solvers import validated_params
+
+    picks = validated_params(method, op)
+    return {k: picks[k] if v is None and k in picks else v for k, v in options.items()}
 
 
 def _load_prior(cfg: DictConfig, image_size: list[int]) -> SlicePrior:
     from polydiff.core.io import read_json
     from polydiff.medical.prior import load_prior, shipped_prior_dir
 
-    if cfg.prior is None:  # the prior shipped with polydiff-medical
+    if cfg.prior is None:  # the prior shipped with polydiff-medical for this slice size
         try:
-            folder = shipped_prior_dir()
+            folder = shipped_prior_dir(image_size=image_size[0])
         except FileNotFoundError as err:
             raise ConfigError(f"prior=null: {err}; pass prior=<exported prior folder>") from None
     else:
@@ -287,7 +296,7 @@ def _diffusion(
 
     from polydiff.medical.solvers import SOLVERS
 
-    options = OmegaConf.to_container(cfg[method], resolve=True)
+    options = _with_validated(method, op, OmegaConf.to_container(cfg[method], resolve=True))
     if options.get("clip") is not None:
         options["clip"] = tuple(options["clip"])
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -316,8 +325,9 @@ def reconstruct(cfg: DictConfig, run_dir: Path) -> None:
 
     Methods: back_projection | fbp | cg | tv_admm (classical) and dds | dps | red_diff |
     diffusion_mbir (a slice prior from `polydiff medical train`). Writes reconstruction.nii.gz
-    with the input's affine and intensity units, reconstruction.json (method, NFE, seconds) and,
-    when the ground truth is known, metrics.json (PSNR / SSIM per axis and for the volume).
+    with the input's affine and intensity units, reconstruction.json (method, NFE, seconds,
+    parameters; nulls filled with the values validated for the operator's modality) and, when
+    the ground truth is known, metrics.json (PSNR / SSIM per axis and for the volume).
     """
     import numpy as np
     import torch
@@ -343,6 +353,9 @@ def reconstruct(cfg: DictConfig, run_dir: Path) -> None:
     affine = np.asarray(geometry["affine"], dtype=np.float64)
     save_nifti(Volume(scale.inverse(rec01.detach()), affine), run_dir / "reconstruction.nii.gz")
     info = {"method": cfg.method, "nfe": nfe, "seconds": seconds, "geometry": geometry}
+    if cfg.method in ("tv_admm", *DIFFUSION):  # the parameters used, nulls filled per modality
+        options = OmegaConf.to_container(cfg[cfg.method], resolve=True)
+        info["params"] = _with_validated(cfg.method, op, options)
     atomic_write_json(run_dir / "reconstruction.json", info)
     if gt is not None:
         metrics = _metrics(scale.inverse(rec01.detach()), gt.data)

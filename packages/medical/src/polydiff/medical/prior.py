@@ -41,9 +41,26 @@ SHIPPED_PRIOR = "phantom-32"
 SHIPPED_STEPS = 6750
 
 
-def shipped_prior_dir(name: str = SHIPPED_PRIOR) -> Path:
-    """The folder of a prior shipped inside the package (``polydiff/medical/checkpoints``)."""
-    folder = Path(__file__).resolve().parent / "checkpoints" / name
+def shipped_prior_dir(name: str = SHIPPED_PRIOR, image_size: int | None = None) -> Path:
+    """The folder of a prior shipped inside the package (``polydiff/medical/checkpoints``).
+
+    ``image_size`` picks the shipped prior trained on slices of that size instead of ``name``
+    (``phantom-32`` for 32, ``phantom-64`` for 64): a slice prior only fits volumes whose
+    slices have its size.
+    """
+    root = Path(__file__).resolve().parent / "checkpoints"
+    if image_size is not None:
+        name = f"phantom-{image_size}"
+        if not (root / name / "model.safetensors").is_file():
+            sizes = sorted(
+                int(f.parent.name.split("-")[-1]) for f in root.glob("*/model.safetensors")
+            )
+            raise FileNotFoundError(
+                f"no shipped prior for {image_size}x{image_size} slices (shipped: "
+                f"{', '.join(f'{n}x{n}' for n in sizes)}); train one with `polydiff medical train "
+                f"prior.image_size={image_size}`"
+            )
+    folder = root / name
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"{folder}: no shipped prior {name!r} (model.safetensors missing)")
     return folder

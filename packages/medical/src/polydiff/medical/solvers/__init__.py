@@ -10,6 +10,7 @@ from polydiff.medical.solvers.dds import dds
 from polydiff.medical.solvers.dps import dps
 from polydiff.medical.solvers.mbir import diffusion_mbir
 from polydiff.medical.solvers.reddiff import red_diff
+from polydiff.medical.solvers.validated import modality, validated_params
 
 SOLVERS = {"dds": dds, "diffusion_mbir": diffusion_mbir, "dps": dps, "red_diff": red_diff}
 
@@ -21,6 +22,8 @@ __all__ = [
     "dds",
     "diffusion_mbir",
     "dps",
+    "modality",
     "operator_norm2",
     "red_diff",
+    "validated_params",
 ]

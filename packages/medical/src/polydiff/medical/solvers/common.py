@@ -139,6 +139,13 @@ class ADMMTVz:
     difference along slices. ``w = 0`` is the noiseless hard data consistency; ``w = 1/gamma``
     is DDS's proximal step ``(I + gamma A^T A) x = x_anchor + gamma A^T y`` for noisy data,
     here combined with the TV-z split. ``lam = 0`` drops the TV term (plain CG consistency).
+
+    ``persistent=False`` restarts the split at every call from the incoming iterate,
+    ``z = soft(D_z x, lam / rho)``, ``u = 0`` (one ADMM iteration started at x). Use it when
+    the iterates' noise level changes between calls (DiffusionMBIR's ``x_t / alpha``): in the
+    null space of ``A`` the x-update has only the ``rho`` term, so CG pulls ``D_z x`` back to
+    the stored ``z - u`` whatever ``rho`` is, and a persistent split freezes the noise of the
+    first, noisiest steps there (docs/medical.md, "Diagnosis", session 4).
     """
 
     def __init__(
@@ -150,6 +157,7 @@ class ADMMTVz:
         rho: float = 10.0,
         n_cg: int = 5,
         weight: float = 0.0,
+        persistent: bool = True,
     ) -> None:
         if lam < 0 or rho <= 0 or n_cg < 1 or weight < 0:
             raise ValueError(
@@ -157,7 +165,7 @@ class ADMMTVz:
                 f"got {lam}, {rho}, {n_cg}, {weight}"
             )
         self.op, self.lam, self.rho, self.n_cg, self.weight = op, lam, rho, n_cg, weight
-        self.use_tv = lam > 0
+        self.use_tv, self.persistent = lam > 0, persistent
         self.dz = FiniteDifference(shape, axes=(0,), circular=True)
         self.aty = op.adjoint(y)
         if self.aty.is_complex():  # complex-image MRI is out of scope for the slice prior
@@ -177,6 +185,9 @@ class ADMMTVz:
         b = self.aty
         if self.weight > 0:
             b = b + self.weight * (x if anchor is None else anchor)
+        if self.use_tv and not self.persistent:
+            self.z = soft_threshold(self.dz.forward(x), self.lam / self.rho)
+            self.u = torch.zeros_like(self.u)
         if self.use_tv:
             b = b + self.rho * self.dz.adjoint(self.z - self.u)
         x = cg(self.gram, b, x, self.n_cg)

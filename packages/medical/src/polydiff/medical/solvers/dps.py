@@ -43,7 +43,8 @@ def dps(
     noise: that diverged on MRI (-18 dB in the benchmark). ``clip=(lo, hi)`` clamps x0_hat in
     the posterior mean (DDPM's "clip denoised", as in the DPS reference sampler). The paper's
     zeta 0.3-1.0 is for 1000 steps; with 20-100 steps a larger push per step works better
-    (the default is chosen on a validation phantom, docs/benchmarks/medical.md). The gradient
+    (the default is chosen on a validation phantom, docs/benchmarks/medical.md; MRI wants 8,
+    and 32 diverged on every modality at 20 steps: ``validated_params("dps", op)``). The gradient
     goes through the network (autograd), so ``op`` must be differentiable (every operator here
     is). One network evaluation (with its backward pass) per step; returns the final
     ``x0_hat``. The gradient of the unsquared norm scales with ``||A||``, so the step is
