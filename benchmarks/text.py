@@ -23,7 +23,7 @@ MDLM trained or reused) with a power-law extrapolation of where it reaches 1.3x
 Trained runs are kept in `--runs` (one folder per method and configuration, with an export at
 each measured step count) and reused when the configuration is identical, so a rerun only
 samples. Writes docs/benchmarks/text.md and text.json.
-Run: `nox -s bench -- text --runs /work/runs/text/bench` (or `python benchmarks/run.py text
+Run: `nox -s bench -- text --runs runs/text/bench` (or `python benchmarks/run.py text
 [--steps N [N ...]] [--quick] [--runs DIR]`).
 """
 
