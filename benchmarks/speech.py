@@ -153,17 +153,6 @@ def goals(results: dict, memory_res: dict, sizes: dict, have_sgmse: bool) -> dic
     return g
 
 
-def finite(obj: Any) -> Any:
-    """A copy with NaN/inf floats as None (strict JSON: a CI of one file is undefined)."""
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [finite(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
-
-
 def fmt_metric(r: dict, m: str) -> str:
     mean, ci = r[m]["mean"], r[m]["ci"]
     if mean is None:
@@ -235,8 +224,8 @@ def main(argv: list[str]) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - start:7.1f}s] {msg}", flush=True)
 
-    from polydiff.core.io import atomic_write_json, atomic_write_text
-    from polydiff.speech.evaluation import builtin_test_clips, real_test_clips
+    from polydiff.core.io import atomic_write_json, atomic_write_text, nan_to_none
+    from polydiff.speech.evaluation import builtin_clips, real_test_clips
     from polydiff.speech.shipped import shipped_checkpoint
     from polydiff.speech.train import load_model
 
@@ -251,7 +240,7 @@ def main(argv: list[str]) -> int:
     t_model = float(models["storm"].cfg.t_start)
     sizes["storm_t_start"] = [1.0] + ([t_model] if t_model != 1 else [])
     sr = models["storm"].spec.sample_rate
-    sets = {"built-in test set": builtin_test_clips(sizes["clips"], sr, seed=args.seed)}
+    sets = {"built-in test set": builtin_clips(sizes["clips"], sr, seed=args.seed)}
     real = real_test_clips(sizes["real"], sr, seed=args.seed)
     if real:
         sets["real recordings (alsa-utils) + noise"] = real
@@ -291,7 +280,7 @@ def main(argv: list[str]) -> int:
         "seconds": time.perf_counter() - start,
         "notes": NOTES,
     }
-    doc = finite(doc)
+    doc = nan_to_none(doc)
     atomic_write_json(out / "speech.json", doc, indent=1)
     atomic_write_text(out / "speech.md", markdown(doc))
     log(f"wrote {out / 'speech.md'} and speech.json")

@@ -18,6 +18,7 @@ from polydiff.core.io import (
     atomic_write_json,
     atomic_write_text,
     load_safetensors,
+    nan_to_none,
     read_json,
     remove_stale_temps,
     safetensors_metadata,
@@ -78,6 +79,15 @@ def test_json_errors_name_the_file(tmp_path):
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"broken\.json"):
         read_json(tmp_path / "broken.json")
+
+
+def test_nan_to_none_makes_strict_json_of_nested_results(tmp_path):
+    doc = {"a": [1.0, float("nan"), (float("inf"), 2)], "b": {"ci": float("-inf"), "n": 3}}
+    clean = nan_to_none(doc)
+    assert clean == {"a": [1.0, None, [None, 2]], "b": {"ci": None, "n": 3}}
+    assert doc["b"]["ci"] == float("-inf")  # a copy: the input is untouched
+    atomic_write_json(tmp_path / "ok.json", clean)
+    assert read_json(tmp_path / "ok.json") == clean
 
 
 def test_safetensors_round_trip_with_views_ties_and_metadata(tmp_path):

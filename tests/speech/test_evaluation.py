@@ -12,19 +12,21 @@ import soundfile as sf
 from polydiff.speech.audio import load_audio
 from polydiff.speech.data.real import real_noisy_set
 from polydiff.speech.data.synth import CorpusConfig, generate_corpus
-from polydiff.speech.evaluation import builtin_test_clips, nfe, score_set, set_summary
+from polydiff.speech.evaluation import builtin_clips, nfe, score_set, set_summary
 from polydiff.speech.shipped import SHIPPED, load_shipped, shipped_checkpoint
 
 
-def test_builtin_test_clips_are_the_files_generate_corpus_writes(tmp_path):
+@pytest.mark.parametrize("split", ["test", "valid"])
+def test_builtin_clips_are_the_files_generate_corpus_writes(tmp_path, split):
     common = dict(babble_talkers=2, noise_kinds=("white", "babble", "hum"))
-    cfg = CorpusConfig(sizes={"train": 1, "test": 3}, sample_rate=8000, seed=5, **common)
+    sizes = {"train": 1, "valid": 3, "test": 3}
+    cfg = CorpusConfig(sizes=sizes, sample_rate=8000, seed=5, **common)
     generate_corpus(tmp_path, cfg)
-    clips = builtin_test_clips(2, 8000, seed=5, start=1, **common)
-    assert [c.name for c in clips] == ["test_00001.wav", "test_00002.wav"]
+    clips = builtin_clips(2, 8000, seed=5, start=1, split=split, **common)
+    assert [c.name for c in clips] == [f"{split}_00001.wav", f"{split}_00002.wav"]
     for clip in clips:
-        clean, sr = load_audio(tmp_path / "test" / "clean" / clip.name)
-        noisy, _ = load_audio(tmp_path / "test" / "noisy" / clip.name)
+        clean, sr = load_audio(tmp_path / split / "clean" / clip.name)
+        noisy, _ = load_audio(tmp_path / split / "noisy" / clip.name)
         assert sr == clip.sample_rate == 8000
         np.testing.assert_allclose(clip.clean, clean, atol=1 / 2**15)  # 16-bit files
         np.testing.assert_allclose(clip.noisy, noisy, atol=1 / 2**15)

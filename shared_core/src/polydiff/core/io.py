@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import uuid
 from collections.abc import Iterator, Mapping
@@ -29,6 +30,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "load_safetensors",
+    "nan_to_none",
     "read_json",
     "remove_stale_temps",
     "safetensors_metadata",
@@ -124,6 +126,18 @@ def atomic_write_json(path: PathLike, obj: Any, *, indent: int | None = 2) -> Pa
     except (TypeError, ValueError) as err:
         raise ValueError(f"cannot write {path} as JSON: {err}") from err
     return atomic_write_text(path, text + "\n")
+
+
+def nan_to_none(obj: Any) -> Any:
+    """A copy of nested dicts / lists / tuples with NaN and infinite floats as None, for strict
+    JSON (e.g. the undefined confidence interval of a one-file mean)."""
+    if isinstance(obj, Mapping):
+        return {k: nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [nan_to_none(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def read_json(path: PathLike) -> Any:

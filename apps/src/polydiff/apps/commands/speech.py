@@ -426,13 +426,13 @@ def demo(cfg: DictConfig, run_dir: Path) -> StageResult:
     model_dir = _model_dir(cfg.model)
     import torch
 
-    from polydiff.speech.evaluation import builtin_test_clips, real_test_clips
+    from polydiff.speech.evaluation import builtin_clips, real_test_clips
 
     method, model = _load_model(model_dir, cfg.device)
     options = _sampler_options(cfg, model.cfg.t_eps)
     options.setdefault("N", int(model.cfg.N))
     sr = model.spec.sample_rate
-    sets = {"built-in": builtin_test_clips(int(cfg.clips), sr, seed=int(cfg.corpus_seed))}
+    sets = {"built-in": builtin_clips(int(cfg.clips), sr, seed=int(cfg.corpus_seed))}
     if cfg.real:
         real = real_test_clips(int(cfg.real), sr)
         if real:

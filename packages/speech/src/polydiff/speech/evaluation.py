@@ -1,8 +1,8 @@
 """Held-out evaluation sets and side-by-side scoring of enhancement methods (demo, benchmark).
 
 Two test sets, both in memory at the model's sample rate: the held-out clips of the built-in
-corpus (`builtin_test_clips`: the very files `polydiff speech data` writes to test/, rebuilt from
-their seeds) and real recordings mixed with noise (`real_test_clips`: alsa-utils). `run_method`
+corpus (`builtin_clips`: the very files `polydiff speech data` writes to test/ or valid/,
+rebuilt from their seeds) and real recordings mixed with noise (`real_test_clips`: alsa-utils). `run_method`
 enhances a set with one sampler setting and times it (real-time factor), `score_set` gives the
 per-file PESQ / ESTOI / SI-SDR / SI-SIR / SI-SAR and `summarize` their means with CIs.
 """
@@ -34,18 +34,19 @@ class Clip:
         return self.noisy.shape[-1] / self.sample_rate
 
 
-def builtin_test_clips(
-    n: int, sample_rate: int, seed: int = 0, start: int = 0, **corpus: Any
+def builtin_clips(
+    n: int, sample_rate: int, seed: int = 0, start: int = 0, split: str = "test", **corpus: Any
 ) -> list[Clip]:
-    """Test clips ``start .. start+n-1`` of the built-in corpus (``CorpusConfig(seed=seed,
-    sample_rate=sample_rate, **corpus)``): the held-out files of a `polydiff speech data` run
-    with the same options, which training never sees (it reads train/ and valid/ only)."""
+    """Clips ``start .. start+n-1`` of the built-in corpus's ``split`` ("test" or "valid";
+    ``CorpusConfig(seed=seed, sample_rate=sample_rate, **corpus)``): the very files of a
+    `polydiff speech data` run with the same options. Training fits train/; valid/ gives its
+    validation loss and picks sampler settings; test/ is seen only by the benchmark and demo."""
     from polydiff.speech.data.synth import CorpusConfig, subset_clips
 
     cfg = CorpusConfig(sample_rate=sample_rate, seed=seed, **corpus)
     return [
         Clip(name, clean.astype(np.float32), noisy.astype(np.float32), sample_rate, meta)
-        for name, clean, noisy, meta in subset_clips(cfg, "test", range(start, start + n))
+        for name, clean, noisy, meta in subset_clips(cfg, split, range(start, start + n))
     ]
 
 
@@ -101,7 +102,7 @@ def set_summary(rows: list[dict], seconds: float | None, clips: list[Clip]) -> d
 
 __all__ = [
     "Clip",
-    "builtin_test_clips",
+    "builtin_clips",
     "nfe",
     "real_test_clips",
     "run_method",
