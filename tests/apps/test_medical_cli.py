@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from unittest.mock import ANY
 
 import nibabel as nib
 import numpy as np
@@ -274,3 +275,63 @@ def test_quick_demo_stage_end_to_end(polydiff, tmp_path: Path):
     gt = shepp_logan_3d(32, seed=1000)
     tv = load_nifti(run / "medical" / "tv_admm.nii.gz").data
     assert metrics["tv_admm"]["psnr"] == pytest.approx(volume_metrics(tv, gt).psnr, abs=1e-3)
+
+
+def test_reconstruction_json_records_the_options_the_solver_ran_with(run, monkeypatch):
+    """reconstruction.json's params are the options passed to the solver (nulls filled for
+    MRI), not a second computation of them."""
+    from polydiff.medical import baselines
+    from polydiff.medical.solvers import SOLVERS, operator_norm2
+
+    seen: dict[str, dict] = {}
+
+    def recorder(name, fn):
+        def wrapped(*args, **kwargs):
+            seen[name] = kwargs
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(baselines, "tv_admm", recorder("tv_admm", baselines.tv_admm))
+    monkeypatch.setitem(SOLVERS, "dds", recorder("dds", SOLVERS["dds"]))
+    base = ("phantom.size=32", "operator.kind=mri")
+    code, out = run("reconstruct", *base, "method=tv_admm", "tv_admm.n_iter=2", out="tv")
+    assert code == 0
+    params = _json(out / "reconstruction.json")["params"]
+    norm2 = operator_norm2(make_operator("mri", 32, mask="uniform1d", acceleration=4, seed=0))
+    assert params["lam"] == 1.6e-3 and params["n_iter"] == 2  # the MRI pick, relative units
+    assert seen["tv_admm"] == {**params, "lam": params["lam"] * norm2, "rho": params["rho"] * norm2}
+    code, out = run("reconstruct", *base, "method=dds", "dds.steps=1", out="dds")
+    assert code == 0
+    params = _json(out / "reconstruction.json")["params"]
+    assert params["persistent_split"] is False and params["steps"] == 1  # restarted on MRI
+    assert {**seen["dds"], "clip": list(seen["dds"]["clip"])} == {**params, "generator": ANY}
+
+
+def test_prior_quality_of_the_shipped_prior(run, capsys):
+    from polydiff.medical.prior import load_prior, shipped_prior_dir
+    from polydiff.medical.prior_quality import nonempty_slices, prior_denoising_psnr
+
+    options = ("noise_levels=[0.1,0.4]", "tv_weights=[0.05,0.2]", "max_slices=3")
+    code, out = run("prior-quality", *options)
+    assert code == 0
+    metrics = _json(out / "metrics.json")
+    assert metrics["prior"] == "shipped phantom-32" and metrics["n_slices"] == 3
+    # the same numbers from the library on the validation phantom's 3 evenly spaced slices
+    kept = nonempty_slices(shepp_logan_3d(32, seed=900).float())
+    slices = kept[[0, round((len(kept) - 1) / 2), len(kept) - 1]]
+    direct = prior_denoising_psnr(load_prior(shipped_prior_dir()), slices, (0.1, 0.4), (0.05, 0.2))
+    for got, want in zip(metrics["levels"], direct.to_dict()["levels"], strict=True):
+        assert got == pytest.approx(want, abs=1e-6)
+    for level in metrics["levels"]:  # the shipped prior denoises better than oracle TV
+        assert level["prior_psnr"] > level["tv_psnr"] > level["noisy_psnr"]
+    assert "| 0.4 |" in (out / "quality.md").read_text()
+    for args, needle in [
+        (("noise_levels=[0.1,0]",), "noise_levels must be values > 0"),
+        (("phantom.size=16",), "no shipped prior for 16x16 slices"),
+        (("clip=[1,0]",), "clip must be [low, high]"),
+    ]:
+        capsys.readouterr()
+        code, _ = run("prior-quality", *args, out="bad")
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and needle in err and len(err.splitlines()) == 1, (args, err)

@@ -118,3 +118,22 @@ def test_shipped_prior_is_picked_by_slice_size():
     assert json.loads((big / "config.json").read_text())["prior"]["image_size"] == 64
     with pytest.raises(FileNotFoundError, match=r"48x48 slices \(shipped: 32x32, 64x64\)"):
         shipped_prior_dir(image_size=48)
+
+
+def test_shipped_sizes_come_from_each_priors_config(tmp_path, monkeypatch):
+    """The sizes are read from config.json, not from the folder names."""
+    import polydiff.medical.prior as prior_module
+    from polydiff.core.io import atomic_write_json
+
+    for folder, size in (("head-small", 24), ("phantom-32", 40), ("no-weights", 16)):
+        (tmp_path / folder).mkdir()
+        atomic_write_json(tmp_path / folder / "config.json", {"prior": {"image_size": size}})
+        if folder != "no-weights":
+            (tmp_path / folder / "model.safetensors").write_bytes(b"")
+    monkeypatch.setattr(prior_module, "CHECKPOINTS", tmp_path)
+    assert shipped_prior_dir(image_size=40) == tmp_path / "phantom-32"
+    assert shipped_prior_dir(image_size=24) == tmp_path / "head-small"
+    with pytest.raises(FileNotFoundError, match=r"32x32 slices \(shipped: 24x24, 40x40\)"):
+        shipped_prior_dir(image_size=32)  # a folder named phantom-32 is not a 32^2 prior
+    with pytest.raises(FileNotFoundError, match=r"16x16 slices .*prior\.image_size=16"):
+        shipped_prior_dir(image_size=16)  # config without weights: not shipped

@@ -230,30 +230,35 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
 # ----------------------------------------------------------------------------- reconstruct
 
 
-def _classical(method: str, op: LinearOperator, y: Tensor, cfg: DictConfig) -> Tensor:
+def _classical(
+    method: str, op: LinearOperator, y: Tensor, cfg: DictConfig
+) -> tuple[Tensor, dict[str, Any]]:
+    """A classical reconstruction and the options it ran with."""
     from polydiff.medical import baselines
     from polydiff.medical.operators.ct import FanBeamCT, ParallelBeamCT
 
     if method == "back_projection":
-        return baselines.back_projection(op, y)
+        return baselines.back_projection(op, y), {}
     if method == "fbp":
         if not isinstance(op, ParallelBeamCT | FanBeamCT):
             raise ConfigError("method=fbp needs a parallel, limited_angle or fan CT operator")
-        return baselines.fbp(op, y)
+        return baselines.fbp(op, y), {}
     if method == "cg":
-        return baselines.cg_least_squares(op, y, None, cfg.cg.n_iter)
+        return baselines.cg_least_squares(op, y, None, cfg.cg.n_iter), {"n_iter": cfg.cg.n_iter}
     return _tv_admm(op, y, cfg.tv_admm)
 
 
-def _tv_admm(op: LinearOperator, y: Tensor, tv_cfg: DictConfig) -> Tensor:
-    """3-D TV-ADMM with lam and rho relative to ||A||^2 (as the diffusion solvers' penalties)."""
+def _tv_admm(op: LinearOperator, y: Tensor, tv_cfg: DictConfig) -> tuple[Tensor, dict[str, Any]]:
+    """3-D TV-ADMM with lam and rho relative to ||A||^2 (as the diffusion solvers' penalties);
+    returns the reconstruction and the options used (relative units, nulls filled per
+    modality), which reconstruction.json records."""
     from polydiff.medical import baselines
     from polydiff.medical.solvers import operator_norm2
 
     options = _with_validated("tv_admm", op, OmegaConf.to_container(tv_cfg, resolve=True))
     norm2 = operator_norm2(op)
-    options["lam"], options["rho"] = options["lam"] * norm2, options["rho"] * norm2
-    return baselines.tv_admm(op, y, **options)
+    absolute = {**options, "lam": options["lam"] * norm2, "rho": options["rho"] * norm2}
+    return baselines.tv_admm(op, y, **absolute), options
 
 
 def _with_validated(method: str, op: LinearOperator, options: dict[str, Any]) -> dict[str, Any]:
@@ -291,7 +296,9 @@ def _load_prior(cfg: DictConfig, image_size: list[int]) -> SlicePrior:
 
 def _diffusion(
     method: str, prior: SlicePrior, op: LinearOperator, y: Tensor, cfg: DictConfig
-) -> tuple[Tensor, int]:
+) -> tuple[Tensor, int, dict[str, Any]]:
+    """A diffusion solver's reconstruction, its NFE and the options it ran with (nulls
+    filled with the values validated for the operator's modality)."""
     import torch
 
     from polydiff.medical.solvers import SOLVERS
@@ -301,7 +308,7 @@ def _diffusion(
         options["clip"] = tuple(options["clip"])
     generator = torch.Generator().manual_seed(cfg.seed)
     rec = SOLVERS[method](prior, op, y, generator=generator, **options)
-    return rec.x, rec.nfe
+    return rec.x, rec.nfe, options
 
 
 def _inputs(cfg: DictConfig) -> tuple[Tensor, LinearOperator, dict[str, Any], Volume | None]:
@@ -345,17 +352,16 @@ def reconstruct(cfg: DictConfig, run_dir: Path) -> None:
     prior = _load_prior(cfg, geometry["image_size"]) if cfg.method in DIFFUSION else None
     start = time.perf_counter()
     if prior is None:
-        rec01, nfe = _classical(cfg.method, op, y, cfg), 0
+        (rec01, params), nfe = _classical(cfg.method, op, y, cfg), 0
     else:
-        rec01, nfe = _diffusion(cfg.method, prior, op, y, cfg)
+        rec01, nfe, params = _diffusion(cfg.method, prior, op, y, cfg)
     seconds = time.perf_counter() - start
     scale = IntensityScale(**geometry["scale"])
     affine = np.asarray(geometry["affine"], dtype=np.float64)
     save_nifti(Volume(scale.inverse(rec01.detach()), affine), run_dir / "reconstruction.nii.gz")
     info = {"method": cfg.method, "nfe": nfe, "seconds": seconds, "geometry": geometry}
-    if cfg.method in ("tv_admm", *DIFFUSION):  # the parameters used, nulls filled per modality
-        options = OmegaConf.to_container(cfg[cfg.method], resolve=True)
-        info["params"] = _with_validated(cfg.method, op, options)
+    if params:  # the options the method ran with (nulls filled per modality)
+        info["params"] = params
     atomic_write_json(run_dir / "reconstruction.json", info)
     if gt is not None:
         metrics = _metrics(scale.inverse(rec01.detach()), gt.data)
@@ -416,6 +422,68 @@ def _same_affine(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.allclose(a, b, atol=1e-4))
 
 
+# ----------------------------------------------------------------------------- prior-quality
+
+
+@verb("prior-quality")
+def prior_quality(cfg: DictConfig, run_dir: Path) -> None:
+    """How good is a slice prior: its Tweedie denoising PSNR on held-out slices vs oracle TV.
+
+    Adds noise of std s = sigma/alpha (noise_levels) to the non-empty axial slices of a held-out
+    volume (the validation phantom, or input=vol.nii.gz), denoises them with the prior's x0
+    estimate (one network evaluation per level) and with 2-D TV (Chambolle) at the best of
+    tv_weights (an oracle), and writes metrics.json and quality.md (PSNR per level, in dB).
+    """
+    from polydiff.core.io import atomic_write_json, atomic_write_text
+    from polydiff.medical.prior import shipped_prior_dir
+    from polydiff.medical.prior_quality import nonempty_slices, prior_denoising_psnr
+
+    if not cfg.noise_levels or min(cfg.noise_levels) <= 0:
+        raise ConfigError(f"noise_levels must be values > 0, got {list(cfg.noise_levels or [])}")
+    if not cfg.tv_weights or min(cfg.tv_weights) <= 0:
+        raise ConfigError(f"tv_weights must be values > 0, got {list(cfg.tv_weights or [])}")
+    if cfg.max_slices is not None and cfg.max_slices < 1:
+        raise ConfigError(f"max_slices must be >= 1 or null, got {cfg.max_slices}")
+    if cfg.clip is not None and (len(cfg.clip) != 2 or cfg.clip[0] >= cfg.clip[1]):
+        raise ConfigError(f"clip must be [low, high] with low < high or null, got {cfg.clip}")
+    _, x01, _, source = _ground_truth(cfg)
+    prior = _load_prior(cfg, list(x01.shape[-2:]))
+    try:
+        slices = nonempty_slices(x01, cfg.threshold)
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    if cfg.max_slices is not None and cfg.max_slices < slices.shape[0]:
+        pick = _evenly_spaced(slices.shape[0], cfg.max_slices)
+        slices = slices[pick]
+    clip = None if cfg.clip is None else (float(cfg.clip[0]), float(cfg.clip[1]))
+    start = time.perf_counter()
+    quality = prior_denoising_psnr(
+        prior, slices, list(cfg.noise_levels), list(cfg.tv_weights), cfg.seed, clip
+    )
+    seconds = time.perf_counter() - start
+    if cfg.prior is None:
+        prior_name = f"shipped {shipped_prior_dir(image_size=int(x01.shape[-1])).name}"
+    else:
+        prior_name = str(_path(cfg.prior, "prior"))
+    payload = {"prior": prior_name, "source": source, "seconds": seconds, **quality.to_dict()}
+    atomic_write_json(run_dir / "metrics.json", payload)
+    table = quality.markdown()
+    header = (
+        f"Tweedie denoising PSNR (dB) of the {prior_name} prior on {quality.n_slices} non-empty "
+        f"slices of {source} (noise seed {cfg.seed}), against 2-D TV denoising with an oracle "
+        "weight."
+    )
+    atomic_write_text(run_dir / "quality.md", f"{header}\n\n{table}\n")
+    log.info("%s\n%s", header, table)
+
+
+def _evenly_spaced(n: int, k: int) -> list[int]:
+    """``k`` evenly spaced indices into ``range(n)`` (first and last included)."""
+    if k == 1:
+        return [n // 2]
+    return [round(i * (n - 1) / (k - 1)) for i in range(k)]
+
+
 # ----------------------------------------------------------------------------- compare (demo)
 
 AXIS_NAMES = ("axial", "coronal", "sagittal")
@@ -447,9 +515,9 @@ def compare(cfg: DictConfig, run_dir: Path) -> StageResult:
         torch.manual_seed(cfg.seed)
         start = time.perf_counter()
         if method == "dds":
-            x, nfe = _diffusion(method, prior, op, y, cfg)
+            x, nfe, _ = _diffusion(method, prior, op, y, cfg)
         else:
-            x, nfe = _classical(method, op, y, cfg), 0
+            (x, _), nfe = _classical(method, op, y, cfg), 0
         seconds = time.perf_counter() - start
         recs[method] = x.detach().float()
         m = _metrics(recs[method], gt)

@@ -8,6 +8,7 @@ Modules (see docs/medical.md):
   baselines  back-projection, FBP (parallel and fan beam), CG least squares, 3D TV-ADMM
   nets       the 2D slice U-Net prior network
   prior      the prior's training recipe (VP, eps prediction) through polydiff.core.train
+  prior_quality  a prior's Tweedie denoising PSNR on held-out slices vs oracle TV denoising
   solvers    DDS, DiffusionMBIR, DPS and RED-diff on a volume with any 2D slice prior, and the
              parameters validated per modality (solvers.validated)
 """

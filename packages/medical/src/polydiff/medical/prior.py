@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
+from polydiff.core.io import read_json
 from polydiff.core.losses import diffusion_loss
 from polydiff.core.paths import VPLinear
 from polydiff.core.train import (
@@ -37,30 +38,39 @@ C_NOISE_SCALE = 999.0
 
 #: the prior shipped with the package (checkpoints/<name>/: safetensors, config, README)
 SHIPPED_PRIOR = "phantom-32"
-#: its training steps (the PriorConfig default)
-SHIPPED_STEPS = 6750
+#: its training steps (the PriorConfig default): the EMA weights of the step-7000 checkpoint
+SHIPPED_STEPS = 7000
+#: where the shipped priors live inside the package
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+
+
+def shipped_priors() -> dict[int, Path]:
+    """The shipped priors by the slice size in their ``config.json`` (``prior.image_size``)."""
+    found: dict[int, Path] = {}
+    for config in sorted(CHECKPOINTS.glob("*/config.json")):
+        if (config.parent / "model.safetensors").is_file():
+            size = int(read_json(config)["prior"]["image_size"])
+            found.setdefault(size, config.parent)
+    return found
 
 
 def shipped_prior_dir(name: str = SHIPPED_PRIOR, image_size: int | None = None) -> Path:
     """The folder of a prior shipped inside the package (``polydiff/medical/checkpoints``).
 
-    ``image_size`` picks the shipped prior trained on slices of that size instead of ``name``
-    (``phantom-32`` for 32, ``phantom-64`` for 64): a slice prior only fits volumes whose
-    slices have its size.
+    ``image_size`` picks the shipped prior trained on slices of that size (its
+    ``config.json``'s ``prior.image_size``: ``phantom-32`` for 32, ``phantom-64`` for 64)
+    instead of ``name``: a slice prior only fits volumes whose slices have its size.
     """
-    root = Path(__file__).resolve().parent / "checkpoints"
     if image_size is not None:
-        name = f"phantom-{image_size}"
-        if not (root / name / "model.safetensors").is_file():
-            sizes = sorted(
-                int(f.parent.name.split("-")[-1]) for f in root.glob("*/model.safetensors")
-            )
+        priors = shipped_priors()
+        if image_size not in priors:
             raise FileNotFoundError(
                 f"no shipped prior for {image_size}x{image_size} slices (shipped: "
-                f"{', '.join(f'{n}x{n}' for n in sizes)}); train one with `polydiff medical train "
-                f"prior.image_size={image_size}`"
+                f"{', '.join(f'{n}x{n}' for n in sorted(priors)) or 'none'}); train one with "
+                f"`polydiff medical train prior.image_size={image_size}`"
             )
-    folder = root / name
+        return priors[image_size]
+    folder = CHECKPOINTS / name
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"{folder}: no shipped prior {name!r} (model.safetensors missing)")
     return folder
@@ -71,7 +81,7 @@ class PriorConfig:
     """Everything needed to retrain (and rebuild) the slice prior; saved as JSON on export.
 
     The defaults are the shipped CPU prior (``checkpoints/phantom-32``): the ``cpu-small``
-    U-Net (0.67M parameters) on 32^2 slices of 64 randomised Shepp-Logan volumes, 6750
+    U-Net (0.67M parameters) on 32^2 slices of 64 randomised Shepp-Logan volumes, 7000
     steps (about two hours on one loaded CPU thread; a 64^2 prior needs ~4x longer per step).
     ``unet="gpu-base"`` with ``image_size=256`` is the GPU size; ``unet_overrides`` changes
     single U-Net fields.
@@ -216,6 +226,7 @@ __all__ = [
     "load_prior",
     "prior_loss",
     "shipped_prior_dir",
+    "shipped_priors",
     "train_prior",
     "training_slices",
 ]
