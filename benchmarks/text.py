@@ -74,6 +74,14 @@ def run_config(method: str, sizes: dict[str, Any], seed: int) -> dict[str, Any]:
     return cfg
 
 
+def portable(text: str, runs: Path) -> str:
+    """``text`` with the runs folder written as ``<runs>`` (or relative to the repo when inside
+    it): a report never records a path of the machine it ran on."""
+    resolved = runs.resolve()
+    shown = str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else "<runs>"
+    return text.replace(str(runs), shown).replace(str(resolved), shown)
+
+
 def run_folder(runs: Path, cfg: dict[str, Any]) -> Path:
     key = hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return runs / f"{cfg['method']}-{key}"
@@ -541,7 +549,7 @@ def main(argv: list[str]) -> int:
             sorted(set(args.gap_trend)), tok, corpus["train"], val, sizes, runs, args.seed, log
         )
         trend.update(
-            command=" ".join(["python benchmarks/run.py text", *argv]),
+            command=portable(" ".join(["python benchmarks/run.py text", *argv]), runs),
             seed=args.seed,
             seconds=time.perf_counter() - start,
         )
@@ -577,7 +585,7 @@ def main(argv: list[str]) -> int:
     )
     big = str(max(sizes["speed_steps"]))
     result = {
-        "command": " ".join(["python benchmarks/run.py text", *argv])
+        "command": portable(" ".join(["python benchmarks/run.py text", *argv]), runs)
         + " (= nox -s bench -- text ...)",
         "seed": args.seed,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
@@ -585,7 +593,10 @@ def main(argv: list[str]) -> int:
         "quick": args.quick,
         "sizes": sizes,
         "parameters": params,
-        "runs": {m: str(run_folder(runs, run_config(m, sizes, args.seed))) for m in METHODS},
+        "runs": {
+            m: portable(str(run_folder(runs, run_config(m, sizes, args.seed))), runs)
+            for m in METHODS
+        },
         "likelihood": lik,
         "reference_ppl": reference.perplexity(val.split(sizes["batch_size"])),
         "held_out_entropy": held_out_entropy(val, (tok.pad_id,)),

@@ -2,9 +2,10 @@
 
 Two test sets, both in memory at the model's sample rate: the held-out clips of the built-in
 corpus (`builtin_clips`: the very files `polydiff speech data` writes to test/ or valid/,
-rebuilt from their seeds) and real recordings mixed with noise (`real_test_clips`: alsa-utils). `run_method`
-enhances a set with one sampler setting and times it (real-time factor), `score_set` gives the
-per-file PESQ / ESTOI / SI-SDR / SI-SIR / SI-SAR and `summarize` their means with CIs.
+rebuilt from their seeds) and real recordings mixed with noise (`real_test_clips`:
+alsa-utils). `run_method` enhances a set with one sampler setting and times it (real-time
+factor), `score_set` gives the per-file PESQ / ESTOI / SI-SDR / SI-SIR / SI-SAR and
+`summarize` their means with CIs.
 """
 
 from __future__ import annotations
