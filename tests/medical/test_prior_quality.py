@@ -23,7 +23,6 @@ from polydiff.medical.prior_quality import (
     prior_denoising_psnr,
     time_at_noise_level,
     tv_denoise_oracle,
-    tweedie_denoise,
 )
 from polydiff.medical.solvers import SlicePrior
 
@@ -65,12 +64,12 @@ def test_gaussian_prior_gives_the_wiener_filter_and_its_closed_form_psnr():
         assert level.prior_psnr > level.noisy_psnr  # shrinkage by v / (v + s^2) < 1 helps
 
 
-def test_tweedie_denoise_is_the_exact_posterior_mean():
+def test_prior_x0_is_the_exact_posterior_mean():
     prior, gmm = gaussian_prior()
     t = time_at_noise_level(PATH, 0.3)
     x_t = torch.randn(4, N, N, generator=torch.Generator().manual_seed(1))
     want = gmm.posterior_mean(x_t.reshape(4, -1).double(), t, PATH).reshape(4, N, N)
-    torch.testing.assert_close(tweedie_denoise(prior, x_t, t).double(), want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(prior.x0(x_t, t).double(), want, atol=1e-5, rtol=1e-5)
 
 
 def test_tv_oracle_returns_the_best_weight():

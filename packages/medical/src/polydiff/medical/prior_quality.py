@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from polydiff.core.paths import as_time
 from polydiff.medical.metrics import psnr
 from polydiff.medical.solvers.common import SlicePrior
 
@@ -83,19 +82,6 @@ def time_at_noise_level(path: object, s: float) -> Tensor:
     return path.t_of_log_snr(torch.tensor(-math.log(s), dtype=torch.float64))  # type: ignore[attr-defined]
 
 
-def tweedie_denoise(prior: SlicePrior, x_t: Tensor, t: Tensor) -> Tensor:
-    """The prior's x0 estimate ``(x_t - sigma eps_theta(x_t, t)) / alpha``: the posterior mean
-    E[x0 | x_t] by Tweedie's formula (Efron, 2011, "Tweedie's Formula and Selection Bias",
-    Eq. 2.8) written with the noise prediction (Ho et al., 2020, "Denoising Diffusion
-    Probabilistic Models", Eq. 15)."""
-    t = as_time(t, x_t)
-    alpha = prior.path.alpha(t).to(x_t.dtype)
-    sigma = prior.path.sigma(t).to(x_t.dtype)
-    with torch.no_grad():
-        eps = prior.eps(x_t, t)
-    return (x_t - sigma * eps) / alpha
-
-
 def tv_denoise_oracle(
     noisy: Tensor, clean: Tensor, weights: Sequence[float] = TV_WEIGHTS
 ) -> tuple[float, float, list[float]]:
@@ -131,7 +117,8 @@ def prior_denoising_psnr(
     One noise draw ``eps = torch.randn(slices.shape, generator=Generator().manual_seed(seed))``
     serves every level: ``x_t = alpha x0 + sigma eps`` at the ``t`` where ``sigma/alpha = s``
     (:func:`time_at_noise_level`), so the noisy slices are ``x0 + s eps`` and the prior's
-    estimate is :func:`tweedie_denoise`, clamped to ``clip`` (the data range; ``None``: no
+    estimate is its Tweedie x0 (:meth:`~polydiff.medical.solvers.common.SlicePrior.x0`),
+    clamped to ``clip`` (the data range; ``None``: no
     clamp) as the solvers do. PSNR uses the clean slices' range (:func:`~polydiff.medical.
     metrics.psnr`). Costs one network evaluation over the slices per level.
     """
@@ -147,7 +134,8 @@ def prior_denoising_psnr(
         alpha = prior.path.alpha(t).to(x0.dtype)
         sigma = prior.path.sigma(t).to(x0.dtype)
         x_t = alpha * x0 + sigma * eps
-        estimate = tweedie_denoise(prior, x_t, t)
+        with torch.no_grad():
+            estimate = prior.x0(x_t, t)
         if clip is not None:
             estimate = estimate.clamp(*clip)
         noisy = x_t / alpha
@@ -174,5 +162,4 @@ __all__ = [
     "prior_denoising_psnr",
     "time_at_noise_level",
     "tv_denoise_oracle",
-    "tweedie_denoise",
 ]

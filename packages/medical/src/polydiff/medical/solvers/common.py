@@ -70,6 +70,14 @@ class SlicePrior:
             return self(x, t)
         return convert(self(x, t), self.prediction, "eps", x, as_time(t, x), self.path)
 
+    def x0(self, x: Tensor, t: Tensor) -> Tensor:
+        """The clean-slice prediction of every slice: the posterior mean E[x0 | x_t] by
+        Tweedie's formula (Efron, 2011, "Tweedie's Formula and Selection Bias", Eq. 2.8), i.e.
+        ``(x_t - sigma eps_theta) / alpha`` for an eps network (Ho et al., 2020, Eq. 15)."""
+        if self.prediction == "x0":
+            return self(x, t)
+        return convert(self(x, t), self.prediction, "x0", x, as_time(t, x), self.path)
+
     def grid(self, steps: int, kind: str = "uniform") -> Tensor:
         """The sampling times t_0 > ... > t_steps on the prior's path (float64)."""
         if steps < 1:
