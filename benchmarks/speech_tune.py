@@ -48,6 +48,26 @@ def label(folder: Path) -> str:
     return folder.parent.name if folder.name == "model" else folder.name
 
 
+def load(folder: Path, load_model) -> torch.nn.Module:
+    """An exported model in eval mode, or a one-line error naming the folder."""
+    try:
+        return load_model(folder).eval()
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"--models {folder}: {err}") from None
+
+
+def check_settings(models: dict, settings: dict[str, dict], clip) -> None:
+    """Fail before the long runs, naming the setting: every (model, setting) pair enhances the
+    first 0.25 s of a clip (unknown options and out-of-range values raise here)."""
+    short = clip.noisy[: clip.sample_rate // 4]
+    for name, model in models.items():
+        for text, kwargs in settings.items():
+            try:
+                model.enhance(short, clip.sample_rate, seed=0, **kwargs)
+            except (TypeError, ValueError) as err:
+                raise SystemExit(f"--settings '{text}' on {name}: {err}") from None
+
+
 def pick(results: dict[str, dict[str, dict]], noisy: dict) -> dict[str, str]:
     """The (model, setting) with the highest ESTOI among those above noisy on all metrics."""
     pairs = [(m, s, r) for m, rows in results.items() for s, r in rows.items()]
@@ -103,11 +123,14 @@ def main(argv: list[str]) -> int:
 
     start = time.perf_counter()
     folders = {label(Path(m)): Path(m) for m in args.models}
-    models = {name: load_model(folder).eval() for name, folder in folders.items()}
+    if len(folders) != len(args.models):
+        raise SystemExit(f"--models: two folders share a name in the report: {args.models}")
+    models = {name: load(folder, load_model) for name, folder in folders.items()}
     rates = {m.spec.sample_rate for m in models.values()}
     if len(rates) != 1:
         raise SystemExit(f"--models: mixed sample rates {sorted(rates)}")
     clips = builtin_clips(args.clips, rates.pop(), seed=args.seed, split="valid")
+    check_settings(models, settings, clips[0])
     noisy = set_summary(score_set(clips, [c.noisy for c in clips]), None, clips)
     results: dict[str, dict[str, dict]] = {}
     for name, model in models.items():
@@ -120,7 +143,9 @@ def main(argv: list[str]) -> int:
     quoted = " ".join(f"'{s}'" for s in args.settings)
     doc = {
         "command": f"nox -s bench -- speech_tune --models <{len(folders)} folders> "
-        f"--settings {quoted} --clips {args.clips}",
+        f"--settings {quoted} --clips {args.clips}"
+        + (f" --seed {args.seed}" if args.seed != 0 else "")
+        + (f" --name {args.name}" if args.name != "speech-tuning" else ""),
         "models": {name: f".../{f.parent.name}/{f.name}" for name, f in folders.items()},
         "seed": args.seed,
         "clips": len(clips),
