@@ -88,7 +88,7 @@ GRID: dict[str, list[dict[str, Any]]] = {
     "red_diff": [{"lam": 1.0, "lr": 0.01}, {"lam": 1.0, "lr": 0.003}],
 }
 NOISY_GRID = {"dds": [{"gamma": g} for g in (None, 10.0)]}
-DEFAULTS = {"tv_admm": {"lam": 1e-4}}  # when not swept and no 32^3 pick: the CLI's defaults
+DEFAULTS = {"tv_admm": {"lam": 1e-4}}  # not swept, no 32^3 pick (--quick): the sparse-view value
 
 # What each size runs. Steps (NFE budgets) are fixed, not tuned: DDS at 10x fewer NFE than
 # DiffusionMBIR; dds_100 is DDS with its parameters tuned at 10 steps, run at 100 (DDS gains
