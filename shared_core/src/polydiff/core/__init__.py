@@ -2,6 +2,7 @@
 
 from polydiff.core import grids, hooks, losses, param, paths, solvers
 from polydiff.core.guidance import CFG, SMC, GradientGuidance, cfg
+from polydiff.core.method import Config, Method, load_method, register_method
 from polydiff.core.param import Denoiser, EDMPrecond, convert, from_x0, to_x0
 from polydiff.core.paths import EDM, OUVE, VE, AffinePath, Flow, MeanReverting, VPCosine, VPLinear
 from polydiff.core.sample import NoiseSource, sample
@@ -9,6 +10,7 @@ from polydiff.core.solvers import State, get_solver, list_solvers, register_solv
 
 __all__ = [
     "CFG",
+    "Config",
     "EDM",
     "OUVE",
     "SMC",
@@ -19,6 +21,7 @@ __all__ = [
     "Flow",
     "GradientGuidance",
     "MeanReverting",
+    "Method",
     "NoiseSource",
     "State",
     "VPCosine",
@@ -30,9 +33,11 @@ __all__ = [
     "grids",
     "hooks",
     "list_solvers",
+    "load_method",
     "losses",
     "param",
     "paths",
+    "register_method",
     "register_solver",
     "sample",
     "solvers",
