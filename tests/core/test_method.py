@@ -94,7 +94,7 @@ def test_load_refuses_what_is_not_a_method(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a saved polydiff method"):
         load_method(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"format": "other"}))
-    with pytest.raises(ValueError, match="config.json: not a saved polydiff method"):
+    with pytest.raises(ValueError, match=r"config\.json: not a saved polydiff method"):
         load_method(tmp_path)
     Gauss(GaussConfig()).save(tmp_path / "m")
     with pytest.raises(ValueError, match="a testdomain method, not a text one"):

@@ -10,12 +10,12 @@ from polydiff.core.solvers import State, get_solver, list_solvers, register_solv
 
 __all__ = [
     "CFG",
-    "Config",
     "EDM",
     "OUVE",
     "SMC",
     "VE",
     "AffinePath",
+    "Config",
     "Denoiser",
     "EDMPrecond",
     "Flow",

@@ -181,7 +181,9 @@ class Method:
         from polydiff.core.train.weights import export
 
         folder = Path(folder)
-        export(module if module is not None else self.net, folder, self.checkpoint_config(), ema=ema)
+        export(
+            module if module is not None else self.net, folder, self.checkpoint_config(), ema=ema
+        )
         self.save_extra(folder)
         return folder
 
