@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from polydiff.core import CFG, SMC, GradientGuidance, cfg, paths, sample
+from polydiff.core import CFG, SMC, GradientGuidance, paths, sample
 from polydiff.core.param import Denoiser
 from polydiff.core.testing import GaussianMixture
 
@@ -26,39 +26,69 @@ def gaussian(mean) -> GaussianMixture:
     return GaussianMixture([mean], SIGMA[None])
 
 
+def _labelled(models):
+    """One conditional model of the two Gaussians: model_fn(x, t, label)."""
+
+    def model_fn(x, t, label):
+        return models[label](x, t)
+
+    return model_fn
+
+
 def test_cfg_on_equal_covariance_gaussians_is_the_shifted_gaussian():
-    """With equal covariances, D_u + w (D_c - D_u) is exactly the denoiser of
-    N(m_u + w (m_c - m_u), Sigma) at every (x, t), so guided sampling targets that Gaussian."""
+    """With equal covariances, u + w (c - u) is exactly the model of N(m_u + w (m_c - m_u),
+    Sigma) at every (x, t) in every parameterization, so guided sampling targets that Gaussian."""
     m_u, m_c, w = [0.0, 0.0], [1.0, -0.5], 3.0
-    cond, uncond = gaussian(m_c).model(VP, "eps"), gaussian(m_u).model(VP, "eps")
-    target = gaussian([w * 1.0, w * -0.5]).model(VP, "eps")
     x = torch.randn(16, 2, dtype=F64)
     t = torch.rand(16, dtype=F64) * 0.9 + 0.05
-    guided = CFG(uncond, w).wrap(Denoiser(cond, VP, "eps"))
-    assert_close(guided(x, t), Denoiser(target, VP, "eps")(x, t), rtol=1e-10, atol=1e-10)
-    assert_close(cfg(cond, uncond, w)(x, t), target(x, t), rtol=1e-10, atol=1e-10)
+    for kind in ("eps", "x0", "v", "velocity"):
+        models = {"c": gaussian(m_c).model(VP, kind), "u": gaussian(m_u).model(VP, kind)}
+        target = gaussian([w * 1.0, w * -0.5]).model(VP, kind)
+        by_label = CFG(w, uncond="u").wrap_fn(_labelled(models), cond="c", prediction=kind)
+        assert_close(by_label(x, t), target(x, t), rtol=1e-10, atol=1e-10, msg=kind)
+        two_nets = CFG(w, uncond_fn=models["u"]).wrap_fn(models["c"], cond=None, prediction=kind)
+        assert_close(two_nets(x, t), target(x, t), rtol=1e-10, atol=1e-10, msg=kind)
     # and end to end: samples have the guided mean and the common covariance
+    models = {"c": gaussian(m_c).model(VP, "eps"), "u": gaussian(m_u).model(VP, "eps")}
     x_T = torch.randn(4000, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
-    xs = sample(cond, x_T, path=VP, solver="dpmpp_2m", steps=25, guidance=[CFG(uncond, w)])
+    xs = sample(
+        _labelled(models), x_T, path=VP, solver="dpmpp_2m", steps=25, cond="c",
+        guidance=[CFG(w, uncond="u")],
+    )  # fmt: skip
     assert_close(xs.mean(0), torch.tensor([3.0, -1.5], dtype=F64), atol=0.05, rtol=0)
     assert_close(torch.cov(xs.T), SIGMA, atol=0.05, rtol=0)
+    # scale 1 is the conditional model, scale 0 the unconditional one
+    for scale, label in ((1.0, "c"), (0.0, "u")):
+        guided = sample(_labelled(models), x_T[:8], path=VP, steps=6, cond="c",
+                        guidance=[CFG(scale, uncond="u")])  # fmt: skip
+        plain = sample(models[label], x_T[:8], path=VP, steps=6)
+        assert_close(guided, plain, rtol=1e-10, atol=1e-10, msg=str(scale))
 
 
 def test_cfg_guidance_interval():
     m_u, m_c, w = [0.0, 0.0], [1.0, -0.5], 3.0
-    cond, uncond = gaussian(m_c).model(VP, "eps"), gaussian(m_u).model(VP, "eps")
-    D_cond = Denoiser(cond, VP, "eps")
-    D_guided = Denoiser(gaussian([3.0, -1.5]).model(VP, "eps"), VP, "eps")
-    guided = CFG(uncond, w, interval=(0.2, 0.6)).wrap(D_cond)
+    models = {"c": gaussian(m_c).model(VP, "eps"), "u": gaussian(m_u).model(VP, "eps")}
+    target = gaussian([3.0, -1.5]).model(VP, "eps")
+    guided = CFG(w, uncond="u", interval=(0.2, 0.6))
+    fn = guided.wrap_fn(_labelled(models), cond="c", prediction="eps")
     x = torch.randn(6, 2, dtype=F64)
     t = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9, 0.2], dtype=F64)
     inside = (t >= 0.2) & (t <= 0.6)
-    expected = torch.where(inside[:, None], D_guided(x, t), D_cond(x, t))
-    assert_close(guided(x, t), expected, rtol=1e-10, atol=1e-10)
+    expected = torch.where(inside[:, None], target(x, t), models["c"](x, t))
+    assert_close(fn(x, t), expected, rtol=1e-10, atol=1e-10)
     # an interval outside the sampled range is plain conditional sampling
     x_T = torch.randn(8, 2, dtype=F64)
-    a = sample(cond, x_T, path=VP, steps=10, guidance=[CFG(uncond, w, interval=(2.0, 3.0))])
-    assert_close(a, sample(cond, x_T, path=VP, steps=10), rtol=1e-12, atol=1e-12)
+    out = CFG(w, uncond="u", interval=(2.0, 3.0))
+    a = sample(_labelled(models), x_T, path=VP, steps=10, cond="c", guidance=[out])
+    assert_close(a, sample(models["c"], x_T, path=VP, steps=10), rtol=1e-12, atol=1e-12)
+
+
+def test_cfg_needs_a_way_to_the_unconditional_model():
+    model = gaussian([0.0, 0.0]).model(VP, "eps")
+    with pytest.raises(ValueError, match="CFG needs something to guide by"):
+        sample(model, torch.randn(2, 2, dtype=F64), path=VP, steps=2, guidance=[CFG(2.0)])
+    with pytest.raises(ValueError, match="uncond_fn alone"):
+        CFG(2.0, uncond_fn=model, uncond=0)
 
 
 def _posterior_cov(path, t):

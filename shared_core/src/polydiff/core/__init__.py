@@ -1,11 +1,12 @@
 """polydiff.core: generative paths, parameterizations, grids, solvers and the sampling driver."""
 
-from polydiff.core import grids, hooks, losses, param, paths, solvers
-from polydiff.core.guidance import CFG, SMC, GradientGuidance, cfg
+from polydiff.core import conditioning, grids, hooks, losses, param, paths, solvers
+from polydiff.core.conditioning import CFG
+from polydiff.core.guidance import SMC, GradientGuidance
 from polydiff.core.method import Config, Method, load_method, register_method
 from polydiff.core.param import Denoiser, EDMPrecond, convert, from_x0, to_x0
 from polydiff.core.paths import EDM, OUVE, VE, AffinePath, Flow, MeanReverting, VPCosine, VPLinear
-from polydiff.core.sample import NoiseSource, sample
+from polydiff.core.sample import NoiseSource, StepInfo, sample
 from polydiff.core.solvers import State, get_solver, list_solvers, register_solver
 
 __all__ = [
@@ -24,9 +25,10 @@ __all__ = [
     "Method",
     "NoiseSource",
     "State",
+    "StepInfo",
     "VPCosine",
     "VPLinear",
-    "cfg",
+    "conditioning",
     "convert",
     "from_x0",
     "get_solver",
