@@ -18,6 +18,11 @@ from polydiff.core.conditioning import CFG
 from polydiff.core.utils import expand_like
 
 
+def _take(x: Any, idx: Tensor) -> Any:
+    """Rows ``idx`` of a tensor or of every field of a structured sample."""
+    return {k: v[idx] for k, v in x.items()} if isinstance(x, dict) else x[idx]
+
+
 class _Wrapped:
     def __init__(self, fn: Callable[[Tensor, Tensor], Tensor], path: Any) -> None:
         self.fn, self.path = fn, path
@@ -153,7 +158,7 @@ class SMC:
         zeros = torch.zeros(batch, dtype=torch.float64, device=device)
         return {"log_w": zeros, "prev": zeros.clone()}
 
-    def _potential(self, x0: Tensor) -> Tensor:
+    def _potential(self, x0: Any) -> Tensor:
         return self.scale * self.reward(x0).to(torch.float64)
 
     def _resample(self, log_w: Tensor, generator, force: bool) -> tuple[Tensor, Tensor]:
@@ -182,14 +187,14 @@ class SMC:
         log_w = smc_state["log_w"] + r - smc_state["prev"]
         idx, log_w = self._resample(log_w, generator, force=False)
         state = state.index(idx)
-        model.prime(state.x, t_cur, D[idx])
+        model.prime(state.x, t_cur, _take(D, idx))
         return state, {"log_w": log_w, "prev": r[idx]}
 
     def finish(self, state, y, smc_state, *, mu=None, generator=None):
         r = self._potential(y if mu is None else y + mu)
         log_w = smc_state["log_w"] + r - smc_state["prev"]
         idx, _ = self._resample(log_w, generator, force=True)
-        return state.index(idx), y[idx]
+        return state.index(idx), _take(y, idx)
 
 
 __all__ = ["CFG", "SMC", "GradientGuidance"]

@@ -345,11 +345,13 @@ def sample(
         if mask is not None:
             raise ValueError("mask= is for structured samples (a dict x_init)")
         solver = get_solver(solver, **(solver_kwargs or {}))
+    # fields share one time axis: named grids are built on the first field's path
+    time_path = next(iter(path.values())) if structured else path
     if grid is None:
-        grid = "uniform" if structured else _default_grid(path, t_start, t_end)
+        grid = _default_grid(time_path, t_start, t_end) if not structured else "uniform"
     bounds = {"t_start": t_start, "t_end": t_end} if isinstance(grid, str) else {}
     paused = getattr(solver, "allows_paused_times", False)
-    ts = make_grid(grid, steps, path, allow_paused=paused, **bounds, **(grid_kwargs or {}))
+    ts = make_grid(grid, steps, time_path, allow_paused=paused, **bounds, **(grid_kwargs or {}))
     first = next(iter(x_init.values())) if structured else x_init
     ts = ts.to(first.device)
     n = ts.shape[0] - 1
@@ -394,7 +396,7 @@ def sample(
                     "are not supported; use after-step hooks or CFG"
                 )
             model = h.wrap(model, mu=mu)
-    if smc is not None:
+    if smc is not None and not structured:  # a product model caches SMC's evaluation itself
         model = _CachedModel(model)
     before = [h.before_step for h in all_hooks if hasattr(h, "before_step")]
     after = [h.after_step for h in all_hooks if hasattr(h, "after_step")]
