@@ -93,8 +93,7 @@ class _Cached:
     remembers its last prediction (``ProductModel.last``)."""
 
     def __init__(self, joint: ProductModel, name: str, model: Any) -> None:
-        self.joint, self.name, self.model = joint, name, model
-        self.path = getattr(model, "path", None)
+        self.joint, self.name, self.model = joint, name, model  # path etc.: __getattr__
 
     def __call__(self, x: Tensor, t: Tensor, *extra: Tensor) -> Any:
         primed = self.joint.primed
@@ -119,6 +118,7 @@ class ProductModel:
         self.raw: dict[str, Any] | None = None
         self.primed: tuple | None = None
         self.last: dict[str, Any] = {}
+        self.time_dtype: torch.dtype | None = None
         self.field_models = {
             k: s.wrap_model(_Field(self, k), path[k], prediction[k]) for k, s in solvers.items()
         }
@@ -126,9 +126,13 @@ class ProductModel:
 
     def model_time(self, t: Tensor) -> Tensor:
         """The network's time: [B] in the dtype of the first floating field."""
-        fields = list(self.current.values())
-        dtype = next((v.dtype for v in fields if v.is_floating_point()), torch.float32)
-        return (t.expand(fields[0].shape[0]) if t.ndim == 0 else t).to(dtype)
+        if self.time_dtype is None:  # the fields' dtypes are fixed for a run: look up once
+            fields = self.current.values()
+            self.time_dtype = next((v.dtype for v in fields if v.is_floating_point()), None)
+            self.time_dtype = self.time_dtype or torch.float32
+            self.batch = next(iter(fields)).shape[0]
+        t = t.expand(self.batch) if t.ndim == 0 else t
+        return t if t.dtype == self.time_dtype else t.to(self.time_dtype)
 
     def begin(self, x: dict[str, Tensor]) -> None:
         """A new step at the sample ``x``: the next field call makes the joint network call."""

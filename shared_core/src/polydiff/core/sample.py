@@ -355,7 +355,8 @@ def sample(
     first = next(iter(x_init.values())) if structured else x_init
     ts = ts.to(first.device)
     n = ts.shape[0] - 1
-    if getattr(solver, "needs_finite_log_snr", False):
+    # a host-side check of the inputs, left out while compiling (no data-dependent branch)
+    if getattr(solver, "needs_finite_log_snr", False) and not torch.compiler.is_compiling():
         start = path.log_snr(ts[0].cpu())
         if not bool(torch.isfinite(start).all()):
             raise ValueError(
