@@ -244,9 +244,9 @@ def test_temporal_unet_config_round_trip():
 def test_compile_fullgraph_unet_and_transformer_block():
     net = _unet(SMALL)
     x, cond = torch.randn(2, 8, 3, generator=_gen()), torch.randn(2, 4, generator=_gen(1))
-    t = torch.rand(2, 8, generator=_gen(2))
     compiled = torch.compile(net, fullgraph=True, backend="eager")
-    assert_close(compiled(x, t, cond), net(x, t, cond), rtol=1e-5, atol=1e-6)
+    for t in (0.4, torch.rand(2, generator=_gen(2)), torch.rand(2, 8, generator=_gen(3))):
+        assert_close(compiled(x, t, cond), net(x, t, cond), rtol=1e-5, atol=1e-6)
 
     torch.manual_seed(0)
     block = TransformerBlock(16, 4, cond_dim=8)
