@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from polydiff.medical.nets import PRESETS, SliceUNet, SliceUNetConfig, timestep_embedding
+from polydiff.medical.nets import PRESETS, SliceUNet, SliceUNetConfig
 
 TINY = SliceUNetConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(1,))
 
@@ -33,13 +33,6 @@ def test_noise_level_conditions_the_output():
     # per-sample noise levels: row 0 uses its own level only
     mixed = net(x, torch.tensor([1.0, 500.0]))
     torch.testing.assert_close(mixed[:1], net(x[:1], 1.0))
-
-
-def test_timestep_embedding_values():
-    e = timestep_embedding(torch.tensor([0.0, 2.0]), 8)
-    assert e.shape == (2, 8)
-    torch.testing.assert_close(e[0], torch.tensor([1.0] * 4 + [0.0] * 4))
-    assert float(e[1, 0]) == pytest.approx(torch.cos(torch.tensor(2.0)).item())
 
 
 def test_presets_and_config_round_trip():

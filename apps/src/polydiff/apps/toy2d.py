@@ -15,8 +15,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from polydiff.apps.metrics import sliced_wasserstein
 from polydiff.apps.registry import ConfigError, StageResult
+from polydiff.core.io import nan_to_none
+from polydiff.core.metrics import sliced_wasserstein
+from polydiff.core.utils import expand_like
 
 # ----------------------------------------------------------------------------- toy data
 
@@ -83,7 +85,7 @@ class ToyMLP(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        t = t.to(x.dtype).reshape(-1, 1).expand(x.shape[0], 1)  # 0-dim (shared) or [B]
+        t = expand_like(t, x).expand(x.shape[0], 1)  # 0-dim (shared) or [B] -> [B, 1]
         angle = 1000.0 * t * self.freqs.to(x.dtype)
         return self.mlp(torch.cat([x, angle.sin(), angle.cos()], dim=1))
 
@@ -169,10 +171,6 @@ def _check(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be an integer >= 2, got {value!r}")
     if not cfg.sample.nfe or not all(isinstance(k, int) and k >= 1 for k in cfg.sample.nfe):
         raise ConfigError(f"sample.nfe must be a list of integers >= 1, got {cfg.sample.nfe}")
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None  # JSON has no NaN; a diverged sampler -> null
 
 
 def train_toy(cfg: DictConfig, data: Tensor, run_dir: Path):
@@ -331,15 +329,17 @@ def run_toy(cfg: DictConfig, run_dir: Path) -> StageResult | None:
     samples, spent = sample_all(cfg, net, path, cfg.data.n_eval, device)
     swd, refs, held_out = evaluate(cfg, samples, path, device)
     solvers, budgets = list(cfg.sample.solvers), list(cfg.sample.nfe)
-    metrics = {
-        "data": cfg.data.name,
-        "path": cfg.path,
-        "prediction": cfg.prediction,
-        "train": train_info,
-        **{k: _finite(v) for k, v in refs.items()},
-        "swd": {s: {str(k): _finite(swd[s, k]) for k in budgets} for s in solvers},
-        "nfe_spent": {s: {str(k): spent[s, k] for k in budgets} for s in solvers},
-    }
+    metrics = nan_to_none(  # JSON has no NaN: a diverged sampler's SWD is null
+        {
+            "data": cfg.data.name,
+            "path": cfg.path,
+            "prediction": cfg.prediction,
+            "train": train_info,
+            **refs,
+            "swd": {s: {str(k): swd[s, k] for k in budgets} for s in solvers},
+            "nfe_spent": {s: {str(k): spent[s, k] for k in budgets} for s in solvers},
+        }
+    )
     atomic_write_json(run_dir / "metrics.json", metrics)
     atomic_save_safetensors(
         run_dir / "samples.safetensors", {f"{s}/nfe{k}": x for (s, k), x in samples.items()}

@@ -1,5 +1,5 @@
 """Networks: the 2D slice U-Net prior."""
 
-from polydiff.medical.nets.unet import PRESETS, SliceUNet, SliceUNetConfig, timestep_embedding
+from polydiff.medical.nets.unet import PRESETS, SliceUNet, SliceUNetConfig
 
-__all__ = ["PRESETS", "SliceUNet", "SliceUNetConfig", "timestep_embedding"]
+__all__ = ["PRESETS", "SliceUNet", "SliceUNetConfig"]

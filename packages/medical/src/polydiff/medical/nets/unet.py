@@ -5,18 +5,19 @@ Appendix B, with the adaptive group normalisation (noise-level FiLM, ``GroupNorm
 of Dhariwal and Nichol (2021), "Diffusion Models Beat GANs on Image Synthesis", Sec. 3.
 It maps ``(x, c_noise)`` to an output of the shape of ``x``; what the output means (eps, x0, v)
 and how the noise level becomes ``c_noise`` (``1000 t``, EDM's ``ln(sigma) / 4``) is the
-method's choice. Candidate for ``polydiff.core.nn`` once a second domain needs it.
+method's choice. The blocks (residual, attention, time embedding) are ``polydiff.core.nn``'s.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from polydiff.core.nn import ResBlock, SelfAttention, TimeMLP, sinusoidal_embedding
 
 PRESETS: dict[str, dict[str, Any]] = {
     # 0.67M parameters; one evaluation on 64 slices of 64 x 64 takes seconds on a CPU core.
@@ -80,54 +81,6 @@ class SliceUNetConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-def timestep_embedding(c_noise: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
-    """Sinusoidal embedding of a scalar per sample (Vaswani et al., 2017, Sec. 3.5; DDPM)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c_noise.device) / half)
-    angles = c_noise.float()[:, None] * freqs[None, :]
-    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
-
-
-class ResBlock(nn.Module):
-    """GN-SiLU-conv, noise FiLM on the second GroupNorm, dropout, conv; 1x1 skip on width change."""
-
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float) -> None:
-        super().__init__()
-        self.norm1 = nn.GroupNorm(groups, c_in)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.film = nn.Linear(emb_dim, 2 * c_out)
-        self.norm2 = nn.GroupNorm(groups, c_out)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
-        h = self.conv2(self.dropout(F.silu(h)))
-        return self.skip(x) + h
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over pixels with a residual connection (32 channels per head)."""
-
-    def __init__(self, channels: int, groups: int) -> None:
-        super().__init__()
-        self.heads = max(1, channels // 32)
-        self.norm = nn.GroupNorm(groups, channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
-        out = F.scaled_dot_product_attention(
-            q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2)
-        )
-        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
-
-
 class SliceUNet(nn.Module):
     """2D U-Net ``net(x, c_noise)``: ``x`` (B, in_channels, H, W) with H, W divisible by
     ``2 ** (len(channel_mult) - 1)``; ``c_noise`` a scalar or (B,) tensor. Returns
@@ -137,7 +90,7 @@ class SliceUNet(nn.Module):
         super().__init__()
         self.config = cfg = config or SliceUNetConfig()
         ch, emb_dim = cfg.channels, 4 * cfg.channels
-        self.emb = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.emb = TimeMLP(ch, emb_dim)
         self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
 
         def block(c_in: int, c_out: int) -> ResBlock:
@@ -184,7 +137,7 @@ class SliceUNet(nn.Module):
                 f"SliceUNet: H and W must be divisible by {self._factor}, got {tuple(x.shape[-2:])}"
             )
         c_noise = torch.as_tensor(c_noise, device=x.device).reshape(-1).expand(x.shape[0])
-        emb = self.emb(timestep_embedding(c_noise, self.config.channels).to(x.dtype))
+        emb = self.emb(sinusoidal_embedding(c_noise, self.config.channels).to(x.dtype))
         h = self.conv_in(x)
         skips = [h]
         for layer in self.down:

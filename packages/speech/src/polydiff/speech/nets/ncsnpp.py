@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from polydiff.core.nn import GaussianFourierProjection, TimeMLP, attend_positions
+
 _FIR = (1.0, 3.0, 3.0, 1.0)
 
 
@@ -121,18 +123,6 @@ def fir_upsample(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(up, (2, 1, 2, 1)), _fir_kernel(x, 4.0), groups=c)
 
 
-class GaussianFourierProjection(nn.Module):
-    """[sin(2 pi W s), cos(2 pi W s)] with fixed W ~ N(0, scale^2) (Tancik et al., 2020)."""
-
-    def __init__(self, size: int, scale: float) -> None:
-        super().__init__()
-        self.W = nn.Parameter(torch.randn(size) * scale, requires_grad=False)
-
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        proj = 2 * math.pi * s[:, None] * self.W[None, :]
-        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
-
-
 class ResBlock(nn.Module):
     """BigGAN-type residual block with optional FIR up/down sampling and time conditioning:
     out = (skip(x) + Conv1(act(GN(Conv0(act(GN(x))) + Dense(act(temb)))))) / sqrt(2)."""
@@ -180,10 +170,7 @@ class AttnBlock(nn.Module):
         self.out = conv(ch, ch, k=1, init_scale=0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)
-        a = F.scaled_dot_product_attention(q, k, v)  # (b, hw, c), scale 1/sqrt(c)
-        return (x + self.out(a.transpose(-1, -2).reshape(b, c, h, w))) / math.sqrt(2.0)
+        return (x + self.out(attend_positions(self.qkv(self.norm(x)), 1))) / math.sqrt(2.0)
 
 
 class NCSNpp(nn.Module):
@@ -202,7 +189,7 @@ class NCSNpp(nn.Module):
         temb_dim = 4 * nf if cfg.conditional else None
         if cfg.conditional:
             self.fourier = GaussianFourierProjection(nf, cfg.fourier_scale)
-            self.temb = nn.Sequential(linear(2 * nf, 4 * nf), nn.SiLU(), linear(4 * nf, 4 * nf))
+            self.temb = TimeMLP(2 * nf, 4 * nf, linear=linear)
 
         def block(cin, cout=None, **kw):
             return ResBlock(cin, cout, temb_dim, dropout=cfg.dropout, **kw)

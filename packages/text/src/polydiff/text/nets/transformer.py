@@ -15,20 +15,20 @@ Both share one pre-norm backbone: token embedding, blocks of rotary self-attenti
 
 Rotary position embeddings: Su et al., 2021, "RoFormer: Enhanced Transformer with Rotary Position
 Embedding", Eq. 34 (the rotate-half form of GPT-NeoX). Positions are explicit so that x_t and x_0
-in the block-diffusion input share positions 0..L-1.
+in the block-diffusion input share positions 0..L-1. The blocks, rotary attention and time
+embedding are ``polydiff.core.nn``'s.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polydiff.core.discrete import top_p_filter
+from polydiff.core.nn import TimeMLP, TransformerBlock, rotary_cos_sin, sinusoidal_embedding
 from polydiff.text.nets.masks import block_diffusion_mask
 
 TimeConditioning = Literal["none", "adaln", "add"]
@@ -105,102 +105,6 @@ class KVCache:
         )
 
 
-def rotary_cos_sin(
-    positions: Tensor, head_dim: int, base: float = 10_000.0
-) -> tuple[Tensor, Tensor]:
-    """cos and sin of the rotary angles ``pos * base^(-2i/d)``, shape ``[..., T, head_dim/2]``."""
-    exponent = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
-    angles = positions.to(torch.float32)[..., None] * base**-exponent
-    return angles.cos(), angles.sin()
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate the pairs (x_i, x_{i+d/2}) of ``x [B, H, T, d]`` by the angles in cos/sin."""
-    x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-
-
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
-    """Sinusoidal embedding of t in [0, 1] (scaled by 1000), as in Ho et al., 2020, "Denoising
-    Diffusion Probabilistic Models", App. B (the Transformer position encoding of t)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
-    args = 1000.0 * t.to(torch.float32)[..., None] * freqs
-    return torch.cat((args.cos(), args.sin()), dim=-1)
-
-
-class SelfAttention(nn.Module):
-    def __init__(self, config: TransformerConfig) -> None:
-        super().__init__()
-        self.n_heads, self.head_dim = config.n_heads, config.head_dim
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
-        self.out = nn.Linear(config.d_model, config.d_model, bias=False)
-
-    def forward(
-        self,
-        x: Tensor,
-        cos: Tensor,
-        sin: Tensor,
-        attn_mask: Tensor | None = None,
-        past: tuple[Tensor, Tensor] | None = None,
-        is_causal: bool = False,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Attention of the new tokens `x` over ``past`` keys/values and themselves.
-
-        Returns the output and the keys/values of past + new tokens (rotary already applied).
-        `attn_mask` is boolean (True = may attend), shape ``[T_new, T_past + T_new]``.
-        """
-        B, T, _ = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if past is not None:
-            k, v = torch.cat((past[0], k), dim=-2), torch.cat((past[1], v), dim=-2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
-        return self.out(y.transpose(1, 2).reshape(B, T, -1)), (k, v)
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block; with a condition, adaLN-Zero modulates both sublayers."""
-
-    def __init__(self, config: TransformerConfig, cond_dim: int | None = None) -> None:
-        super().__init__()
-        d, hidden = config.d_model, int(config.mlp_ratio * config.d_model)
-        self.norm1 = nn.LayerNorm(d, elementwise_affine=cond_dim is None)
-        self.attn = SelfAttention(config)
-        self.norm2 = nn.LayerNorm(d, elementwise_affine=cond_dim is None)
-        self.mlp = nn.Sequential(
-            nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d)
-        )
-        self.dropout = nn.Dropout(config.dropout)
-        self.modulation = None
-        if cond_dim is not None:
-            self.modulation = nn.Linear(cond_dim, 6 * d)
-            nn.init.zeros_(self.modulation.weight)  # adaLN-Zero: each block starts as identity
-            nn.init.zeros_(self.modulation.bias)
-
-    def forward(
-        self,
-        x: Tensor,
-        cos: Tensor,
-        sin: Tensor,
-        attn_mask: Tensor | None = None,
-        cond: Tensor | None = None,
-        past: tuple[Tensor, Tensor] | None = None,
-        is_causal: bool = False,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        if self.modulation is None:
-            a, kv = self.attn(self.norm1(x), cos, sin, attn_mask, past, is_causal)
-            x = x + self.dropout(a)
-            return x + self.dropout(self.mlp(self.norm2(x))), kv
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(cond)).chunk(6, -1)
-        h = self.norm1(x) * (1 + scale1) + shift1
-        a, kv = self.attn(h, cos, sin, attn_mask, past, is_causal)
-        x = x + gate1 * self.dropout(a)
-        h = self.norm2(x) * (1 + scale2) + shift2
-        return x + gate2 * self.dropout(self.mlp(h)), kv
-
-
 class TransformerBackbone(nn.Module):
     """Embedding, blocks, final norm and head, run over explicit positions and masks."""
 
@@ -211,9 +115,12 @@ class TransformerBackbone(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, d)
         self.time_embed = None
         if config.time_conditioning != "none":
-            self.time_embed = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+            self.time_embed = TimeMLP(d, d)
         cond_dim = d if config.time_conditioning == "adaln" else None
-        self.blocks = nn.ModuleList(Block(config, cond_dim) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d, config.n_heads, config.mlp_ratio, config.dropout, cond_dim)
+            for _ in range(config.n_layers)
+        )
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.vocab_size, bias=False)
         nn.init.normal_(self.embed.weight, std=0.02)
@@ -241,7 +148,8 @@ class TransformerBackbone(nn.Module):
         t = t.reshape(batch, -1) if t.dim() > 0 else t.expand(batch)[:, None]
         if t.shape[1] not in (1, length):
             raise ValueError(f"t has shape {tuple(t.shape)}; expected [B] or [B, {length}]")
-        emb = timestep_embedding(t, self.config.d_model).to(self.embed.weight.dtype)
+        emb = sinusoidal_embedding(t, self.config.d_model, scale=1000.0)
+        emb = emb.to(self.embed.weight.dtype)
         return self.time_embed(emb)
 
     def run(
@@ -264,7 +172,10 @@ class TransformerBackbone(nn.Module):
         keys, values = [], []
         for i, block in enumerate(self.blocks):
             past = None if cache is None else (cache.keys[i], cache.values[i])
-            x, (k, v) = block(x, cos, sin, attn_mask, cond if adaln else None, past, is_causal)
+            x, (k, v) = block(
+                x, cond if adaln else None, cos=cos, sin=sin, attn_mask=attn_mask, past=past,
+                is_causal=is_causal,
+            )  # fmt: skip
             keys.append(k)
             values.append(v)
         return self.head(self.norm(x)), KVCache(tuple(keys), tuple(values))

@@ -1,4 +1,4 @@
-"""Sample-quality metrics used by the demos (candidates to move to polydiff.core.metrics)."""
+"""Distances between sample sets (sample quality of demos, benchmarks and tests)."""
 
 from __future__ import annotations
 
@@ -39,3 +39,6 @@ def sliced_wasserstein(
     proj_x = (x @ theta).sort(dim=0).values
     proj_y = (y @ theta).sort(dim=0).values
     return (proj_x - proj_y).abs().pow(p).mean().pow(1.0 / p)
+
+
+__all__ = ["sliced_wasserstein"]
