@@ -201,7 +201,7 @@ class ProductSolver(SolverBase):
         }
         for k, m in (state.mask or {}).items():  # entries outside the mask keep their values
             new = fields[k].x
-            keep = m.reshape(*m.shape, *([1] * (new.ndim - m.ndim)))
+            keep = m.reshape(*m.shape, *([1] * (new.ndim - m.ndim)))  # stays bool
             fields[k] = fields[k].replace(x=torch.where(keep, new, state.x[k]))
         return ProductState(x={k: f.x for k, f in fields.items()}, fields=fields, mask=state.mask)
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from polydiff.core.discrete.sampling import RandomSource, uniforms
 from polydiff.core.solvers.base import SolverBase, State, register_solver
+from polydiff.core.utils import expand_like
 
 __all__ = [
     "ScoreModel",
@@ -205,22 +206,17 @@ class TorusPC(SolverBase):
         x = state.x
         t_cur = torch.as_tensor(t_cur, dtype=torch.float64, device=x.device)
         t_next = torch.as_tensor(t_next, dtype=torch.float64, device=x.device)
-        var = _col(path.sigma(t_cur) ** 2 - path.sigma(t_next) ** 2, x)
+        var = expand_like(path.sigma(t_cur) ** 2 - path.sigma(t_next) ** 2, x)
         t_model = t_cur if t_cur.dim() else t_cur.expand(x.shape[0])
         x = x + var * model(x, t_model) + torch.sqrt(var) * _normals_like(x, noise)
         x = wrap(x, self.low, self.period)
         t_model = t_next if t_next.dim() else t_next.expand(x.shape[0])
         for _ in range(self.corrector_steps):
             score = model(x, t_model)
-            eps = 2 * self.snr**2 * _col(path.sigma(t_next) ** 2, x)
+            eps = 2 * self.snr**2 * expand_like(path.sigma(t_next) ** 2, x)
             z = _normals_like(x, noise)
             x = wrap(x + eps * score + torch.sqrt(2 * eps) * z, self.low, self.period)
         return State(x=x)
-
-
-def _col(c: Tensor, x: Tensor) -> Tensor:
-    c = c.to(x.dtype)
-    return c.reshape(*c.shape, *([1] * (x.dim() - c.dim())))
 
 
 def _normals_like(x: Tensor, source: RandomSource) -> Tensor:
