@@ -15,6 +15,7 @@ from torch import Tensor
 from polydiff.core.grids import make_grid
 from polydiff.core.param import convert
 from polydiff.core.paths import as_time
+from polydiff.core.sample import sample
 from polydiff.medical.baselines import cg, soft_threshold
 from polydiff.medical.operators.base import LinearOperator
 from polydiff.medical.operators.difference import FiniteDifference
@@ -117,8 +118,10 @@ def resolve_norm2(op: LinearOperator, op_norm2: float | None) -> float:
     return operator_norm2(op) if op_norm2 is None else op_norm2
 
 
-def check_volume_problem(op: LinearOperator, y: Tensor, shape: tuple[int, ...]) -> None:
-    """Clear errors for a measurement ``y`` that does not fit ``op`` and the volume ``shape``."""
+def volume_shape(op: LinearOperator, y: Tensor) -> tuple[int, ...]:
+    """The ``(D, H, W)`` volume that the measurements ``y`` of ``op`` (one row of ``y`` per
+    slice) come from, with clear errors for a ``y`` that does not fit ``op``."""
+    shape = (y.shape[0], *op.in_shape)
     if len(shape) != 3:
         raise ValueError(f"volume shape must be (D, H, W), got {tuple(shape)}")
     want = (shape[0], *op.out_shape)
@@ -127,10 +130,7 @@ def check_volume_problem(op: LinearOperator, y: Tensor, shape: tuple[int, ...]) 
             f"measurements y have shape {tuple(y.shape)}, but {type(op).__name__} on a "
             f"{tuple(shape)} volume gives {want}"
         )
-    if tuple(shape[1:]) != tuple(op.in_shape):
-        raise ValueError(
-            f"volume slices {tuple(shape[1:])} differ from the operator's {op.in_shape}"
-        )
+    return shape
 
 
 class ADMMTVz:
@@ -243,6 +243,45 @@ def final_consistency(
     return x if clip is None else x.clamp(*clip)
 
 
+class SliceNoise:
+    """Standard normals shaped like a tensor, drawn from ``generator`` on its own device and
+    moved to the tensor's (a CPU generator seeds GPU runs the same way); the driver's ``noise``.
+    """
+
+    def __init__(self, generator: torch.Generator | None) -> None:
+        self.generator = generator
+
+    def __call__(self, like: Tensor) -> Tensor:
+        z = torch.randn(like.shape, generator=self.generator, dtype=like.dtype)
+        return z.to(like.device)
+
+
+def run_steps(
+    prior: SlicePrior,
+    like: Tensor,
+    ts: Tensor,
+    hooks: list[Any],
+    generator: torch.Generator | None,
+) -> None:
+    """The reverse-time loop of DDS and DPS on the core driver (:func:`polydiff.core.sample`):
+    ``x_T ~ N(0, sigma_T^2 I)`` shaped like ``like``, then one deterministic DDIM step per grid
+    interval, each replaced by the method's own step (its after-step hook, which also keeps
+    the method's estimate); one prior evaluation per step.
+    """
+    noise = SliceNoise(generator)
+    x = noise(like) * expand_t(prior.path.sigma(ts[0]), like)  # alpha_T ~ 0
+    sample(
+        prior,
+        x,
+        path=prior.path,
+        solver="ddim",
+        grid=ts,
+        prediction=prior.prediction,
+        hooks=hooks,
+        noise=noise,
+    )
+
+
 def expand_t(t: Tensor, like: Tensor) -> Tensor:
     """A scalar time coefficient broadcast against a volume."""
     return t.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
@@ -252,10 +291,12 @@ __all__ = [
     "ADMMTVz",
     "ModelFn",
     "Reconstruction",
+    "SliceNoise",
     "SlicePrior",
     "check_ending",
-    "check_volume_problem",
     "final_consistency",
     "operator_norm2",
     "resolve_norm2",
+    "run_steps",
+    "volume_shape",
 ]

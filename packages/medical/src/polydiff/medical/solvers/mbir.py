@@ -12,10 +12,10 @@ from polydiff.medical.solvers.common import (
     Reconstruction,
     SlicePrior,
     check_ending,
-    check_volume_problem,
     expand_t,
     final_consistency,
     resolve_norm2,
+    volume_shape,
 )
 
 
@@ -70,8 +70,7 @@ def diffusion_mbir(
     ``clip``.
     """
     check_ending(clip, final_cg)
-    shape = (y.shape[0], *op.in_shape)
-    check_volume_problem(op, y, shape)
+    shape = volume_shape(op, y)
     path, nfe0 = prior.path, prior.nfe
     norm2 = resolve_norm2(op, op_norm2)
     admm = ADMMTVz(op, y, shape, lam * norm2, rho * norm2, n_cg, persistent=persistent_split)

@@ -10,9 +10,9 @@ from polydiff.medical.operators.base import LinearOperator
 from polydiff.medical.solvers.common import (
     Reconstruction,
     SlicePrior,
-    check_volume_problem,
     expand_t,
     resolve_norm2,
+    volume_shape,
 )
 
 
@@ -51,8 +51,7 @@ def red_diff(
     """
     if lam < 0 or lr <= 0:
         raise ValueError(f"need lam >= 0 and lr > 0, got {lam}, {lr}")
-    shape = (y.shape[0], *op.in_shape)
-    check_volume_problem(op, y, shape)
+    shape = volume_shape(op, y)
     path, nfe0 = prior.path, prior.nfe
     ts = prior.grid(steps).to(y.device)
     mu = cg_least_squares(op, y, n_iter=n_init_cg) if x_init is None else x_init.clone()
