@@ -174,6 +174,7 @@ class ADMMTVz:
             )
         self.op, self.lam, self.rho, self.n_cg, self.weight = op, lam, rho, n_cg, weight
         self.use_tv, self.persistent = lam > 0, persistent
+        self.shape = tuple(shape)
         self.dz = FiniteDifference(shape, axes=(0,), circular=True)
         self.aty = op.adjoint(y)
         if self.aty.is_complex():  # complex-image MRI is out of scope for the slice prior
@@ -182,6 +183,33 @@ class ADMMTVz:
             )
         self.z = torch.zeros((1, *shape), dtype=self.aty.dtype, device=self.aty.device)
         self.u = torch.zeros_like(self.z)
+
+    @classmethod
+    def relative(
+        cls,
+        op: LinearOperator,
+        y: Tensor,
+        lam: float,
+        rho: float,
+        n_cg: int,
+        gamma: float | None = None,
+        persistent: bool = True,
+        op_norm2: float | None = None,
+    ) -> ADMMTVz:
+        """The step for the measurements ``y`` of a volume, with ``lam`` and ``rho`` multiples
+        of ``L = ||A||^2`` and ``gamma`` of ``1 / L`` (:func:`resolve_norm2`), the units of
+        the DDS and DiffusionMBIR parameters; ``gamma=None``: hard consistency (``w = 0``)."""
+        if gamma is not None and gamma <= 0:
+            raise ValueError(f"gamma must be > 0 or None, got {gamma}")
+        norm2 = resolve_norm2(op, op_norm2)
+        weight = 0.0 if gamma is None else norm2 / gamma
+        shape = volume_shape(op, y)
+        return cls(op, y, shape, lam * norm2, rho * norm2, n_cg, weight, persistent)
+
+    def finish(self, x: Tensor, n_cg: int, clip: tuple[float, float] | None) -> Tensor:
+        """A sampler's last data step with this step's data and weight
+        (:func:`final_consistency`)."""
+        return final_consistency(self.op, self.aty, x, n_cg, self.weight, clip)
 
     def gram(self, v: Tensor) -> Tensor:
         out = self.op.normal(v) + self.weight * v

@@ -18,10 +18,7 @@ from polydiff.medical.solvers.common import (
     SlicePrior,
     check_ending,
     expand_t,
-    final_consistency,
-    resolve_norm2,
     run_steps,
-    volume_shape,
 )
 
 
@@ -134,14 +131,8 @@ def dds(
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     check_ending(clip, final_cg)
-    if gamma is not None and gamma <= 0:
-        raise ValueError(f"gamma must be > 0 or None, got {gamma}")
-    shape, nfe0 = volume_shape(op, y), prior.nfe
-    norm2 = resolve_norm2(op, op_norm2)
-    weight = 0.0 if gamma is None else norm2 / gamma
-    dc = ADMMTVz(op, y, shape, lam * norm2, rho * norm2, n_cg, weight, persistent_split)
-    step = DecomposedStep(dc, eta, clip)
-    like = torch.empty(shape, dtype=dc.aty.dtype, device=y.device)
+    dc = ADMMTVz.relative(op, y, lam, rho, n_cg, gamma, persistent_split, op_norm2)
+    step, nfe0 = DecomposedStep(dc, eta, clip), prior.nfe
+    like = torch.empty(dc.shape, dtype=dc.aty.dtype, device=y.device)
     run_steps(prior, like, prior.grid(steps, grid).to(y.device), [step], generator)
-    x0 = final_consistency(op, dc.aty, step.x0, final_cg, weight, clip)
-    return Reconstruction(x0, prior.nfe - nfe0)
+    return Reconstruction(dc.finish(step.x0, final_cg, clip), prior.nfe - nfe0)

@@ -13,9 +13,6 @@ from polydiff.medical.solvers.common import (
     SlicePrior,
     check_ending,
     expand_t,
-    final_consistency,
-    resolve_norm2,
-    volume_shape,
 )
 
 
@@ -70,16 +67,14 @@ def diffusion_mbir(
     ``clip``.
     """
     check_ending(clip, final_cg)
-    shape = volume_shape(op, y)
     path, nfe0 = prior.path, prior.nfe
-    norm2 = resolve_norm2(op, op_norm2)
-    admm = ADMMTVz(op, y, shape, lam * norm2, rho * norm2, n_cg, persistent=persistent_split)
+    admm = ADMMTVz.relative(op, y, lam, rho, n_cg, persistent=persistent_split, op_norm2=op_norm2)
 
     def data_consistency(x_t: Tensor, t: Tensor, noise: object) -> Tensor:
         a = expand_t(path.alpha(t), x_t)
         return a * admm(x_t / a)
 
-    x_T = path.prior_sample(shape, generator=generator, dtype=admm.aty.dtype).to(y.device)
+    x_T = path.prior_sample(admm.shape, generator=generator, dtype=admm.aty.dtype).to(y.device)
     x = sample(
         prior,
         x_T,
@@ -92,5 +87,5 @@ def diffusion_mbir(
         xt_hook=data_consistency,
         generator=generator,
     )
-    x = final_consistency(op, admm.aty, x, final_cg, clip=clip)
+    x = admm.finish(x, final_cg, clip)
     return Reconstruction(x, prior.nfe - nfe0)
