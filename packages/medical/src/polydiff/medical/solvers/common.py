@@ -16,6 +16,7 @@ from polydiff.core.grids import make_grid
 from polydiff.core.param import convert
 from polydiff.core.paths import as_time
 from polydiff.core.sample import sample
+from polydiff.core.utils import expand_like
 from polydiff.medical.baselines import cg, soft_threshold
 from polydiff.medical.operators.base import LinearOperator
 from polydiff.medical.operators.difference import FiniteDifference
@@ -297,7 +298,7 @@ def run_steps(
     the method's estimate); one prior evaluation per step.
     """
     noise = SliceNoise(generator)
-    x = noise(like) * expand_t(prior.path.sigma(ts[0]), like)  # alpha_T ~ 0
+    x = noise(like) * expand_like(prior.path.sigma(ts[0]), like)  # alpha_T ~ 0
     sample(
         prior,
         x,
@@ -308,11 +309,6 @@ def run_steps(
         hooks=hooks,
         noise=noise,
     )
-
-
-def expand_t(t: Tensor, like: Tensor) -> Tensor:
-    """A scalar time coefficient broadcast against a volume."""
-    return t.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
 
 
 __all__ = [

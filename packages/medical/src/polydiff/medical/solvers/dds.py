@@ -11,13 +11,13 @@ from torch import Tensor
 from polydiff.core.conditioning import bind_condition
 from polydiff.core.param import convert
 from polydiff.core.sample import StepInfo
+from polydiff.core.utils import expand_like
 from polydiff.medical.operators.base import LinearOperator
 from polydiff.medical.solvers.common import (
     ADMMTVz,
     Reconstruction,
     SlicePrior,
     check_ending,
-    expand_t,
     run_steps,
 )
 
@@ -58,10 +58,8 @@ class DecomposedStep:
             eps = convert(eps, self._prediction, "eps", x, info.t, info.path)
         x0 = info.x0_hat if self.clip is None else info.x0_hat.clamp(*self.clip)
         self.x0 = self.correct(x0)
-        a_n, s_n = (
-            expand_t(info.path.alpha(info.t_next), x),
-            expand_t(info.path.sigma(info.t_next), x),
-        )
+        path, t_next = info.path, info.t_next
+        a_n, s_n = expand_like(path.alpha(t_next), x), expand_like(path.sigma(t_next), x)
         xi = info.noise(x)
         return a_n * self.x0 + s_n * (self.eta * xi + (1 - self.eta**2) ** 0.5 * eps)
 

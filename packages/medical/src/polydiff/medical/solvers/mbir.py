@@ -6,13 +6,13 @@ import torch
 from torch import Tensor
 
 from polydiff.core.sample import sample
+from polydiff.core.utils import expand_like
 from polydiff.medical.operators.base import LinearOperator
 from polydiff.medical.solvers.common import (
     ADMMTVz,
     Reconstruction,
     SlicePrior,
     check_ending,
-    expand_t,
 )
 
 
@@ -62,7 +62,7 @@ def diffusion_mbir(
     admm = ADMMTVz.relative(op, y, lam, rho, n_cg, persistent=persistent_split, op_norm2=op_norm2)
 
     def data_consistency(x_t: Tensor, t: Tensor, noise: object) -> Tensor:
-        a = expand_t(path.alpha(t), x_t)
+        a = expand_like(path.alpha(t), x_t)
         return a * admm(x_t / a)
 
     x_T = path.prior_sample(admm.shape, generator=generator, dtype=admm.aty.dtype).to(y.device)

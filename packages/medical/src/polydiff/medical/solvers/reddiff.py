@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from polydiff.core.utils import expand_like
 from polydiff.medical.baselines import cg_least_squares
 from polydiff.medical.operators.base import LinearOperator
 from polydiff.medical.solvers.common import (
     Reconstruction,
     SlicePrior,
-    expand_t,
     resolve_norm2,
     volume_shape,
 )
@@ -57,7 +57,7 @@ def red_diff(
     m1, m2 = torch.zeros_like(mu), torch.zeros_like(mu)  # Adam's moment estimates
     for i in range(steps):
         t = ts[i + 1]  # the grid's interior and end: t_start itself carries no signal on VP
-        a, s = expand_t(path.alpha(t), mu), expand_t(path.sigma(t), mu)
+        a, s = expand_like(path.alpha(t), mu), expand_like(path.sigma(t), mu)
         eps = torch.randn(shape, generator=generator, dtype=mu.dtype).to(mu.device)
         eps_hat = prior.eps(a * mu + s * eps, t).detach()
         grad_obs = op.adjoint(op.forward(mu) - y) / m
