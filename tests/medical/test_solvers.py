@@ -292,8 +292,19 @@ def test_bad_parameters_are_rejected(gaussian):
         red_diff(p, op, y, x_init=torch.zeros(3, 8, 8))
     with pytest.raises(ValueError, match="rho"):
         diffusion_mbir(p, op, y, rho=0.0)
-    with pytest.raises(ValueError, match="steps"):
-        dds(p, op, y, steps=0)
+    for solver in (dds, dps):
+        with pytest.raises(ValueError, match="steps"):
+            solver(p, op, y, steps=0)
+
+
+def test_relative_admm_step_scales_its_parameters_by_the_operator_norm(gaussian):
+    op, y = gaussian.op, gaussian.y
+    step = ADMMTVz.relative(op, y, lam=0.5, rho=2.0, n_cg=3, gamma=4.0, op_norm2=8.0)
+    assert (step.lam, step.rho, step.weight, step.n_cg) == (4.0, 16.0, 2.0, 3)
+    assert step.shape == (32, 8, 8) and step.persistent
+    hard = ADMMTVz.relative(op, y, lam=0.5, rho=2.0, n_cg=3, persistent=False)
+    assert hard.weight == 0.0 and not hard.persistent
+    assert hard.rho == pytest.approx(2.0 * operator_norm2(op))
 
 
 class Scaled(LinearOperator):

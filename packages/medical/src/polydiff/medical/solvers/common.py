@@ -15,6 +15,8 @@ from torch import Tensor
 from polydiff.core.grids import make_grid
 from polydiff.core.param import convert
 from polydiff.core.paths import as_time
+from polydiff.core.sample import sample
+from polydiff.core.utils import expand_like
 from polydiff.medical.baselines import cg, soft_threshold
 from polydiff.medical.operators.base import LinearOperator
 from polydiff.medical.operators.difference import FiniteDifference
@@ -117,8 +119,10 @@ def resolve_norm2(op: LinearOperator, op_norm2: float | None) -> float:
     return operator_norm2(op) if op_norm2 is None else op_norm2
 
 
-def check_volume_problem(op: LinearOperator, y: Tensor, shape: tuple[int, ...]) -> None:
-    """Clear errors for a measurement ``y`` that does not fit ``op`` and the volume ``shape``."""
+def volume_shape(op: LinearOperator, y: Tensor) -> tuple[int, ...]:
+    """The ``(D, H, W)`` volume that the measurements ``y`` of ``op`` (one row of ``y`` per
+    slice) come from, with clear errors for a ``y`` that does not fit ``op``."""
+    shape = (y.shape[0], *op.in_shape)
     if len(shape) != 3:
         raise ValueError(f"volume shape must be (D, H, W), got {tuple(shape)}")
     want = (shape[0], *op.out_shape)
@@ -127,10 +131,7 @@ def check_volume_problem(op: LinearOperator, y: Tensor, shape: tuple[int, ...]) 
             f"measurements y have shape {tuple(y.shape)}, but {type(op).__name__} on a "
             f"{tuple(shape)} volume gives {want}"
         )
-    if tuple(shape[1:]) != tuple(op.in_shape):
-        raise ValueError(
-            f"volume slices {tuple(shape[1:])} differ from the operator's {op.in_shape}"
-        )
+    return shape
 
 
 class ADMMTVz:
@@ -174,6 +175,7 @@ class ADMMTVz:
             )
         self.op, self.lam, self.rho, self.n_cg, self.weight = op, lam, rho, n_cg, weight
         self.use_tv, self.persistent = lam > 0, persistent
+        self.shape = tuple(shape)
         self.dz = FiniteDifference(shape, axes=(0,), circular=True)
         self.aty = op.adjoint(y)
         if self.aty.is_complex():  # complex-image MRI is out of scope for the slice prior
@@ -182,6 +184,33 @@ class ADMMTVz:
             )
         self.z = torch.zeros((1, *shape), dtype=self.aty.dtype, device=self.aty.device)
         self.u = torch.zeros_like(self.z)
+
+    @classmethod
+    def relative(
+        cls,
+        op: LinearOperator,
+        y: Tensor,
+        lam: float,
+        rho: float,
+        n_cg: int,
+        gamma: float | None = None,
+        persistent: bool = True,
+        op_norm2: float | None = None,
+    ) -> ADMMTVz:
+        """The step for the measurements ``y`` of a volume, with ``lam`` and ``rho`` multiples
+        of ``L = ||A||^2`` and ``gamma`` of ``1 / L`` (:func:`resolve_norm2`), the units of
+        the DDS and DiffusionMBIR parameters; ``gamma=None``: hard consistency (``w = 0``)."""
+        if gamma is not None and gamma <= 0:
+            raise ValueError(f"gamma must be > 0 or None, got {gamma}")
+        norm2 = resolve_norm2(op, op_norm2)
+        weight = 0.0 if gamma is None else norm2 / gamma
+        shape = volume_shape(op, y)
+        return cls(op, y, shape, lam * norm2, rho * norm2, n_cg, weight, persistent)
+
+    def finish(self, x: Tensor, n_cg: int, clip: tuple[float, float] | None) -> Tensor:
+        """A sampler's last data step with this step's data and weight
+        (:func:`final_consistency`)."""
+        return final_consistency(self.op, self.aty, x, n_cg, self.weight, clip)
 
     def gram(self, v: Tensor) -> Tensor:
         out = self.op.normal(v) + self.weight * v
@@ -243,19 +272,55 @@ def final_consistency(
     return x if clip is None else x.clamp(*clip)
 
 
-def expand_t(t: Tensor, like: Tensor) -> Tensor:
-    """A scalar time coefficient broadcast against a volume."""
-    return t.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
+class SliceNoise:
+    """Standard normals shaped like a tensor, drawn from ``generator`` on its own device and
+    moved to the tensor's (a CPU generator seeds GPU runs the same way); the driver's ``noise``.
+    """
+
+    def __init__(self, generator: torch.Generator | None) -> None:
+        self.generator = generator
+
+    def __call__(self, like: Tensor) -> Tensor:
+        z = torch.randn(like.shape, generator=self.generator, dtype=like.dtype)
+        return z.to(like.device)
+
+
+def run_steps(
+    prior: SlicePrior,
+    like: Tensor,
+    ts: Tensor,
+    hooks: list[Any],
+    generator: torch.Generator | None,
+) -> None:
+    """The reverse-time loop of DDS and DPS on the core driver (:func:`polydiff.core.sample`):
+    ``x_T ~ N(0, sigma_T^2 I)`` shaped like ``like``, then one deterministic DDIM step per grid
+    interval, each replaced by the method's own step (its after-step hook, which also keeps
+    the method's estimate); one prior evaluation per step.
+    """
+    noise = SliceNoise(generator)
+    x = noise(like) * expand_like(prior.path.sigma(ts[0]), like)  # alpha_T ~ 0
+    sample(
+        prior,
+        x,
+        path=prior.path,
+        solver="ddim",
+        grid=ts,
+        prediction=prior.prediction,
+        hooks=hooks,
+        noise=noise,
+    )
 
 
 __all__ = [
     "ADMMTVz",
     "ModelFn",
     "Reconstruction",
+    "SliceNoise",
     "SlicePrior",
     "check_ending",
-    "check_volume_problem",
     "final_consistency",
     "operator_norm2",
     "resolve_norm2",
+    "run_steps",
+    "volume_shape",
 ]

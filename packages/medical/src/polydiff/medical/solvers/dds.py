@@ -2,41 +2,77 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from polydiff.core.conditioning import bind_condition
+from polydiff.core.param import convert
+from polydiff.core.sample import StepInfo
+from polydiff.core.utils import expand_like
 from polydiff.medical.operators.base import LinearOperator
 from polydiff.medical.solvers.common import (
     ADMMTVz,
     Reconstruction,
     SlicePrior,
     check_ending,
-    check_volume_problem,
-    expand_t,
-    final_consistency,
-    resolve_norm2,
+    run_steps,
 )
+
+
+class DecomposedStep:
+    """DDS's step as an after-step hook of :func:`polydiff.core.sample` (run with the
+    deterministic "ddim" solver, whose step it replaces):
+
+        x0'    = correct(clip(x0_hat))
+        x_next = alpha_next x0' + sigma_next (eta xi + sqrt(1 - eta^2) eps),  xi ~ N(0, I)
+
+    with ``x0_hat`` and ``eps`` the network's predictions at the step's start. ``eps`` is the
+    network's own output (recorded by :meth:`wrap_fn`; converted if it predicts something
+    else), not one recomputed from ``x0_hat``, so the step is DDS's to the bit. ``x0`` keeps
+    the last ``x0'``.
+    """
+
+    def __init__(
+        self, correct: Callable[[Tensor], Tensor], eta: float, clip: tuple[float, float] | None
+    ) -> None:
+        self.correct, self.eta, self.clip = correct, eta, clip
+        self.x0: Tensor | None = None
+        self._prediction, self._raw = "eps", None
+
+    def wrap_fn(self, model_fn: Callable[..., Tensor], *, cond: Any = None, prediction: str):
+        fn = bind_condition(model_fn, cond)
+        self._prediction = prediction
+
+        def recorded(x: Tensor, t: Tensor, *extra: Tensor) -> Tensor:
+            self._raw = fn(x, t, *extra)
+            return self._raw
+
+        return recorded
+
+    def after_step(self, info: StepInfo) -> Tensor:
+        x, eps = info.x_t, self._raw
+        if self._prediction != "eps":
+            eps = convert(eps, self._prediction, "eps", x, info.t, info.path)
+        x0 = info.x0_hat if self.clip is None else info.x0_hat.clamp(*self.clip)
+        self.x0 = self.correct(x0)
+        path, t_next = info.path, info.t_next
+        a_n, s_n = expand_like(path.alpha(t_next), x), expand_like(path.sigma(t_next), x)
+        xi = info.noise(x)
+        return a_n * self.x0 + s_n * (self.eta * xi + (1 - self.eta**2) ** 0.5 * eps)
 
 
 @torch.no_grad()
 def dds(
-    prior: SlicePrior,
-    op: LinearOperator,
-    y: Tensor,
-    *,
-    steps: int = 50,
-    eta: float = 0.85,
-    lam: float = 1.6e-4,
-    rho: float = 1.6e-2,
-    n_cg: int = 5,
-    gamma: float | None = None,
-    persistent_split: bool = True,
-    clip: tuple[float, float] | None = (0.0, 1.0),
-    final_cg: int = 20,
-    grid: str = "logsnr",
-    op_norm2: float | None = None,
-    generator: torch.Generator | None = None,
-) -> Reconstruction:
+    prior: SlicePrior, op: LinearOperator, y: Tensor, *,
+    steps: int = 50, eta: float = 0.85,  # sampling
+    lam: float = 1.6e-4, rho: float = 1.6e-2, n_cg: int = 5,  # data step (ADMM-TV-z)
+    gamma: float | None = None, persistent_split: bool = True,
+    clip: tuple[float, float] | None = (0.0, 1.0), final_cg: int = 20, grid: str = "logsnr",
+    op_norm2: float | None = None, generator: torch.Generator | None = None,
+) -> Reconstruction:  # fmt: skip
     """Decomposed Diffusion Sampler (Chung, Lee and Ye, 2024, "Decomposed Diffusion Sampler for
     Accelerating Large-Scale Inverse Problems", ICLR, Algorithm 3 / Eq. 13-17, the 3D variant).
 
@@ -48,6 +84,8 @@ def dds(
         x_next = alpha_next x0_hat + sigma_next (eta xi + sqrt(1 - eta^2) eps),  xi ~ N(0, I)
 
     (on a VP path alpha = sqrt(abar), sigma = sqrt(1 - abar): the paper's DDIM-eta update).
+    The loop is the core driver (:func:`polydiff.core.sample`, solver "ddim") with the step
+    above as its after-step hook (:class:`DecomposedStep`).
     The TV duals persist across steps. Noiseless data (``gamma=None``) use hard consistency
     ``A^T A x = A^T y``; noisy data use DDS's proximal step ``(I + gamma A^T A) x = x0_hat +
     gamma A^T y`` (``gamma`` trades data fit against the prior). ``lam = 0`` turns TV-z off.
@@ -81,28 +119,8 @@ def dds(
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     check_ending(clip, final_cg)
-    if gamma is not None and gamma <= 0:
-        raise ValueError(f"gamma must be > 0 or None, got {gamma}")
-    shape = (y.shape[0], *op.in_shape)
-    check_volume_problem(op, y, shape)
-    path, nfe0 = prior.path, prior.nfe
-    ts = prior.grid(steps, grid).to(y.device)
-    norm2 = resolve_norm2(op, op_norm2)
-    weight = 0.0 if gamma is None else norm2 / gamma
-    dc = ADMMTVz(op, y, shape, lam * norm2, rho * norm2, n_cg, weight, persistent_split)
-    x = torch.randn(shape, generator=generator, dtype=dc.aty.dtype).to(y.device)
-    x = x * expand_t(path.sigma(ts[0]), x)  # x_T ~ N(0, sigma_T^2 I) (alpha_T ~ 0)
-    x0 = x
-    for i in range(steps):
-        t, t_next = ts[i], ts[i + 1]
-        a, s = expand_t(path.alpha(t), x), expand_t(path.sigma(t), x)
-        a_n, s_n = expand_t(path.alpha(t_next), x), expand_t(path.sigma(t_next), x)
-        eps = prior.eps(x, t)
-        x0 = (x - s * eps) / a
-        if clip is not None:
-            x0 = x0.clamp(*clip)
-        x0 = dc(x0)
-        xi = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        x = a_n * x0 + s_n * (eta * xi + (1 - eta**2) ** 0.5 * eps)
-    x0 = final_consistency(op, dc.aty, x0, final_cg, weight, clip)
-    return Reconstruction(x0, prior.nfe - nfe0)
+    dc = ADMMTVz.relative(op, y, lam, rho, n_cg, gamma, persistent_split, op_norm2)
+    step, nfe0 = DecomposedStep(dc, eta, clip), prior.nfe
+    like = torch.empty(dc.shape, dtype=dc.aty.dtype, device=y.device)
+    run_steps(prior, like, prior.grid(steps, grid).to(y.device), [step], generator)
+    return Reconstruction(dc.finish(step.x0, final_cg, clip), prior.nfe - nfe0)

@@ -5,28 +5,52 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from polydiff.core.guidance import GradientGuidance
+from polydiff.core.sample import StepInfo
 from polydiff.medical.operators.base import LinearOperator
 from polydiff.medical.solvers.common import (
     Reconstruction,
     SlicePrior,
     check_ending,
-    check_volume_problem,
-    expand_t,
     resolve_norm2,
+    run_steps,
+    volume_shape,
 )
 
 
+class AncestralStep:
+    """DDPM's ancestral step (Ho et al. 2020, Eq. 6-7) as an after-step hook of
+    :func:`polydiff.core.sample` (run with the deterministic "ddim" solver, whose step it
+    replaces): ``x_next = mean + std xi`` of q(x_next | x_t, clip(x0_hat)), ``xi ~ N(0, I)``.
+
+    The driver's "ddpm" solver takes the same step in another arrangement of the arithmetic
+    (DDIM's eta = 1 form), so its samples differ from DPS's earlier loop in the last bits.
+    """
+
+    def __init__(self, clip: tuple[float, float] | None) -> None:
+        self.clip = clip
+
+    def after_step(self, info: StepInfo) -> Tensor:
+        x0 = info.x0_hat if self.clip is None else info.x0_hat.clamp(*self.clip)
+        mean, std = info.path.posterior(info.x_t, x0, info.t, info.t_next)
+        return (mean + std * info.noise(info.x_t)).to(info.x_t.dtype)
+
+
+def residual_norm(op: LinearOperator, y: Tensor):
+    """DPS's objective ``-sqrt(D) ||y - A x0||_2`` over a volume of D slices (not squared:
+    its gradient step is the paper's normalised one, see :func:`dps`)."""
+
+    def objective(x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        return -(y - op.forward(x0)).abs().square().sum().sqrt() * y.shape[0] ** 0.5
+
+    return objective
+
+
 def dps(
-    prior: SlicePrior,
-    op: LinearOperator,
-    y: Tensor,
-    *,
-    steps: int = 100,
-    zeta: float = 2.0,
-    clip: tuple[float, float] | None = (0.0, 1.0),
-    op_norm2: float | None = None,
-    generator: torch.Generator | None = None,
-) -> Reconstruction:
+    prior: SlicePrior, op: LinearOperator, y: Tensor, *,
+    steps: int = 100, zeta: float = 2.0, clip: tuple[float, float] | None = (0.0, 1.0),
+    op_norm2: float | None = None, generator: torch.Generator | None = None,
+) -> Reconstruction:  # fmt: skip
     """Diffusion Posterior Sampling (Chung, Kim, Mccann, Klasky and Ye, 2023, "Diffusion
     Posterior Sampling for General Noisy Inverse Problems", ICLR, Algorithm 1), slice by slice:
 
@@ -34,6 +58,10 @@ def dps(
         x'          = DDPM ancestral step: mean + std xi of q(x_next | x_t, x0_hat)  (Ho et al.
                       2020, Eq. 6-7)
         x_next      = x' - zeta grad_{x_t} sqrt(D) ||y - A x0_hat||_2
+
+    on the core driver (:func:`polydiff.core.sample`): the ancestral step is an after-step hook
+    (:class:`AncestralStep`) and the last line gradient guidance with the "dps" rule
+    (:class:`polydiff.core.guidance.GradientGuidance`, objective :func:`residual_norm`).
 
     The norm is not squared (the paper's step ``zeta_i = zeta / ||y - A x0_hat||`` on the
     squared norm) and is taken over the whole volume of D slices, times sqrt(D): slice k is
@@ -54,24 +82,12 @@ def dps(
     if zeta < 0:
         raise ValueError(f"zeta must be >= 0, got {zeta}")
     check_ending(clip)
-    shape = (y.shape[0], *op.in_shape)
-    check_volume_problem(op, y, shape)
-    path, nfe0 = prior.path, prior.nfe
+    shape, nfe0 = volume_shape(op, y), prior.nfe
     step = zeta / resolve_norm2(op, op_norm2) ** 0.5
-    ts = prior.grid(steps).to(y.device)
-    dtype = y.real.dtype if y.is_complex() else y.dtype
-    x = torch.randn(shape, generator=generator, dtype=dtype).to(y.device)
-    x = x * expand_t(path.sigma(ts[0]), x)
-    for i in range(steps):
-        t, t_next = ts[i], ts[i + 1]
-        with torch.enable_grad():
-            x_ = x.detach().requires_grad_(True)
-            eps = prior.eps(x_, t)
-            x0 = (x_ - expand_t(path.sigma(t), x) * eps) / expand_t(path.alpha(t), x)
-            residual = (y - op.forward(x0)).abs().square().sum().sqrt() * shape[0] ** 0.5
-            (grad,) = torch.autograd.grad(residual, x_)
-        x0 = x0.detach()
-        mean, std = path.posterior(x, x0 if clip is None else x0.clamp(*clip), t, t_next)
-        xi = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        x = (mean + std * xi).to(x.dtype) - step * grad
-    return Reconstruction(x0, prior.nfe - nfe0)
+    guidance = GradientGuidance(residual_norm(op, y), step, rule="dps")
+    like = torch.empty(shape, dtype=y.real.dtype if y.is_complex() else y.dtype, device=y.device)
+    # the ancestral step first, then the guidance adds its gradient step to its sample
+    run_steps(
+        prior, like, prior.grid(steps).to(y.device), [AncestralStep(clip), guidance], generator
+    )
+    return Reconstruction(guidance.last_x0, prior.nfe - nfe0)

@@ -6,37 +6,25 @@ import torch
 from torch import Tensor
 
 from polydiff.core.sample import sample
+from polydiff.core.utils import expand_like
 from polydiff.medical.operators.base import LinearOperator
 from polydiff.medical.solvers.common import (
     ADMMTVz,
     Reconstruction,
     SlicePrior,
     check_ending,
-    check_volume_problem,
-    expand_t,
-    final_consistency,
-    resolve_norm2,
 )
 
 
 @torch.no_grad()
 def diffusion_mbir(
-    prior: SlicePrior,
-    op: LinearOperator,
-    y: Tensor,
-    *,
-    steps: int = 200,
-    snr: float = 0.16,
-    corrector_steps: int = 1,
-    lam: float = 1.6e-5,
-    rho: float = 1.6e-3,
-    n_cg: int = 5,
+    prior: SlicePrior, op: LinearOperator, y: Tensor, *,
+    steps: int = 200, snr: float = 0.16, corrector_steps: int = 1,  # sampling
+    lam: float = 1.6e-5, rho: float = 1.6e-3, n_cg: int = 5,  # data step (ADMM-TV-z)
     persistent_split: bool = False,
-    final_cg: int = 20,
-    clip: tuple[float, float] | None = (0.0, 1.0),
-    op_norm2: float | None = None,
-    generator: torch.Generator | None = None,
-) -> Reconstruction:
+    final_cg: int = 20, clip: tuple[float, float] | None = (0.0, 1.0),
+    op_norm2: float | None = None, generator: torch.Generator | None = None,
+) -> Reconstruction:  # fmt: skip
     """DiffusionMBIR (Chung, Ryu, McCann, Klasky and Ye, 2023, "Solving 3D Inverse Problems
     using Pre-trained 2D Diffusion Models", CVPR, Algorithm 1): reverse-diffusion predictor and
     annealed Langevin corrector (signal-to-noise ratio ``snr``) on every slice, then one ADMM
@@ -70,17 +58,14 @@ def diffusion_mbir(
     ``clip``.
     """
     check_ending(clip, final_cg)
-    shape = (y.shape[0], *op.in_shape)
-    check_volume_problem(op, y, shape)
     path, nfe0 = prior.path, prior.nfe
-    norm2 = resolve_norm2(op, op_norm2)
-    admm = ADMMTVz(op, y, shape, lam * norm2, rho * norm2, n_cg, persistent=persistent_split)
+    admm = ADMMTVz.relative(op, y, lam, rho, n_cg, persistent=persistent_split, op_norm2=op_norm2)
 
     def data_consistency(x_t: Tensor, t: Tensor, noise: object) -> Tensor:
-        a = expand_t(path.alpha(t), x_t)
+        a = expand_like(path.alpha(t), x_t)
         return a * admm(x_t / a)
 
-    x_T = path.prior_sample(shape, generator=generator, dtype=admm.aty.dtype).to(y.device)
+    x_T = path.prior_sample(admm.shape, generator=generator, dtype=admm.aty.dtype).to(y.device)
     x = sample(
         prior,
         x_T,
@@ -93,5 +78,5 @@ def diffusion_mbir(
         xt_hook=data_consistency,
         generator=generator,
     )
-    x = final_consistency(op, admm.aty, x, final_cg, clip=clip)
+    x = admm.finish(x, final_cg, clip)
     return Reconstruction(x, prior.nfe - nfe0)

@@ -5,32 +5,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from polydiff.core.utils import expand_like
 from polydiff.medical.baselines import cg_least_squares
 from polydiff.medical.operators.base import LinearOperator
 from polydiff.medical.solvers.common import (
     Reconstruction,
     SlicePrior,
-    check_volume_problem,
-    expand_t,
     resolve_norm2,
+    volume_shape,
 )
 
 
 @torch.no_grad()
 def red_diff(
-    prior: SlicePrior,
-    op: LinearOperator,
-    y: Tensor,
-    *,
-    steps: int = 100,
-    lam: float = 1.0,
-    lr: float = 0.003,
-    betas: tuple[float, float] = (0.9, 0.99),
-    x_init: Tensor | None = None,
-    n_init_cg: int = 10,
-    op_norm2: float | None = None,
-    generator: torch.Generator | None = None,
-) -> Reconstruction:
+    prior: SlicePrior, op: LinearOperator, y: Tensor, *,
+    steps: int = 100, lam: float = 1.0,
+    lr: float = 0.003, betas: tuple[float, float] = (0.9, 0.99),  # Adam
+    x_init: Tensor | None = None, n_init_cg: int = 10,  # the start
+    op_norm2: float | None = None, generator: torch.Generator | None = None,
+) -> Reconstruction:  # fmt: skip
     """RED-diff (Mardani, Song, Kautz and Vahdat, 2024, "A Variational Perspective on Solving
     Inverse Problems with Diffusion Models", ICLR, Algorithm 1 / Eq. 9-11): fit the mean ``mu``
     of q(x0 | y) = N(mu, 0) by Adam on
@@ -51,8 +44,7 @@ def red_diff(
     """
     if lam < 0 or lr <= 0:
         raise ValueError(f"need lam >= 0 and lr > 0, got {lam}, {lr}")
-    shape = (y.shape[0], *op.in_shape)
-    check_volume_problem(op, y, shape)
+    shape = volume_shape(op, y)
     path, nfe0 = prior.path, prior.nfe
     ts = prior.grid(steps).to(y.device)
     mu = cg_least_squares(op, y, n_iter=n_init_cg) if x_init is None else x_init.clone()
@@ -65,7 +57,7 @@ def red_diff(
     m1, m2 = torch.zeros_like(mu), torch.zeros_like(mu)  # Adam's moment estimates
     for i in range(steps):
         t = ts[i + 1]  # the grid's interior and end: t_start itself carries no signal on VP
-        a, s = expand_t(path.alpha(t), mu), expand_t(path.sigma(t), mu)
+        a, s = expand_like(path.alpha(t), mu), expand_like(path.sigma(t), mu)
         eps = torch.randn(shape, generator=generator, dtype=mu.dtype).to(mu.device)
         eps_hat = prior.eps(a * mu + s * eps, t).detach()
         grad_obs = op.adjoint(op.forward(mu) - y) / m
