@@ -67,9 +67,14 @@ def _blur_valid(x: Tensor, kernel: Tensor, n_dims: int) -> Tensor:
 
 
 def ssim_map(
-    x: Tensor, gt: Tensor, data_range: float,
-    n_dims: int = 2, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03,
-) -> Tensor:  # fmt: skip
+    x: Tensor,
+    gt: Tensor,
+    data_range: float,
+    n_dims: int = 2,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> Tensor:
     """SSIM map of Wang et al. (2004), Eq. (13), over the last ``n_dims`` dims (interior only)."""
     _check_pair(x, gt)
     x, y = x.double(), gt.double()

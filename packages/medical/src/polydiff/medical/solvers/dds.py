@@ -66,13 +66,23 @@ class DecomposedStep:
 
 @torch.no_grad()
 def dds(
-    prior: SlicePrior, op: LinearOperator, y: Tensor, *,
-    steps: int = 50, eta: float = 0.85,  # sampling
-    lam: float = 1.6e-4, rho: float = 1.6e-2, n_cg: int = 5,  # data step (ADMM-TV-z)
-    gamma: float | None = None, persistent_split: bool = True,
-    clip: tuple[float, float] | None = (0.0, 1.0), final_cg: int = 20, grid: str = "logsnr",
-    op_norm2: float | None = None, generator: torch.Generator | None = None,
-) -> Reconstruction:  # fmt: skip
+    prior: SlicePrior,
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    steps: int = 50,
+    eta: float = 0.85,
+    lam: float = 1.6e-4,
+    rho: float = 1.6e-2,
+    n_cg: int = 5,
+    gamma: float | None = None,
+    persistent_split: bool = True,
+    clip: tuple[float, float] | None = (0.0, 1.0),
+    final_cg: int = 20,
+    grid: str = "logsnr",
+    op_norm2: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Reconstruction:
     """Decomposed Diffusion Sampler (Chung, Lee and Ye, 2024, "Decomposed Diffusion Sampler for
     Accelerating Large-Scale Inverse Problems", ICLR, Algorithm 3 / Eq. 13-17, the 3D variant).
 

@@ -47,10 +47,16 @@ def residual_norm(op: LinearOperator, y: Tensor):
 
 
 def dps(
-    prior: SlicePrior, op: LinearOperator, y: Tensor, *,
-    steps: int = 100, zeta: float = 2.0, clip: tuple[float, float] | None = (0.0, 1.0),
-    op_norm2: float | None = None, generator: torch.Generator | None = None,
-) -> Reconstruction:  # fmt: skip
+    prior: SlicePrior,
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    steps: int = 100,
+    zeta: float = 2.0,
+    clip: tuple[float, float] | None = (0.0, 1.0),
+    op_norm2: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Reconstruction:
     """Diffusion Posterior Sampling (Chung, Kim, Mccann, Klasky and Ye, 2023, "Diffusion
     Posterior Sampling for General Noisy Inverse Problems", ICLR, Algorithm 1), slice by slice:
 

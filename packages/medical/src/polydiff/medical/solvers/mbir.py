@@ -18,13 +18,22 @@ from polydiff.medical.solvers.common import (
 
 @torch.no_grad()
 def diffusion_mbir(
-    prior: SlicePrior, op: LinearOperator, y: Tensor, *,
-    steps: int = 200, snr: float = 0.16, corrector_steps: int = 1,  # sampling
-    lam: float = 1.6e-5, rho: float = 1.6e-3, n_cg: int = 5,  # data step (ADMM-TV-z)
+    prior: SlicePrior,
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    steps: int = 200,
+    snr: float = 0.16,
+    corrector_steps: int = 1,
+    lam: float = 1.6e-5,
+    rho: float = 1.6e-3,
+    n_cg: int = 5,
     persistent_split: bool = False,
-    final_cg: int = 20, clip: tuple[float, float] | None = (0.0, 1.0),
-    op_norm2: float | None = None, generator: torch.Generator | None = None,
-) -> Reconstruction:  # fmt: skip
+    final_cg: int = 20,
+    clip: tuple[float, float] | None = (0.0, 1.0),
+    op_norm2: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Reconstruction:
     """DiffusionMBIR (Chung, Ryu, McCann, Klasky and Ye, 2023, "Solving 3D Inverse Problems
     using Pre-trained 2D Diffusion Models", CVPR, Algorithm 1): reverse-diffusion predictor and
     annealed Langevin corrector (signal-to-noise ratio ``snr``) on every slice, then one ADMM

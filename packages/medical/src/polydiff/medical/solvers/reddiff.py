@@ -18,12 +18,19 @@ from polydiff.medical.solvers.common import (
 
 @torch.no_grad()
 def red_diff(
-    prior: SlicePrior, op: LinearOperator, y: Tensor, *,
-    steps: int = 100, lam: float = 1.0,
-    lr: float = 0.003, betas: tuple[float, float] = (0.9, 0.99),  # Adam
-    x_init: Tensor | None = None, n_init_cg: int = 10,  # the start
-    op_norm2: float | None = None, generator: torch.Generator | None = None,
-) -> Reconstruction:  # fmt: skip
+    prior: SlicePrior,
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    steps: int = 100,
+    lam: float = 1.0,
+    lr: float = 0.003,
+    betas: tuple[float, float] = (0.9, 0.99),
+    x_init: Tensor | None = None,
+    n_init_cg: int = 10,
+    op_norm2: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Reconstruction:
     """RED-diff (Mardani, Song, Kautz and Vahdat, 2024, "A Variational Perspective on Solving
     Inverse Problems with Diffusion Models", ICLR, Algorithm 1 / Eq. 9-11): fit the mean ``mu``
     of q(x0 | y) = N(mu, 0) by Adam on
