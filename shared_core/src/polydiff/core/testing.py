@@ -94,7 +94,8 @@ class GaussianMixture:
         if t.ndim == x.ndim:
             t = t.squeeze(-1)
         rows = x.reshape(-1, self.dim)
-        if t.ndim > 0:
+        if t.ndim > 0:  # leading-aligned, like expand_like
+            t = t.reshape(*t.shape, *([1] * (x.ndim - 1 - t.ndim)))
             t = t.expand(x.shape[:-1]).reshape(-1)
         return rows, t, None if mu is None else mu.expand_as(x).reshape(-1, self.dim)
 
