@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import assert_close
@@ -132,3 +135,14 @@ def test_bad_fresh_and_count_are_one_clear_error():
         buf.step(torch.zeros(3, 2))
     with pytest.raises(ValueError, match="count must be a positive int"):
         buf.stream(0)
+
+
+def test_the_docs_example_runs():
+    """docs/core.md's per-position / streaming example runs as written and holds its context."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "core.md").read_text()
+    section = doc.split("## Per-position and paused times")[1].split("\n## ")[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict = {}
+    exec(code, scope)
+    assert scope["frames"].shape == (2, 20, 2) and torch.isfinite(scope["frames"]).all()
+    assert torch.equal(scope["x"][:, 0], scope["x_T"][:, 0])
