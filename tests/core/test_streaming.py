@@ -10,6 +10,7 @@ import torch
 from helpers import assert_close
 
 from polydiff.core import paths, sample
+from polydiff.core.discrete import MaskedDiffusion
 from polydiff.core.streaming import RollingBuffer
 from polydiff.core.testing import GaussianMixture, marginal_cdf_1d, wasserstein1_1d
 
@@ -121,6 +122,7 @@ def test_stochastic_stream_has_the_data_distribution(name):
         ({"grid": torch.tensor([1.0, 0.5, 0.1])}, "window \\+ 1 = 5 times"),
         ({"x_init": torch.zeros(2, 3, 2)}, "x_init has shape"),
         ({"solver": "deis", "path": paths.Flow()}, "needs alpha > 0"),
+        ({"path": MaskedDiffusion(3), "solver": "mdlm"}, "path must be an affine path"),
     ],
 )
 def test_bad_arguments_are_one_clear_error(kwargs, match):

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from polydiff.core.conditioning import bind_condition
 from polydiff.core.grids import make_grid
+from polydiff.core.paths import AffinePath
 from polydiff.core.sample import NoiseSource
 from polydiff.core.solvers.base import State, get_solver
 
@@ -44,8 +45,8 @@ class RollingBuffer:
     Args:
         model_fn: ``model_fn(x, t)`` (``model_fn(x, t, cond)`` with ``cond``) on the whole buffer
             x [batch, window, *shape] with a time per position t [batch, window].
-        path: the affine path; ``solver``: any solver that allows paused times (every continuous
-            one, masked ancestral); ``prediction``: what ``model_fn`` returns.
+        path: an affine path; ``solver``: any of its solvers (every continuous solver allows
+            paused times); ``prediction``: what ``model_fn`` returns.
         window: W, the number of positions (and of levels: each position takes W steps).
         shape: one position's shape; ``batch``: the number of independent streams.
         grid: a grid name or W + 1 times (1-D, decreasing) that every position walks.
@@ -83,6 +84,10 @@ class RollingBuffer:
             raise ValueError(f"rolling buffer: window must be a positive int, got {window!r}")
         if not isinstance(batch, int) or batch < 1:
             raise ValueError(f"rolling buffer: batch must be a positive int, got {batch!r}")
+        if not isinstance(path, AffinePath):
+            raise ValueError(
+                f"rolling buffer: path must be an affine path, got {type(path).__name__}"
+            )
         shape = tuple(shape)
         if not all(isinstance(d, int) and d > 0 for d in shape):
             raise ValueError(f"rolling buffer: shape must be positive ints, got {shape}")
