@@ -420,7 +420,7 @@ def test_sample_accepts_paused_per_position_grids_for_masked_ancestral(target):
     assert all(torch.equal(s[:, :2], x[:, :2]) for s in seen[n - 1 :])  # block 1 paused at t = 0
     assert (x != path.mask_index).all() and target.tv(x) < 0.12
     with pytest.raises(ValueError, match="strictly decreasing"):
-        sample(lambda z, t: z, torch.zeros(4000, L), path=path, solver="ddim", grid=ts)
+        sample(lambda z, t: z, torch.zeros(4000, L), path=path, solver="first_hitting", grid=ts)
     with pytest.raises(ValueError, match="every step must decrease"):
         sample(
             target.masked_denoiser(path),

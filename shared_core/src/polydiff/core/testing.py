@@ -85,14 +85,32 @@ class GaussianMixture:
         mean_k = means + (a * covs @ sol)[..., 0]
         return logp, mean_k
 
+    def _rows(self, x: Tensor, t: Tensor, mu: Tensor | None):
+        """x [..., D] as rows [N, D] (i.i.d. positions), with t ([] or per row) and mu to match;
+        t may have x's leading shape or x's shape with a trailing 1 (per-position times)."""
+        if x.ndim == 2:
+            return x, t, mu
+        t = as_time(t, x)
+        if t.ndim == x.ndim:
+            t = t.squeeze(-1)
+        rows = x.reshape(-1, self.dim)
+        if t.ndim > 0:  # leading-aligned, like expand_like
+            t = t.reshape(*t.shape, *([1] * (x.ndim - 1 - t.ndim)))
+            t = t.expand(x.shape[:-1]).reshape(-1)
+        return rows, t, None if mu is None else mu.expand_as(x).reshape(-1, self.dim)
+
     def posterior_mean(
         self, x: Tensor, t: Tensor, path: AffinePath, mu: Tensor | None = None
     ) -> Tensor:
-        """E[x0 | x_t = x] (uncentered), float64, for t of shape [] or [B]."""
-        logp, mean_k = self._components(x, t, path, mu)
+        """E[x0 | x_t = x] (uncentered), float64, for x [B, D] and t of shape [] or [B]; or x
+        [B, L, ..., D] of i.i.d. positions with a time per position ([B, L, ...] or x's shape
+        with a trailing 1)."""
+        rows, t, mu = self._rows(x, t, mu)
+        logp, mean_k = self._components(rows, t, path, mu)
         resp = torch.softmax(logp + torch.log(self.weights.to(x.device)), dim=-1)
         x0 = (resp[..., None] * mean_k).sum(1)
-        return x0 if mu is None else x0 + mu.to(torch.float64)
+        x0 = x0 if mu is None else x0 + mu.to(torch.float64)
+        return x0.reshape(x.shape)
 
     def log_prob(self, x: Tensor, t: Tensor, path: AffinePath, mu: Tensor | None = None) -> Tensor:
         """log p_t(x) of the marginal at time t (for t -> 0 on a path with sigma -> 0: the data)."""

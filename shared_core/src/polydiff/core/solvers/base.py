@@ -74,12 +74,50 @@ def per_step_coefficients(
     return coefficients if dtype is None else tuple(c.to(dtype) for c in coefficients)
 
 
+def paused_mask(t_cur: Tensor, t_next: Tensor) -> Tensor | None:
+    """Where a per-sample / per-position time does not move over the step (a paused position:
+    clean context, a streaming buffer's waiting block); ``None`` for a time shared by the batch,
+    which always moves (``make_grid`` checks it), so the solvers keep their plain path there."""
+    if t_cur.ndim == 0 and t_next.ndim == 0:
+        return None
+    return t_next == t_cur
+
+
+def _mask_like(mask: Tensor, value: Tensor) -> Tensor:
+    return mask.reshape(*mask.shape, *([1] * (value.ndim - mask.ndim)))
+
+
+def hold(paused: Tensor | None, old: Any, new: Any) -> Any:
+    """``new`` where the time moved and exactly ``old`` where it is paused (a zero step is the
+    identity); tensors or tuples of them (multistep history: a paused position pushes nothing)."""
+    if paused is None:
+        return new
+    if isinstance(new, tuple):
+        return tuple(hold(paused, o, v) for o, v in zip(old, new))
+    return torch.where(_mask_like(paused, new), old, new)
+
+
+def advance(state: S, x_next: Tensor, t_cur: Tensor, t_next: Tensor) -> S:
+    """``state`` moved to ``x_next``, except where a position's time does not move (there x
+    stays exactly as it was)."""
+    return state.replace(x=hold(paused_mask(t_cur, t_next), state.x, x_next))
+
+
+def select(mask: Tensor, if_true: Tensor, if_false: Tensor) -> Tensor:
+    """``torch.where`` with a per-sample / per-position ``mask`` broadcast over trailing dims."""
+    return torch.where(_mask_like(mask, if_true), if_true, if_false)
+
+
 @runtime_checkable
 class Solver(Protocol):
     """What the sampling driver needs from a solver.
 
     ``step`` advances ``state`` from ``t_cur`` to ``t_next``; ``i`` and ``n`` are Python ints (step
-    index, number of steps) used for warm-up / final-step order policies, never tensors. ``model``
+    index, number of steps) used for warm-up / final-step order policies, never tensors. With a
+    per-sample / per-position time, multistep states also count each position's valid history
+    (``n_hist``, not pushed while paused) and each position takes the lower of the policy's order
+    and its own count + 1, chosen with ``torch.where``; so ``i`` need only bound the steps taken
+    since ``init`` (a streaming buffer passes its running step count). ``model``
     is the prediction function returned by :meth:`wrap_model` (for continuous paths: a
     :class:`polydiff.core.param.Denoiser`, ``model(x, t) -> x0``, carrying ``model.path``).
     """
@@ -113,8 +151,9 @@ class SolverBase:
     # True if the solver divides by alpha (sigma/alpha-space methods): the driver then refuses
     # grids that start where alpha = 0 (e.g. flow at t = 1)
     needs_finite_log_snr: bool = False
-    # True if a position whose time does not change over a step is left unchanged, so per-position
-    # grids may pause positions (block-wise decoding)
+    # True if a position whose time does not change over a step is left exactly unchanged (no
+    # noise, no corrector move, no history pushed), so per-sample / per-position grids may pause
+    # positions (block-wise decoding, clean context, streaming buffers)
     allows_paused_times: bool = False
 
     def init(self, x: Tensor, t: Tensor) -> State:
@@ -127,18 +166,7 @@ class SolverBase:
 
         return Denoiser(model_fn, path, prediction, mu=mu)
 
-    def step(
-        self,
-        state: State,
-        t_cur: Tensor,
-        t_next: Tensor,
-        model: Any,
-        *,
-        i: int,
-        n: int,
-        noise: Noise,
-    ) -> State:
-        raise NotImplementedError
+    # ``step`` is the subclass's (its signature: :class:`Solver`)
 
     def _path(self, model: Any) -> Any:
         """The path to run on: the wrapped model's, else the solver's own ``path``, checked to be
@@ -220,9 +248,13 @@ __all__ = [
     "Solver",
     "SolverBase",
     "State",
+    "advance",
     "expand_like",
     "get_solver",
+    "hold",
     "list_solvers",
+    "paused_mask",
     "per_step_coefficients",
     "register_solver",
+    "select",
 ]

@@ -9,12 +9,19 @@ solution of the data-prediction ODE (variation of constants)
 Expanding D in Taylor series gives the phi functions (h phi_{k+1} = (1/k! - phi_k)),
     h phi_1 = 1 - e^{-h},  h phi_2 = (h - 1 + e^{-h})/h,  h phi_3 = (h^2/2 - h + 1 - e^{-h})/h^2,
 so that x_t = sigma_t/sigma_s x_s + alpha_t (h phi_1 D + h phi_2 (h D') + h phi_3 (h^2 D'') + ...).
+
+Paused times: on a per-sample / per-position grid a position whose time does not move (h = 0)
+is held exactly (``hold``), pushes no history, and keeps every ratio finite (h -> 1 where it is
+0 as a divisor, invalid history nodes -> harmless constants). Multistep solvers count each
+position's valid history (``n_hist``) and pick each position's order with ``torch.where``. With a
+time shared by the batch (0-dim) nothing can pause and the plain path runs unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -24,9 +31,13 @@ from polydiff.core.solvers.base import (
     Noise,
     SolverBase,
     State,
+    advance,
     expand_like,
+    hold,
+    paused_mask,
     per_step_coefficients,
     register_solver,
+    select,
 )
 
 LAMBDA_CLAMP = 50.0  # keeps h finite when a grid touches alpha = 0 or sigma = 0
@@ -36,10 +47,17 @@ def _lam(path, t: Tensor) -> Tensor:
     return path.log_snr(t).clamp(-LAMBDA_CLAMP, LAMBDA_CLAMP)
 
 
+def _nonzero(h: Tensor) -> Tensor:
+    """h as a divisor: 1 where it is 0 (a paused position), so every ratio stays finite."""
+    return torch.where(h == 0, 1.0, h)
+
+
 def _phis(h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(h phi_1, h phi_2, h phi_3) for the data-prediction exponential integrator."""
+    """(h phi_1, h phi_2, h phi_3) for the data-prediction exponential integrator; exactly 0 at
+    h = 0 (their limits), without dividing by zero."""
     em = torch.expm1(-h)  # e^{-h} - 1
-    return -em, (h + em) / h, (0.5 * h * h - h - em) / (h * h)
+    hs = _nonzero(h)
+    return -em, (h + em) / hs, (0.5 * h * h - h - em) / (hs * hs)
 
 
 def _x(c: Tensor, x: Tensor) -> Tensor:
@@ -59,6 +77,56 @@ def _order(order: int, i: int, n: int, lower_order_final: bool | None) -> int:
     return p
 
 
+def _check_choices(solver: str, **options: tuple) -> None:
+    """One ValueError naming the first option (``name=(value, allowed)``) outside its values."""
+    for name, (value, allowed) in options.items():
+        if value not in allowed:
+            raise ValueError(f"{solver} {name} must be one of {allowed}, got {value!r}")
+
+
+def _by_order(available: Tensor | None, p: int, update: Callable[[int], Tensor]) -> Tensor:
+    """Per position, the update of order min(p, available) (at least 1): every candidate order up
+    to the Python-int cap p, chosen with ``torch.where`` (no host sync). ``available`` None (a
+    hand-made state without a count): order p everywhere."""
+    if available is None:
+        return update(p)
+    out = update(1)
+    for q in range(2, p + 1):
+        out = select(available >= q, update(q), out)
+    return out
+
+
+def _per_order(
+    state: State, paused: Tensor | None, p: int, update: Callable[[int, Tensor | None], Tensor]
+) -> Tensor:
+    """x_next of a multistep solver from ``update(order, n_hist)``: of order p for a time shared
+    by the batch (``paused`` None); else per position of order min(p, valid history + 1), and
+    exactly x where the position is paused."""
+    if paused is None:
+        return update(p, None)
+    n_hist = state.n_hist
+    available = None if n_hist is None else n_hist + 1
+    return hold(paused, state.x, _by_order(available, p, lambda q: update(q, n_hist)))
+
+
+def _valid_ratio(r: Tensor, n_hist: Tensor | None, need: int, fallback: float) -> Tensor:
+    # a history ratio where the position has ``need`` valid entries, else a harmless constant
+    # (the candidate using it is not selected there; this only keeps it finite)
+    return r if n_hist is None else torch.where(n_hist >= need, r, fallback)
+
+
+def _push(state: State, paused: Tensor | None, k: int, **newest: Tensor) -> dict:
+    """Push the newest entries onto each history tuple and count the valid ones (at most k);
+    paused positions push nothing."""
+    out = {
+        name: hold(paused, getattr(state, name), (value, *getattr(state, name)[:-1]))
+        for name, value in newest.items()
+    }
+    if state.n_hist is not None:
+        out["n_hist"] = hold(paused, state.n_hist, torch.clamp(state.n_hist + 1, max=k))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 @register_solver("ddim")
 @register_solver("ddpm", eta=1.0)
@@ -68,6 +136,8 @@ class DDIM(SolverBase):
     q(x_next | x, D). eta = 0 is the deterministic DDIM (= DPM-Solver++ order 1); eta = 1 samples
     the posterior q(x_next | x_t, x0 = D), i.e. DDPM ancestral sampling (Ho et al. 2020, Eq. 6-7).
     """
+
+    allows_paused_times = True
 
     def __init__(self, eta: float = 0.0) -> None:
         if eta < 0:
@@ -95,35 +165,39 @@ class DDIM(SolverBase):
         D = model(x, t_cur)
         eps = (x - _x(a, x) * D) / _x(s, x)
         x_next = _x(a_n, x) * D + _x(s_eps, x) * eps
-        if self.eta == 0:
-            return state.replace(x=x_next)
-        return state.replace(x=x_next + _x(c, x) * noise(x))
+        if self.eta != 0:
+            x_next = x_next + _x(c, x) * noise(x)
+        return advance(state, x_next, t_cur, t_next)
 
 
 # ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class MultistepState(State):
-    """x plus the previous data predictions D_{i-1}, D_{i-2}, ... and their lambdas."""
+    """x plus the previous data predictions D_{i-1}, D_{i-2}, ... and their lambdas; ``n_hist``
+    (shaped like the time) counts the valid entries of each position."""
 
     D_hist: tuple[Tensor, ...] = ()
     lam_hist: tuple[Tensor, ...] = ()
+    n_hist: Tensor | None = None
 
 
 def _empty_history(x: Tensor, t: Tensor, k: int) -> dict:
     return {
         "D_hist": tuple(torch.zeros_like(x) for _ in range(k)),
         "lam_hist": tuple(torch.zeros_like(t, dtype=torch.float64) for _ in range(k)),
+        "n_hist": torch.zeros_like(t, dtype=torch.long),
     }
 
 
 def _dpmpp_coefficients(path, t: Tensor, t_next: Tensor) -> tuple[Tensor, ...]:
     """(lambda, h, sigma_n/sigma, alpha_n h phi_1, alpha_n h phi_2, alpha_n h phi_3) of a
-    DPM-Solver++ step, elementwise in time."""
+    DPM-Solver++ step, elementwise in time (h is returned as a divisor: 1 where it is 0)."""
     lam, lam_n = _lam(path, t), _lam(path, t_next)
     h = lam_n - lam
     hphi1, hphi2, hphi3 = _phis(h)
     a_n = path.alpha(t_next)
-    return lam, h, path.sigma(t_next) / path.sigma(t), a_n * hphi1, a_n * hphi2, a_n * hphi3
+    s_ratio = path.sigma(t_next) / path.sigma(t)
+    return lam, _nonzero(h), s_ratio, a_n * hphi1, a_n * hphi2, a_n * hphi3
 
 
 @register_solver("dpmpp_2m", order=2)
@@ -152,6 +226,8 @@ class DPMSolverPPMultistep(SolverBase):
     2-10x worse from 15 steps on, and lowering the order there is never worse at any NFE.
     """
 
+    allows_paused_times = True
+
     def __init__(
         self,
         order: int = 2,
@@ -160,14 +236,14 @@ class DPMSolverPPMultistep(SolverBase):
         solver_type: str | None = None,
         lower_order_final: bool | None = True,
     ) -> None:
-        if order not in (1, 2, 3):
-            raise ValueError(f"DPM-Solver++ multistep order must be 1, 2 or 3, got {order}")
-        if variant not in ("taylor", "shipped"):
-            raise ValueError(f"variant must be 'taylor' or 'shipped', got {variant!r}")
         if solver_type is None:
             solver_type = "taylor" if order == 3 and variant == "taylor" else "midpoint"
-        if solver_type not in ("midpoint", "taylor"):
-            raise ValueError(f"solver_type must be 'midpoint' or 'taylor', got {solver_type!r}")
+        _check_choices(
+            "DPM-Solver++ multistep",
+            order=(order, (1, 2, 3)),
+            variant=(variant, ("taylor", "shipped")),
+            solver_type=(solver_type, ("midpoint", "taylor")),
+        )
         self.order, self.variant, self.solver_type = order, variant, solver_type
         self.lower_order_final = lower_order_final
 
@@ -176,36 +252,36 @@ class DPMSolverPPMultistep(SolverBase):
 
     def step(self, state, t_cur, t_next, model, *, i: int, n: int, noise: Noise) -> State:
         x = state.x
-        lam, h, s_ratio, c1, c2, c3 = per_step_coefficients(
-            model.path, t_cur, t_next, _dpmpp_coefficients
-        )
+        coef = per_step_coefficients(model.path, t_cur, t_next, _dpmpp_coefficients)
         D0 = model(x, t_cur)
         p = _order(self.order, i, n, self.lower_order_final)
-        x_next = _x(s_ratio, x) * x
-        if p == 1:
-            x_next = x_next + _x(c1, x) * D0
-        elif p == 2:
-            r0 = (lam - state.lam_hist[0]) / h
-            D1 = (D0 - state.D_hist[0]) / _x(r0, x)
-            if self.solver_type == "midpoint":
-                x_next = x_next + _x(c1, x) * (D0 + 0.5 * D1)
-            else:
-                x_next = x_next + _x(c1, x) * D0 + _x(c2, x) * D1
-        else:
-            r0 = (lam - state.lam_hist[0]) / h
-            r1 = (state.lam_hist[0] - state.lam_hist[1]) / h
-            D1_0 = (D0 - state.D_hist[0]) / _x(r0, x)
-            D1_1 = (state.D_hist[0] - state.D_hist[1]) / _x(r1, x)
-            hD1 = D1_0 + _x(r0 / (r0 + r1), x) * (D1_0 - D1_1)
-            k2 = 2.0 if self.variant == "taylor" else 1.0
-            h2D2 = _x(k2 / (r0 + r1), x) * (D1_0 - D1_1)
-            x_next = x_next + _x(c1, x) * D0 + _x(c2, x) * hD1 + _x(c3, x) * h2D2
+        paused = paused_mask(t_cur, t_next)
+        x_next = _per_order(state, paused, p, lambda q, nh: self._update(x, D0, coef, state, q, nh))
         k = self.order - 1
-        return state.replace(
-            x=x_next,
-            D_hist=((D0, *state.D_hist[:-1]) if k else ()),
-            lam_hist=((lam, *state.lam_hist[:-1]) if k else ()),
-        )
+        if not k:
+            return state.replace(x=x_next)
+        return state.replace(x=x_next, **_push(state, paused, k, D_hist=D0, lam_hist=coef[0]))
+
+    def _update(self, x, D0, coef, state, q: int, n_hist: Tensor | None = None) -> Tensor:
+        """The order-q update from (x, D0) and the history (``n_hist`` given: per-position mode,
+        ratios of missing history entries kept finite)."""
+        lam, h, s_ratio, c1, c2, c3 = coef
+        x_next = _x(s_ratio, x) * x
+        if q == 1:
+            return x_next + _x(c1, x) * D0
+        r0 = _valid_ratio((lam - state.lam_hist[0]) / h, n_hist, 1, 1.0)
+        D1 = (D0 - state.D_hist[0]) / _x(r0, x)
+        if q == 2:
+            if self.solver_type == "midpoint":
+                return x_next + _x(c1, x) * (D0 + 0.5 * D1)
+            return x_next + _x(c1, x) * D0 + _x(c2, x) * D1
+        r1 = _valid_ratio((state.lam_hist[0] - state.lam_hist[1]) / h, n_hist, 2, 1.0)
+        D1_0 = D1
+        D1_1 = (state.D_hist[0] - state.D_hist[1]) / _x(r1, x)
+        hD1 = D1_0 + _x(r0 / (r0 + r1), x) * (D1_0 - D1_1)
+        k2 = 2.0 if self.variant == "taylor" else 1.0
+        h2D2 = _x(k2 / (r0 + r1), x) * (D1_0 - D1_1)
+        return x_next + _x(c1, x) * D0 + _x(c2, x) * hD1 + _x(c3, x) * h2D2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,9 +293,10 @@ class DPMSolverPPSinglestep(SolverBase):
     uses the Taylor form h phi_2 h D' + h phi_3 h^2 D'' (DPM-Solver-3's "taylor" variant, Lu et
     al. 2022a, carried to data prediction). ``nfe_per_step = order``."""
 
+    allows_paused_times = True
+
     def __init__(self, order: int = 2) -> None:
-        if order not in (1, 2, 3):
-            raise ValueError(f"DPM-Solver++ singlestep order must be 1, 2 or 3, got {order}")
+        _check_choices("DPM-Solver++ singlestep", order=(order, (1, 2, 3)))
         self.order = order
         self.nfe_per_step = order
 
@@ -244,12 +321,12 @@ class DPMSolverPPSinglestep(SolverBase):
         x_next = _x(path.sigma(t_next) / sigma, x) * x
         D0 = model(x, t_cur)
         if self.order == 1:
-            return state.replace(x=x_next + _x(a_n * hphi1, x) * D0)
+            return advance(state, x_next + _x(a_n * hphi1, x) * D0, t_cur, t_next)
         if self.order == 2:
             r1 = 0.5
             u, t_u = self._sub(path, x, D0, lam, r1 * h, sigma)
             D = (1 - 1 / (2 * r1)) * D0 + 1 / (2 * r1) * model(u, t_u)
-            return state.replace(x=x_next + _x(a_n * hphi1, x) * D)
+            return advance(state, x_next + _x(a_n * hphi1, x) * D, t_cur, t_next)
         r1, r2 = 1.0 / 3.0, 2.0 / 3.0
         u1, t_1 = self._sub(path, x, D0, lam, r1 * h, sigma)
         D1_0 = (model(u1, t_1) - D0) / r1
@@ -261,16 +338,18 @@ class DPMSolverPPSinglestep(SolverBase):
         x_next = (
             x_next + _x(a_n * hphi1, x) * D0 + _x(a_n * hphi2, x) * hD1 + _x(a_n * hphi3, x) * h2D2
         )
-        return state.replace(x=x_next)
+        return advance(state, x_next, t_cur, t_next)
 
 
 # ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class UniPCState(MultistepState):
-    """Adds x at the previous time (after correction), which the corrector restarts from."""
+    """Adds x at the previous time (after correction), which the corrector restarts from, and
+    the coefficients of each position's last moving step (the corrector redoes that step)."""
 
     x_prev: Tensor | None = None
     t_prev: Tensor | None = None
+    coef_prev: tuple[Tensor, ...] = ()
 
 
 def _unipc_g(h: Tensor, p: int, variant: str) -> list[Tensor]:
@@ -309,6 +388,8 @@ class UniPC(SolverBase):
     does not change the order (measured 2.91 either way).
     """
 
+    allows_paused_times = True
+
     def __init__(
         self,
         order: int = 2,
@@ -317,33 +398,42 @@ class UniPC(SolverBase):
         corrector: bool = True,
         lower_order_final: bool | None = True,
     ) -> None:
-        if order not in (1, 2, 3):
-            raise ValueError(f"UniPC order must be 1, 2 or 3, got {order}")
-        if variant not in ("bh1", "bh2"):
-            raise ValueError(f"UniPC variant must be 'bh1' or 'bh2', got {variant!r}")
+        _check_choices("UniPC", order=(order, (1, 2, 3)), variant=(variant, ("bh1", "bh2")))
         self.order, self.variant, self.corrector = order, variant, corrector
         self.lower_order_final = lower_order_final
 
     def init(self, x: Tensor, t: Tensor) -> UniPCState:
+        zero = torch.zeros_like(t, dtype=torch.float64)
+        one = torch.ones_like(zero)
         return UniPCState(
-            x=x, x_prev=torch.zeros_like(x), t_prev=t, **_empty_history(x, t, self.order)
+            x=x,
+            x_prev=torch.zeros_like(x),
+            t_prev=t,
+            coef_prev=(zero, one, one, zero, zero),  # (lambda, h, ...) of a step not taken yet
+            **_empty_history(x, t, self.order),
         )
 
     def coefficients(self, path, t: Tensor, t_next: Tensor) -> tuple[Tensor, ...]:
-        """(lambda, h, sigma_n/sigma, alpha_n h phi_1, alpha_n B(h)), elementwise in time."""
+        """(lambda, h, sigma_n/sigma, alpha_n h phi_1, alpha_n B(h)), elementwise in time (h is
+        returned as a divisor: 1 where it is 0)."""
         lam, lam_n = _lam(path, t), _lam(path, t_next)
         h = lam_n - lam
         hphi1 = -torch.expm1(-h)
         B = h if self.variant == "bh1" else hphi1
         a_n = path.alpha(t_next)
-        return lam, h, path.sigma(t_next) / path.sigma(t), a_n * hphi1, a_n * B
+        return lam, _nonzero(h), path.sigma(t_next) / path.sigma(t), a_n * hphi1, a_n * B
 
-    def _update(self, x, D0, coef, past, new=None):
+    def _update(self, x, D0, coef, past, new=None, n_hist=None, first=0):
         """x at lambda_n from (x, D0 at lambda) and past (D, lambda) pairs (+ corrector point);
-        ``coef`` are the step's scalars from :meth:`coefficients`."""
+        ``coef`` are the step's scalars from :meth:`coefficients`. ``n_hist`` given (per-position
+        mode): past entry j (history index ``first + j``) of a position without it gets a node
+        2 + j, distinct from the true nodes (< 0) and the corrector's (1), so R stays regular."""
         lam, h, s_ratio, c1, cB = coef
         out = _x(s_ratio, x) * x + _x(c1, x) * D0
-        rks = [(lam_k - lam) / h for _, lam_k in past]
+        rks = [
+            _valid_ratio((lam_k - lam) / h, n_hist, first + j + 1, 2.0 + j)
+            for j, (_, lam_k) in enumerate(past)
+        ]
         Dks = [(D_k - D0) / _x(r, x) for (D_k, _), r in zip(past, rks)]
         if new is not None:
             rks.append(torch.ones_like(h))
@@ -362,24 +452,48 @@ class UniPC(SolverBase):
     def step(self, state, t_cur, t_next, model, *, i: int, n: int, noise: Noise) -> State:
         path = model.path
         coef = per_step_coefficients(path, t_cur, t_next, self.coefficients)
-        lam = coef[0]
         D0 = model(state.x, t_cur)
         x = state.x
         hist = list(zip(state.D_hist, state.lam_hist))
-        if self.corrector and i > 0:
-            # redo the previous step (from t_prev, order p_c) with D0 as an extra node at r = 1
-            p_c = _order(self.order, i - 1, n, self.lower_order_final)
-            coef_prev = per_step_coefficients(path, state.t_prev, t_cur, self.coefficients)
-            x = self._update(state.x_prev, hist[0][0], coef_prev, hist[1:p_c], D0)
         p = _order(self.order, i, n, self.lower_order_final)
-        x_next = self._update(x, D0, coef, hist[: p - 1])
+        paused = paused_mask(t_cur, t_next)
+        if paused is None:
+            if self.corrector and i > 0:
+                # redo the previous step (from t_prev, order p_c) with D0 as an extra node at r = 1
+                p_c = _order(self.order, i - 1, n, self.lower_order_final)
+                coef_prev = per_step_coefficients(path, state.t_prev, t_cur, self.coefficients)
+                x = self._update(state.x_prev, hist[0][0], coef_prev, hist[1:p_c], D0)
+            x_next = self._update(x, D0, coef, hist[: p - 1])
+        else:
+            x_next, x = self._per_position(state, hist, coef, D0, paused, i, n, p)
         return state.replace(
             x=x_next,
-            x_prev=x,
-            t_prev=t_cur,
-            D_hist=(D0, *state.D_hist[:-1]),
-            lam_hist=(lam, *state.lam_hist[:-1]),
+            x_prev=hold(paused, state.x_prev, x),
+            t_prev=hold(paused, state.t_prev, t_cur),
+            coef_prev=hold(paused, state.coef_prev, coef),
+            **_push(state, paused, self.order, D_hist=D0, lam_hist=coef[0]),
         )
+
+    def _per_position(self, state, hist, coef, D0, paused, i: int, n: int, p: int):
+        """(x_next, corrected x) when positions may pause: a position is corrected where it has
+        moved before (n_hist > 0) and moves now, redoing its own last moving step (stored
+        ``coef_prev``: it may lie several grid steps back); orders per position."""
+        n_hist, x = state.n_hist, state.x
+        if self.corrector and i > 0:  # at i = 0 no position has moved yet
+            p_c = _order(self.order, i - 1, n, self.lower_order_final)
+            corrected = _by_order(
+                n_hist,
+                p_c,
+                lambda q: self._update(
+                    state.x_prev, hist[0][0], state.coef_prev, hist[1:q], D0, n_hist, first=1
+                ),
+            )
+            moved = ~paused if n_hist is None else ~paused & (n_hist > 0)
+            x = select(moved, corrected, x)
+        x_next = _per_order(
+            state, paused, p, lambda q, nh: self._update(x, D0, coef, hist[: q - 1], n_hist=nh)
+        )
+        return x_next, x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,6 +501,7 @@ class UniPC(SolverBase):
 class DEISState(State):
     eps_hist: tuple[Tensor, ...] = ()
     rho_hist: tuple[Tensor, ...] = ()
+    n_hist: Tensor | None = None  # valid history entries per position
 
 
 def _lagrange_weights(nodes: list[Tensor], delta: Tensor) -> list[Tensor]:
@@ -422,11 +537,11 @@ class DEIS(SolverBase):
     predictions are interpolated by a Lagrange polynomial in rho and integrated exactly.
     Order 1 is DDIM."""
 
+    allows_paused_times = True
     needs_finite_log_snr = True  # rho = sigma/alpha must be finite
 
     def __init__(self, order: int = 3, *, lower_order_final: bool | None = None) -> None:
-        if order not in (1, 2, 3):
-            raise ValueError(f"DEIS order must be 1, 2 or 3, got {order}")
+        _check_choices("DEIS", order=(order, (1, 2, 3)))
         self.order, self.lower_order_final = order, lower_order_final
 
     def init(self, x: Tensor, t: Tensor) -> DEISState:
@@ -435,6 +550,7 @@ class DEIS(SolverBase):
             x=x,
             eps_hist=tuple(torch.zeros_like(x) for _ in range(k)),
             rho_hist=tuple(torch.zeros_like(t, dtype=torch.float64) for _ in range(k)),
+            n_hist=torch.zeros_like(t, dtype=torch.long),
         )
 
     def step(self, state, t_cur, t_next, model, *, i: int, n: int, noise: Noise) -> State:
@@ -444,16 +560,29 @@ class DEIS(SolverBase):
         rho, rho_n = s / a, s_n / a_n
         eps = (x - _x(a, x) * model(x, t_cur)) / _x(s, x)
         p = _order(self.order, i, n, self.lower_order_final)
-        eps_all = [eps, *state.eps_hist[: p - 1]]
-        nodes = [torch.zeros_like(rho)] + [r - rho for r in state.rho_hist[: p - 1]]
-        weights = _lagrange_weights(nodes, rho_n - rho)
-        x_tilde = x / _x(a, x) + sum(_x(w, x) * e for w, e in zip(weights, eps_all))
-        k = self.order - 1
-        return state.replace(
-            x=_x(a_n, x) * x_tilde,
-            eps_hist=((eps, *state.eps_hist[:-1]) if k else ()),
-            rho_hist=((rho, *state.rho_hist[:-1]) if k else ()),
+        paused = paused_mask(t_cur, t_next)
+        x_next = _per_order(
+            state,
+            paused,
+            p,
+            lambda q, nh: _x(a_n, x) * self._update(x, a, rho, rho_n, eps, state, q, nh),
         )
+        k = self.order - 1
+        if not k:
+            return state.replace(x=x_next)
+        return state.replace(x=x_next, **_push(state, paused, k, eps_hist=eps, rho_hist=rho))
+
+    @staticmethod
+    def _update(x, a, rho, rho_n, eps, state, q: int, n_hist: Tensor | None = None) -> Tensor:
+        """x/alpha at rho_n by the order-q Adams-Bashforth step. ``n_hist`` given: a node a
+        position lacks becomes -1 - j (true nodes are > 0), so no Lagrange denominator is 0."""
+        eps_all = [eps, *state.eps_hist[: q - 1]]
+        nodes = [torch.zeros_like(rho)] + [
+            _valid_ratio(r - rho, n_hist, j + 1, -1.0 - j)
+            for j, r in enumerate(state.rho_hist[: q - 1])
+        ]
+        weights = _lagrange_weights(nodes, rho_n - rho)
+        return x / _x(a, x) + sum(_x(w, x) * e for w, e in zip(weights, eps_all))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,6 +624,8 @@ class Euler(SolverBase):
     algebraically DDIM. ``space="t"``: Euler in the path's own time on the velocity
     alpha' D + sigma' eps (the usual flow-matching sampler)."""
 
+    allows_paused_times = True
+
     def __init__(self, space: str = "sigma") -> None:
         _check_space(space)
         self.space = space
@@ -508,10 +639,12 @@ class Euler(SolverBase):
             )
             xs = x / _x(a, x)
             d = (xs - model(x, t_cur)) / _x(sig, x)
-            return state.replace(x=_x(a_n, x) * (xs + _x(dv, x) * d))
-        xs, d = _direction(path, x, t_cur, model(x, t_cur), self.space)
-        dv = _variable(path, t_next, self.space) - _variable(path, t_cur, self.space)
-        return state.replace(x=_unscale(path, xs + _x(dv, x) * d, t_next, self.space))
+            x_next = _x(a_n, x) * (xs + _x(dv, x) * d)
+        else:
+            xs, d = _direction(path, x, t_cur, model(x, t_cur), self.space)
+            dv = _variable(path, t_next, self.space) - _variable(path, t_cur, self.space)
+            x_next = _unscale(path, xs + _x(dv, x) * d, t_next, self.space)
+        return advance(state, x_next, t_cur, t_next)
 
 
 @register_solver("heun")
@@ -521,6 +654,7 @@ class Heun(SolverBase):
     then the trapezoidal correction with the slope at the end point; 2 evaluations per step.
     ``final_euler=True`` takes a plain Euler step last (EDM does when sigma_next = 0)."""
 
+    allows_paused_times = True
     nfe_per_step = 2
 
     def __init__(self, space: str = "sigma", final_euler: bool = False) -> None:
@@ -538,16 +672,15 @@ class Heun(SolverBase):
             xs = x / a_x
             d = (xs - model(x, t_cur)) / _x(sig, x)
             x_next = a_n_x * (xs + dv * d)
-            if self.final_euler and i == n - 1:
-                return state.replace(x=x_next)
-            d_next = (x_next / a_n_x - model(x_next, t_next)) / _x(sig_n, x)
-            return state.replace(x=a_n_x * (xs + dv * 0.5 * (d + d_next)))
-        xs, d = _direction(path, x, t_cur, model(x, t_cur), self.space)
-        dv = _variable(path, t_next, self.space) - _variable(path, t_cur, self.space)
-        xs_next = xs + _x(dv, x) * d
-        x_next = _unscale(path, xs_next, t_next, self.space)
-        if self.final_euler and i == n - 1:
-            return state.replace(x=x_next)
-        _, d_next = _direction(path, x_next, t_next, model(x_next, t_next), self.space)
-        xs_next = xs + _x(dv, x) * 0.5 * (d + d_next)
-        return state.replace(x=_unscale(path, xs_next, t_next, self.space))
+            if not (self.final_euler and i == n - 1):
+                d_next = (x_next / a_n_x - model(x_next, t_next)) / _x(sig_n, x)
+                x_next = a_n_x * (xs + dv * 0.5 * (d + d_next))
+        else:
+            xs, d = _direction(path, x, t_cur, model(x, t_cur), self.space)
+            dv = _variable(path, t_next, self.space) - _variable(path, t_cur, self.space)
+            x_next = _unscale(path, xs + _x(dv, x) * d, t_next, self.space)
+            if not (self.final_euler and i == n - 1):
+                _, d_next = _direction(path, x_next, t_next, model(x_next, t_next), self.space)
+                xs_next = xs + _x(dv, x) * 0.5 * (d + d_next)
+                x_next = _unscale(path, xs_next, t_next, self.space)
+        return advance(state, x_next, t_cur, t_next)

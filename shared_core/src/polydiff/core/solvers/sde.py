@@ -1,13 +1,24 @@
 """Stochastic samplers of the reverse SDE dx = [f x - g^2 score] dt + g dw (Anderson 1982;
-Song et al. 2021, Eq. 6), for affine paths (centered variable on mean-reverting paths)."""
+Song et al. 2021, Eq. 6), for affine paths (centered variable on mean-reverting paths).
+
+A position whose per-sample / per-position time does not move over a step is held exactly: no
+noise, no Langevin move, no history pushed (see ``polydiff.core.solvers.ode``)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from polydiff.core.solvers.base import Noise, SolverBase, State, expand_like, register_solver
-from polydiff.core.solvers.ode import MultistepState, _empty_history, _lam, _order
+from polydiff.core.solvers import ode
+from polydiff.core.solvers.base import (
+    Noise,
+    SolverBase,
+    State,
+    advance,
+    paused_mask,
+    register_solver,
+)
+from polydiff.core.utils import expand_like
 
 
 def _score(path, x: Tensor, t: Tensor, D: Tensor) -> Tensor:
@@ -32,6 +43,7 @@ class EulerMaruyama(SolverBase):
     last step (the "denoise" of Song et al.)."""
 
     stochastic = True
+    allows_paused_times = True
 
     def __init__(self, noise_final: bool = True) -> None:
         self.noise_final = noise_final
@@ -41,7 +53,8 @@ class EulerMaruyama(SolverBase):
         score = _score(path, x, t_cur, model(x, t_cur))
         add = self.noise_final or i < n - 1
         z = noise(x) if add else None
-        return state.replace(x=_reverse_sde_step(path, x, t_cur, t_next, score, z, add))
+        x_next = _reverse_sde_step(path, x, t_cur, t_next, score, z, add)
+        return advance(state, x_next, t_cur, t_next)
 
 
 @register_solver("sde_dpmpp_2m", order=2)
@@ -57,18 +70,18 @@ class SDEDPMSolverPPMultistep(SolverBase):
     int_0^h 2 e^{-2(h-u)} u du = h - (1 - e^{-2h})/2. Order 1 drops it."""
 
     stochastic = True
+    allows_paused_times = True
 
     def __init__(self, order: int = 2, *, lower_order_final: bool | None = None) -> None:
-        if order not in (1, 2):
-            raise ValueError(f"SDE-DPM-Solver++ order must be 1 or 2, got {order}")
+        ode._check_choices("SDE-DPM-Solver++", order=(order, (1, 2)))
         self.order, self.lower_order_final = order, lower_order_final
 
-    def init(self, x: Tensor, t: Tensor) -> MultistepState:
-        return MultistepState(x=x, **_empty_history(x, t, self.order - 1))
+    def init(self, x: Tensor, t: Tensor) -> ode.MultistepState:
+        return ode.MultistepState(x=x, **ode._empty_history(x, t, self.order - 1))
 
     def step(self, state, t_cur, t_next, model, *, i: int, n: int, noise: Noise) -> State:
         x, path = state.x, model.path
-        lam, lam_n = _lam(path, t_cur), _lam(path, t_next)
+        lam, lam_n = ode._lam(path, t_cur), ode._lam(path, t_next)
         h = lam_n - lam
         em2 = torch.expm1(-2 * h)  # e^{-2h} - 1
         a_n, s_n = path.alpha(t_next), path.sigma(t_next)
@@ -78,13 +91,22 @@ class SDEDPMSolverPPMultistep(SolverBase):
             + expand_like(a_n * -em2, x) * D0
             + expand_like(s_n * torch.sqrt(-em2), x) * noise(x)
         )
-        if _order(self.order, i, n, self.lower_order_final) == 2:
-            r0 = (lam - state.lam_hist[0]) / h
+        paused = paused_mask(t_cur, t_next)
+        if paused is not None:
+            h = ode._nonzero(h)  # a divisor below; paused positions are held anyway
+
+        def update(q: int, n_hist: Tensor | None) -> Tensor:
+            if q == 1:
+                return x_next
+            r0 = ode._valid_ratio((lam - state.lam_hist[0]) / h, n_hist, 1, 1.0)
             D1 = (D0 - state.D_hist[0]) / expand_like(r0, x)
-            x_next = x_next + expand_like(a_n * (1 + em2 / (2 * h)), x) * D1
+            return x_next + expand_like(a_n * (1 + em2 / (2 * h)), x) * D1
+
+        p = ode._order(self.order, i, n, self.lower_order_final)
+        x_next = ode._per_order(state, paused, p, update)
         if self.order == 1:
             return state.replace(x=x_next)
-        return state.replace(x=x_next, D_hist=(D0,), lam_hist=(lam,))
+        return state.replace(x=x_next, **ode._push(state, paused, 1, D_hist=D0, lam_hist=lam))
 
 
 @register_solver("pc_langevin")
@@ -96,6 +118,7 @@ class PCLangevin(SolverBase):
     predictor step returns its mean (``noise_final=False``)."""
 
     stochastic = True
+    allows_paused_times = True
 
     def __init__(self, snr: float = 0.5, corrector_steps: int = 1, noise_final: bool = False):
         if snr <= 0 or corrector_steps < 0:
@@ -112,4 +135,6 @@ class PCLangevin(SolverBase):
         score = _score(path, x, t_cur, model(x, t_cur))
         add = self.noise_final or i < n - 1
         z = noise(x) if add else None
-        return state.replace(x=_reverse_sde_step(path, x, t_cur, t_next, score, z, add))
+        x_next = _reverse_sde_step(path, x, t_cur, t_next, score, z, add)
+        # a paused position gets neither the Langevin moves nor the predictor step
+        return advance(state, x_next, t_cur, t_next)
