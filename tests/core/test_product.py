@@ -70,6 +70,29 @@ def test_a_continuous_and_a_discrete_field_match_their_separate_runs():
     assert out["b"].dtype == x_b.dtype
 
 
+def test_paused_positions_of_every_field_stay_clean():
+    """Per-position times shared by two fields (states and actions of a plan, horizon H): the
+    first position is clean context, paused at t = 0 for every step; the rest is denoised as
+    in a single-tensor run of the same per-position grid."""
+    horizon, steps = 4, 6
+    model = GaussianMixture([[0.5], [-0.5]], [[0.1], [0.2]]).model(VP, "eps")
+
+    def model_fn(x, t):
+        return {k: model(v, t) for k, v in x.items()}
+
+    gen = torch.Generator().manual_seed(3)
+    x = {k: torch.randn(5, horizon, 1, dtype=F64, generator=gen) for k in ("states", "actions")}
+    moving = torch.linspace(0.9, 1e-3, steps + 1, dtype=F64)
+    ts = torch.stack([torch.zeros_like(moving), *[moving] * (horizon - 1)], 1)
+    ts = ts[:, None].expand(steps + 1, 5, horizon)  # [n+1, B, H]
+    kw = {"steps": steps, "grid": ts}
+    out = sample(model_fn, x, path=dict.fromkeys(x, VP), solver=dict.fromkeys(x, "dpmpp_2m"), **kw)
+    for k, v in x.items():
+        assert torch.equal(out[k][:, 0], v[:, 0])  # the clean context is never touched
+        torch.testing.assert_close(out[k], sample(model, v, path=VP, **kw), rtol=0, atol=1e-12)
+        assert not torch.equal(out[k][:, 1:], v[:, 1:])
+
+
 def test_masked_entries_keep_their_values():
     x_T = torch.randn(4, 3, 2, dtype=F64)
     present = torch.tensor([[True, True, False]]).expand(4, 3)

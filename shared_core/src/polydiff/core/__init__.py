@@ -1,6 +1,6 @@
 """polydiff.core: generative paths, parameterizations, grids, solvers and the sampling driver."""
 
-from polydiff.core import conditioning, grids, hooks, losses, param, paths, solvers
+from polydiff.core import conditioning, grids, hooks, losses, param, paths, solvers, streaming
 from polydiff.core.conditioning import CFG
 from polydiff.core.guidance import SMC, GradientGuidance
 from polydiff.core.method import Config, Method, load_method, register_method
@@ -43,5 +43,6 @@ __all__ = [
     "register_solver",
     "sample",
     "solvers",
+    "streaming",
     "to_x0",
 ]

@@ -164,7 +164,9 @@ class ProductSolver(SolverBase):
                     f"structured sample: field {name!r}: solver {s!r} takes {s.nfe_per_step} "
                     "model evaluations per step; a product needs single-evaluation solvers"
                 )
-        self.stochastic = any(getattr(s, "stochastic", False) for s in self.solvers.values())
+        fields = self.solvers.values()
+        self.stochastic = any(getattr(s, "stochastic", False) for s in fields)
+        self.allows_paused_times = all(getattr(s, "allows_paused_times", False) for s in fields)
         self.needs_finite_log_snr = False  # checked by each field's solver on its own path
 
     @classmethod
