@@ -42,7 +42,7 @@ from polydiff.medical.data import load_nifti, normalize, shepp_logan_3d
 from polydiff.medical.metrics import volume_metrics
 from polydiff.medical.operators import LinearOperator, make_operator
 from polydiff.medical.operators.ct import ParallelBeamCT, RotateSumCT
-from polydiff.medical.prior import load_prior, shipped_prior_dir
+from polydiff.medical.prior import load_prior, prior_image_size, shipped_prior_dir
 from polydiff.medical.solvers import SOLVERS, SlicePrior
 from polydiff.medical.solvers.common import operator_norm2
 
@@ -653,7 +653,7 @@ def main(argv: list[str]) -> int:
     else:
         folder = shipped_prior_dir(image_size=args.size or (32 if args.quick else 64))
     prior = load_prior(folder)
-    size = json.loads((folder / "config.json").read_text())["prior"]["image_size"]
+    size = prior_image_size(folder)
     if args.size is not None and args.size != size:
         parser.error(f"--prior {folder} was trained on {size}^2 slices, not --size {args.size}")
     if str(size) not in PLANS:

@@ -123,7 +123,8 @@ def test_train_then_every_diffusion_solver(run):
     assert code == 0
     model = out / "model"
     assert (model / "model.safetensors").is_file()
-    assert _json(model / "config.json")["prior"]["image_size"] == SIZE
+    saved = _json(model / "config.json")
+    assert saved["method"] == "slice_prior" and saved["config"]["image_size"] == SIZE
     assert (out / "train" / "checkpoints" / "last.ckpt").is_file()
     steps = {"dds": 3, "dps": 2, "red_diff": 2, "diffusion_mbir": 2}
     expected_nfe = {"dds": 3, "dps": 2, "red_diff": 2, "diffusion_mbir": 4}

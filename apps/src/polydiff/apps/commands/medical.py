@@ -271,8 +271,7 @@ def _with_validated(method: str, op: LinearOperator, options: dict[str, Any]) ->
 
 
 def _load_prior(cfg: DictConfig, image_size: list[int]) -> SlicePrior:
-    from polydiff.core.io import read_json
-    from polydiff.medical.prior import load_prior, shipped_prior_dir
+    from polydiff.medical.prior import load_prior, prior_image_size, shipped_prior_dir
 
     if cfg.prior is None:  # the prior shipped with polydiff-medical for this slice size
         try:
@@ -282,7 +281,7 @@ def _load_prior(cfg: DictConfig, image_size: list[int]) -> SlicePrior:
     else:
         folder = _path(cfg.prior, "prior")
     try:
-        size = read_json(folder / "config.json")["prior"]["image_size"]
+        size = prior_image_size(folder)
         prior = load_prior(folder, chunk=cfg.prior_chunk)
     except (ValueError, KeyError, FileNotFoundError) as err:
         raise ConfigError(f"prior={cfg.prior}: not an exported slice prior ({err})") from None
