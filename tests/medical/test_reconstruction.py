@@ -99,3 +99,19 @@ def test_bad_calls_are_one_clear_error(problem, prior):
     mri = make_operator("mri", SIZE)
     with pytest.raises(ValueError, match="fbp needs a parallel, limited_angle or fan CT"):
         reconstruct("fbp", None, mri, mri.forward(torch.rand(2, SIZE, SIZE)))
+
+
+def test_scores_table_and_strict_json_metrics(problem):
+    from polydiff.medical.metrics import volume_metrics
+    from polydiff.medical.reconstruction import metrics_json, scores_table
+
+    op, y = problem
+    gt = shepp_logan_3d(SIZE, seed=4)
+    rec = reconstruct("cg", None, op, y)
+    m = volume_metrics(rec.x, gt)
+    scores = rec.scores(gt)
+    assert scores == {"psnr": m.psnr, "ssim": m.ssim, "seconds": rec.seconds, "nfe": 0}
+    assert f"| cg | {m.psnr:.2f} | {m.ssim:.3f} | " in scores_table({"cg": scores})
+    as_json = metrics_json(rec.x, gt, per_slice=True)
+    assert as_json["psnr"] == m.psnr and len(as_json["per_slice"]["axial"]["psnr"]) == SIZE
+    assert metrics_json(gt, gt)["psnr"] is None  # infinite: no JSON number

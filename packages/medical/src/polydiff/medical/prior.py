@@ -55,7 +55,10 @@ def _recipe(saved: dict[str, Any], where: object) -> dict[str, Any]:
 
 def prior_image_size(folder: str | Path) -> int:
     """The slice size a saved prior was trained on (its config's ``image_size``)."""
-    return int(_recipe(load_config(folder), folder)["image_size"])
+    size = _recipe(load_config(folder), folder).get("image_size")
+    if not isinstance(size, int):
+        raise ValueError(f"{folder}: config.json names no slice size (image_size)")
+    return size
 
 
 def shipped_priors() -> dict[int, Path]:

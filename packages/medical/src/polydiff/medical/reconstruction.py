@@ -22,7 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from polydiff.core.io import nan_to_none
 from polydiff.medical import baselines
+from polydiff.medical.metrics import volume_metrics
 from polydiff.medical.operators.base import LinearOperator
 from polydiff.medical.operators.ct import FanBeamCT, ParallelBeamCT
 from polydiff.medical.solvers import (
@@ -71,6 +73,30 @@ class NamedReconstruction:
     nfe: int
     options: dict[str, Any]
     seconds: float
+
+    def scores(self, gt: Tensor) -> dict[str, float]:
+        """Volume PSNR and SSIM against ``gt`` (:func:`~polydiff.medical.metrics.volume_metrics`),
+        seconds and NFE: a row of the benchmark's and the demo's tables."""
+        m = volume_metrics(self.x.detach().float(), gt)
+        return {"psnr": m.psnr, "ssim": m.ssim, "seconds": self.seconds, "nfe": self.nfe}
+
+
+def metrics_json(x: Tensor, gt: Tensor, per_slice: bool = False) -> dict[str, Any]:
+    """:func:`~polydiff.medical.metrics.volume_metrics` of ``x`` against ``gt`` as strict JSON
+    (with ``per_slice``, every slice's scores along each axis; infinite scores, of slices equal
+    to the truth, as None)."""
+    m = volume_metrics(x.to(gt.dtype), gt)
+    return nan_to_none({**m.as_dict(), **({"per_slice": m.per_slice} if per_slice else {})})
+
+
+def scores_table(rows: dict[str, dict[str, float]]) -> str:
+    """A markdown table of :meth:`NamedReconstruction.scores` by method."""
+    lines = ["| method | PSNR (dB) | SSIM | seconds | NFE |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {k} | {v['psnr']:.2f} | {v['ssim']:.3f} | {v['seconds']:.1f} | {v['nfe']} |"
+        for k, v in rows.items()
+    ]
+    return "\n".join(lines)
 
 
 _RECONSTRUCTIONS: dict[str, ReconstructionMethod] = {}
@@ -208,7 +234,9 @@ __all__ = [
     "NamedReconstruction",
     "ReconstructionMethod",
     "list_reconstructions",
+    "metrics_json",
     "reconstruct",
     "reconstruction_method",
     "register_reconstruction",
+    "scores_table",
 ]
