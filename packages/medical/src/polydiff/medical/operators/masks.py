@@ -32,6 +32,23 @@ def _centre_lines(n: int, fraction: float) -> slice:
     return slice(start, start + k)
 
 
+def _offsets(n: int, std_fraction: float) -> Tensor:
+    """Distances of the ``n`` lines from DC (``n // 2``) in units of ``std_fraction * n``."""
+    return (torch.arange(n, dtype=torch.float64) - n // 2) / (std_fraction * n)
+
+
+def _draw_more(
+    sampled: Tensor, total: int, density: Tensor, generator: torch.Generator | None
+) -> None:
+    """Sample more of the boolean ``sampled`` in place, until ``total`` are: drawn without
+    replacement among the rest with probabilities proportional to ``density``."""
+    n_more = max(total - int(sampled.sum()), 0)
+    if n_more:
+        p = (density * (~sampled)).flatten()
+        draws = torch.multinomial(p, n_more, replacement=False, generator=generator)
+        sampled.view(-1)[draws] = True
+
+
 def acceleration_of(mask: Tensor) -> float:
     """The achieved acceleration ``numel / number sampled``."""
     return mask.numel() / max(int(mask.sum()), 1)
@@ -67,11 +84,8 @@ def gaussian1d_mask(
     h, w = _check(shape, acceleration, acs_fraction)
     cols = torch.zeros(w, dtype=torch.bool)
     cols[_centre_lines(w, acs_fraction)] = True
-    n_more = max(round(w / acceleration) - int(cols.sum()), 0)
-    k = torch.arange(w, dtype=torch.float64) - w // 2
-    p = torch.exp(-0.5 * (k / (std_fraction * w)) ** 2) * (~cols)
-    if n_more:
-        cols[torch.multinomial(p, n_more, replacement=False, generator=generator)] = True
+    density = torch.exp(-0.5 * _offsets(w, std_fraction) ** 2)
+    _draw_more(cols, round(w / acceleration), density, generator)
     return cols.expand(h, w).clone()
 
 
@@ -88,12 +102,8 @@ def gaussian2d_mask(
     h, w = _check(shape, acceleration, acs_fraction)
     mask = torch.zeros(h, w, dtype=torch.bool)
     mask[_centre_lines(h, acs_fraction), _centre_lines(w, acs_fraction)] = True
-    n_more = max(round(h * w / acceleration) - int(mask.sum()), 0)
-    ky = (torch.arange(h, dtype=torch.float64) - h // 2)[:, None] / (std_fraction * h)
-    kx = (torch.arange(w, dtype=torch.float64) - w // 2)[None, :] / (std_fraction * w)
-    p = (torch.exp(-0.5 * (ky**2 + kx**2)) * (~mask)).flatten()
-    if n_more:
-        mask.view(-1)[torch.multinomial(p, n_more, replacement=False, generator=generator)] = True
+    ky, kx = _offsets(h, std_fraction)[:, None], _offsets(w, std_fraction)[None, :]
+    _draw_more(mask, round(h * w / acceleration), torch.exp(-0.5 * (ky**2 + kx**2)), generator)
     return mask
 
 
