@@ -122,6 +122,13 @@ def test_load_prior_rejects_foreign_configs(tmp_path):
     export(torch.nn.Linear(2, 2), tmp_path / "m", {"hidden": 2})
     with pytest.raises(ValueError, match=r"not a polydiff\.medical prior"):
         load_prior(tmp_path / "m")
+    export(torch.nn.Linear(2, 2), tmp_path / "n", {**METHOD_LAYOUT, "config": {}})
+    with pytest.raises(ValueError, match=r"names no slice size \(image_size\)"):
+        prior_image_size(tmp_path / "n")
+    text = {**METHOD_LAYOUT, "domain": "text", "method": "mdlm"}
+    export(torch.nn.Linear(2, 2), tmp_path / "t", text)
+    with pytest.raises(ValueError, match=r"not a polydiff\.medical prior"):
+        prior_image_size(tmp_path / "t")
 
 
 def test_shipped_prior_is_picked_by_slice_size():

@@ -227,18 +227,8 @@ class SlicePriorMethod(Method):
         size, path = self.config.image_size, self.config.path()
         x_init = path.prior_sample((n, 1, size, size), generator=generator, device=self.device)
         hook = None if clip is None else (lambda x0, x, t: x0.clamp(*clip))
-        x = sample(
-            EpsModel(self.net),
-            x_init,
-            path=path,
-            solver=solver,
-            steps=steps,
-            prediction="eps",
-            x0_hook=hook,
-            generator=generator,
-            **options,
-        )
-        return x.squeeze(1)
+        options |= {"solver": solver, "steps": steps, "x0_hook": hook, "generator": generator}
+        return sample(EpsModel(self.net), x_init, path=path, **options).squeeze(1)
 
 
 def training_slices(config: PriorConfig) -> Tensor:
