@@ -37,14 +37,13 @@ import torch
 import torch.nn.functional as F
 
 from polydiff.core.io import atomic_write_json, atomic_write_text
-from polydiff.medical import baselines
+from polydiff.medical import measurements
 from polydiff.medical.data import load_nifti, normalize, shepp_logan_3d
-from polydiff.medical.metrics import volume_metrics
 from polydiff.medical.operators import LinearOperator, make_operator
 from polydiff.medical.operators.ct import ParallelBeamCT, RotateSumCT
-from polydiff.medical.prior import load_prior, shipped_prior_dir
-from polydiff.medical.solvers import SOLVERS, SlicePrior
-from polydiff.medical.solvers.common import operator_norm2
+from polydiff.medical.prior import load_prior, prior_image_size, shipped_prior_dir
+from polydiff.medical.reconstruction import NamedReconstruction, reconstruct
+from polydiff.medical.solvers import SlicePrior
 
 ROOT = Path(__file__).resolve().parents[1]
 VALIDATION_SEED, TEST_SEED = 900, 1000
@@ -151,14 +150,9 @@ def real_volume(size: int) -> torch.Tensor:
 def measure(
     op: LinearOperator, gt: torch.Tensor, noisy: bool, seed: int
 ) -> tuple[torch.Tensor, float]:
-    """Measurements ``A gt (+ noise)`` and the noise std used."""
-    y = op.forward(gt)
-    if not noisy:
-        return y, 0.0
-    sampled = y[y.abs() > 0]
-    std = NOISE_REL * float(sampled.abs().square().mean().sqrt())
-    g = torch.Generator().manual_seed(seed)
-    return y + std * op.noise_like(y, g), std
+    """Measurements ``A gt`` (noisy: plus the library's noise, std ``NOISE_REL`` x the RMS of
+    the non-zero noiseless measurements) and the noise std used."""
+    return measurements.measure(op, gt, NOISE_REL if noisy else 0.0, relative=True, seed=seed)
 
 
 # ----------------------------------------------------------------------------- methods
@@ -172,23 +166,18 @@ def run_method(
     params: dict[str, Any],
     steps: dict[str, int],
     seed: int,
-) -> tuple[torch.Tensor, int]:
-    """One reconstruction in [0, 1] units and its NFE."""
+) -> NamedReconstruction:
+    """One reconstruction in [0, 1] units by the library's named reconstruction: ``fbp`` is
+    the zero-filled inverse FFT (the adjoint) for MRI, ``dds_100`` is DDS with more steps."""
     if method == "fbp":
-        x = baselines.fbp(op, y) if isinstance(op, ParallelBeamCT) else op.adjoint(y)
-        return x, 0
-    if method == "cg":
-        return baselines.cg_least_squares(op, y, n_iter=30), 0
-    if method == "tv_admm":
-        norm2 = operator_norm2(op)
-        kw = {"lam": params["lam"] * norm2, "rho": 4e-3 * norm2}
-        return baselines.tv_admm(op, y, n_iter=100, n_cg=5, nonnegative=True, **kw), 0
-    g = torch.Generator().manual_seed(seed)
+        return reconstruct("fbp" if isinstance(op, ParallelBeamCT) else "adjoint", None, op, y)
+    if method not in DIFFUSION:  # cg, tv_admm: the library's defaults (30 CG; rho 4e-3, ...)
+        return reconstruct(method, None, op, y, **params)
     if method == "diffusion_mbir":  # predictor only: NFE = steps
         params = {"corrector_steps": 0, **params}
-    solver = SOLVERS["dds" if method == "dds_100" else method]
-    rec = solver(prior, op, y, steps=steps[method], generator=g, **params)
-    return rec.x, rec.nfe
+    g = torch.Generator().manual_seed(seed)
+    name = "dds" if method == "dds_100" else method
+    return reconstruct(name, prior, op, y, steps=steps[method], generator=g, **params)
 
 
 def score(
@@ -201,11 +190,7 @@ def score(
     steps: dict[str, int],
     seed: int,
 ) -> dict[str, float]:
-    start = time.perf_counter()
-    x, nfe = run_method(method, op, y, prior, params, steps, seed)
-    seconds = time.perf_counter() - start
-    m = volume_metrics(x.detach().float(), gt)
-    return {"psnr": m.psnr, "ssim": m.ssim, "seconds": seconds, "nfe": nfe}
+    return run_method(method, op, y, prior, params, steps, seed).scores(gt)
 
 
 def tune_modality(
@@ -653,7 +638,7 @@ def main(argv: list[str]) -> int:
     else:
         folder = shipped_prior_dir(image_size=args.size or (32 if args.quick else 64))
     prior = load_prior(folder)
-    size = json.loads((folder / "config.json").read_text())["prior"]["image_size"]
+    size = prior_image_size(folder)
     if args.size is not None and args.size != size:
         parser.error(f"--prior {folder} was trained on {size}^2 slices, not --size {args.size}")
     if str(size) not in PLANS:

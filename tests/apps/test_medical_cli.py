@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from unittest.mock import ANY
 
 import nibabel as nib
 import numpy as np
@@ -73,7 +72,7 @@ def test_simulate_writes_the_exact_measurements_and_geometry(simulated: Path):
 def test_reconstruct_from_measurements_classical(run, simulated: Path):
     gt = load_nifti(simulated / "ground_truth.nii.gz").data
     psnr = {}
-    for method in ("back_projection", "fbp", "tv_admm"):
+    for method in ("back_projection", "adjoint", "fbp", "tv_admm"):
         code, out = run("reconstruct", f"measurements={simulated}", f"method={method}", out=method)
         assert code == 0
         rec = load_nifti(out / "reconstruction.nii.gz").data
@@ -123,7 +122,8 @@ def test_train_then_every_diffusion_solver(run):
     assert code == 0
     model = out / "model"
     assert (model / "model.safetensors").is_file()
-    assert _json(model / "config.json")["prior"]["image_size"] == SIZE
+    saved = _json(model / "config.json")
+    assert saved["method"] == "slice_prior" and saved["config"]["image_size"] == SIZE
     assert (out / "train" / "checkpoints" / "last.ckpt").is_file()
     steps = {"dds": 3, "dps": 2, "red_diff": 2, "diffusion_mbir": 2}
     expected_nfe = {"dds": 3, "dps": 2, "red_diff": 2, "diffusion_mbir": 4}
@@ -238,14 +238,18 @@ def test_null_parameters_take_the_values_validated_for_the_modality(run, kind, t
     assert _json(out / "reconstruction.json")["params"]["lam"] == tv_lam
     code, out = run("reconstruct", *base, "method=tv_admm", "tv_admm.lam=0.01", out="tv2")
     assert code == 0 and _json(out / "reconstruction.json")["params"]["lam"] == 0.01  # explicit
-    # DPS would need a 16^2 prior: check the filling of its null zeta directly
-    from polydiff.apps.commands.medical import _with_validated
-    from polydiff.medical.operators import make_operator
+    # DPS would need a 16^2 prior: check the library's filling of its null zeta on a tiny one
+    from polydiff.medical.prior import PriorConfig, SlicePriorMethod
+    from polydiff.medical.reconstruction import reconstruct
 
     op = make_operator(kind, SIZE, **({} if kind == "mri" else {"n_views": 4}))
-    assert _with_validated("dps", op, {"zeta": None, "steps": 2}) == {"zeta": zeta, "steps": 2}
-    filled = _with_validated("dds", op, {"persistent_split": None, "gamma": None})
-    assert filled == {"persistent_split": kind != "mri", "gamma": None}  # gamma: hard data step
+    tiny = {"channels": 8, "channel_mult": (1, 2), "groups": 4}
+    prior = SlicePriorMethod(PriorConfig(image_size=SIZE, unet_overrides=tiny)).slice_prior()
+    y = op.forward(shepp_logan_3d(SIZE, seed=1))
+    rec = reconstruct("dps", prior, op, y, zeta=None, steps=1)
+    assert rec.options == {"zeta": zeta, "steps": 1} and rec.nfe == 1
+    filled = reconstruct("dds", prior, op, y, steps=1, persistent_split=None, gamma=None).options
+    assert filled == {"steps": 1, "persistent_split": kind != "mri", "gamma": None}  # hard data
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -280,8 +284,10 @@ def test_quick_demo_stage_end_to_end(polydiff, tmp_path: Path):
 def test_reconstruction_json_records_the_options_the_solver_ran_with(run, monkeypatch):
     """reconstruction.json's params are the options passed to the solver (nulls filled for
     MRI), not a second computation of them."""
-    from polydiff.medical import baselines
-    from polydiff.medical.solvers import SOLVERS, operator_norm2
+    from dataclasses import replace
+
+    from polydiff.medical import baselines, reconstruction
+    from polydiff.medical.solvers import operator_norm2
 
     seen: dict[str, dict] = {}
 
@@ -293,7 +299,9 @@ def test_reconstruction_json_records_the_options_the_solver_ran_with(run, monkey
         return wrapped
 
     monkeypatch.setattr(baselines, "tv_admm", recorder("tv_admm", baselines.tv_admm))
-    monkeypatch.setitem(SOLVERS, "dds", recorder("dds", SOLVERS["dds"]))
+    dds = reconstruction.reconstruction_method("dds")
+    patched = replace(dds, run=recorder("dds", dds.run))
+    monkeypatch.setitem(reconstruction._RECONSTRUCTIONS, "dds", patched)
     base = ("phantom.size=32", "operator.kind=mri")
     code, out = run("reconstruct", *base, "method=tv_admm", "tv_admm.n_iter=2", out="tv")
     assert code == 0
@@ -305,7 +313,7 @@ def test_reconstruction_json_records_the_options_the_solver_ran_with(run, monkey
     assert code == 0
     params = _json(out / "reconstruction.json")["params"]
     assert params["persistent_split"] is False and params["steps"] == 1  # restarted on MRI
-    assert {**seen["dds"], "clip": list(seen["dds"]["clip"])} == {**params, "generator": ANY}
+    assert {**seen["dds"], "clip": list(seen["dds"]["clip"])} == params
 
 
 def test_prior_quality_of_the_shipped_prior(run, capsys):

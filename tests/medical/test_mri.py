@@ -8,15 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from polydiff.medical.operators import masks
 from polydiff.medical.operators.base import inner
-from polydiff.medical.operators.masks import (
-    acceleration_of,
-    gaussian1d_mask,
-    gaussian2d_mask,
-    make_mask,
-    poisson_disc_mask,
-    uniform1d_mask,
-)
 from polydiff.medical.operators.mri import CartesianMRI, fft2c, ifft2c
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
@@ -34,7 +27,7 @@ def test_centred_fft_is_unitary_and_centred():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind", KINDS)
 def test_adjoint_dot_product_real_images(kind, dtype):
-    op = CartesianMRI(make_mask(kind, (16, 20), 4, seed=1))
+    op = CartesianMRI(masks.make_mask(kind, (16, 20), 4, seed=1))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 16, 20, generator=g, dtype=dtype)
     y = torch.complex(*(torch.randn(3, 16, 20, generator=g, dtype=dtype) for _ in range(2)))
@@ -45,7 +38,7 @@ def test_adjoint_dot_product_real_images(kind, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
 def test_adjoint_dot_product_complex_images(dtype):
-    op = CartesianMRI(make_mask("gaussian2d", (16, 16), 3), real_input=False)
+    op = CartesianMRI(masks.make_mask("gaussian2d", (16, 16), 3), real_input=False)
     x, y = torch.randn(2, 16, 16, dtype=dtype), torch.randn(2, 16, 16, dtype=dtype)
     lhs = torch.sum(torch.conj(op.forward(x)) * y)  # the full complex inner product
     rhs = torch.sum(torch.conj(x) * op.adjoint(y))
@@ -55,14 +48,14 @@ def test_adjoint_dot_product_complex_images(dtype):
 
 def test_normal_operator_is_a_projection_and_full_mask_is_identity():
     x = torch.randn(4, 12, 12, dtype=torch.complex128)
-    op = CartesianMRI(make_mask("poisson", (12, 12), 3), real_input=False)
+    op = CartesianMRI(masks.make_mask("poisson", (12, 12), 3), real_input=False)
     torch.testing.assert_close(op.normal(op.normal(x)), op.normal(x))
     full = CartesianMRI(torch.ones(12, 12, dtype=torch.bool), real_input=False)
     torch.testing.assert_close(full.normal(x), x)
 
 
 def test_uniform1d_mask_lines_and_acs():
-    m = uniform1d_mask((8, 32), acceleration=4, acs_fraction=0.125)
+    m = masks.uniform1d_mask((8, 32), acceleration=4, acs_fraction=0.125)
     assert torch.equal(m, m[:1].expand(8, 32))  # whole readout lines
     cols = torch.nonzero(m[0]).flatten().tolist()
     assert set(range(14, 18)) <= set(cols)  # 4 ACS lines around DC = 16
@@ -70,10 +63,10 @@ def test_uniform1d_mask_lines_and_acs():
     assert len(cols) == 8 + 3  # DC line 16 is in both sets
 
 
-@pytest.mark.parametrize("fn", [gaussian1d_mask, gaussian2d_mask])
+@pytest.mark.parametrize("fn", [masks.gaussian1d_mask, masks.gaussian2d_mask])
 def test_gaussian_masks_hit_acceleration_and_are_seeded(fn):
     m = fn((32, 32), acceleration=4, generator=torch.Generator().manual_seed(3))
-    assert acceleration_of(m) == pytest.approx(4.0)
+    assert masks.acceleration_of(m) == pytest.approx(4.0)
     assert bool(m[16, 16])  # DC in the ACS region
     again = fn((32, 32), acceleration=4, generator=torch.Generator().manual_seed(3))
     other = fn((32, 32), acceleration=4, generator=torch.Generator().manual_seed(4))
@@ -81,7 +74,7 @@ def test_gaussian_masks_hit_acceleration_and_are_seeded(fn):
 
 
 def test_gaussian_density_decreases_from_centre():
-    m = gaussian2d_mask(
+    m = masks.gaussian2d_mask(
         (64, 64), acceleration=6, acs_fraction=0.0, generator=torch.Generator().manual_seed(0)
     )
     r = torch.cdist(
@@ -91,9 +84,11 @@ def test_gaussian_density_decreases_from_centre():
 
 
 def test_poisson_disc_mask():
-    m = poisson_disc_mask((48, 48), acceleration=5, acs_fraction=0.1, seed=2)
-    assert abs(acceleration_of(m) - 5) / 5 < 0.05
-    assert torch.equal(m, poisson_disc_mask((48, 48), acceleration=5, acs_fraction=0.1, seed=2))
+    m = masks.poisson_disc_mask((48, 48), acceleration=5, acs_fraction=0.1, seed=2)
+    assert abs(masks.acceleration_of(m) - 5) / 5 < 0.05
+    assert torch.equal(
+        m, masks.poisson_disc_mask((48, 48), acceleration=5, acs_fraction=0.1, seed=2)
+    )
     # variable density: dense centre, sparse periphery
     yy, xx = np.mgrid[:48, :48]
     r = np.hypot(yy - 24, xx - 24)
@@ -106,7 +101,7 @@ def test_poisson_disc_mask():
 
 
 def test_gaussian_noise_only_on_sampled_kspace():
-    op = CartesianMRI(make_mask("gaussian1d", (32, 32), 4))
+    op = CartesianMRI(masks.make_mask("gaussian1d", (32, 32), 4))
     x = torch.zeros(200, 32, 32)
     y = op.measure(x, noise_std=0.5, generator=torch.Generator().manual_seed(0))
     sampled = op.mask.expand_as(y)
@@ -128,11 +123,11 @@ def test_bad_masks_and_shapes():
     with pytest.raises(TypeError, match="real_input"):
         op.forward(torch.zeros(8, 8, dtype=torch.complex64))
     with pytest.raises(ValueError, match="unknown mask kind"):
-        make_mask("radial", (8, 8))
+        masks.make_mask("radial", (8, 8))
     with pytest.raises(ValueError, match="acceleration"):
-        uniform1d_mask((8, 8), acceleration=0)
+        masks.uniform1d_mask((8, 8), acceleration=0)
     with pytest.raises(ValueError, match="integer acceleration"):
-        uniform1d_mask((8, 8), acceleration=2.5)
+        masks.uniform1d_mask((8, 8), acceleration=2.5)
     with pytest.raises(ValueError, match="noise_std"):
         op.measure(torch.zeros(8, 8), noise_std=-1)
 

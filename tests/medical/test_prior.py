@@ -12,9 +12,13 @@ from polydiff.core.paths import VPLinear
 from polydiff.medical.operators import ParallelBeamCT
 from polydiff.medical.prior import (
     PriorConfig,
+    SlicePriorMethod,
     build_training,
     eps_model,
     load_prior,
+    load_prior_method,
+    prior_folder,
+    prior_image_size,
     prior_loss,
     shipped_prior_dir,
     train_prior,
@@ -22,6 +26,12 @@ from polydiff.medical.prior import (
 )
 from polydiff.medical.solvers import SlicePrior, dds
 
+METHOD_LAYOUT = {
+    "format": "polydiff-method",
+    "version": 1,
+    "domain": "medical",
+    "method": "slice_prior",
+}
 TINY = PriorConfig(
     image_size=16,
     unet_overrides={"channels": 8, "channel_mult": (1, 2), "groups": 4},
@@ -38,11 +48,15 @@ def test_config_round_trip_and_errors():
     back = PriorConfig.from_dict(d)
     assert back.unet_config() == TINY.unet_config()
     assert back.image_size == 16 and back.max_steps == 3
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"unknown PriorConfig fields \['bogus'\]"):
         PriorConfig.from_dict({**d, "bogus": 1})
     with pytest.raises(ValueError, match="image_size"):
         PriorConfig(image_size=4)
     assert PriorConfig().unet_config().channels == 16  # the cpu-small default
+    with pytest.raises(ValueError, match="data_kind='noise'"):
+        PriorConfig(data_kind="noise")
+    with pytest.raises(ValueError, match="huge"):
+        PriorConfig(unet="huge")  # an unknown preset fails before any data is made
 
 
 def test_training_slices_are_seeded_phantom_slices():
@@ -108,14 +122,22 @@ def test_load_prior_rejects_foreign_configs(tmp_path):
     export(torch.nn.Linear(2, 2), tmp_path / "m", {"hidden": 2})
     with pytest.raises(ValueError, match=r"not a polydiff\.medical prior"):
         load_prior(tmp_path / "m")
+    export(torch.nn.Linear(2, 2), tmp_path / "n", {**METHOD_LAYOUT, "config": {}})
+    with pytest.raises(ValueError, match=r"names no slice size \(image_size\)"):
+        prior_image_size(tmp_path / "n")
+    text = {**METHOD_LAYOUT, "domain": "text", "method": "mdlm"}
+    export(torch.nn.Linear(2, 2), tmp_path / "t", text)
+    with pytest.raises(ValueError, match=r"not a polydiff\.medical prior"):
+        prior_image_size(tmp_path / "t")
 
 
 def test_shipped_prior_is_picked_by_slice_size():
     folder = shipped_prior_dir(image_size=32)
     assert folder == shipped_prior_dir()  # phantom-32, the default
-    assert json.loads((folder / "config.json").read_text())["prior"]["image_size"] == 32
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["method"] == "slice_prior" and saved["config"]["image_size"] == 32
     big = shipped_prior_dir(image_size=64)  # phantom-64 (session 4)
-    assert json.loads((big / "config.json").read_text())["prior"]["image_size"] == 64
+    assert json.loads((big / "config.json").read_text())["config"]["image_size"] == 64
     with pytest.raises(FileNotFoundError, match=r"48x48 slices \(shipped: 32x32, 64x64\)"):
         shipped_prior_dir(image_size=48)
 
@@ -127,7 +149,10 @@ def test_shipped_sizes_come_from_each_priors_config(tmp_path, monkeypatch):
 
     for folder, size in (("head-small", 24), ("phantom-32", 40), ("no-weights", 16)):
         (tmp_path / folder).mkdir()
-        atomic_write_json(tmp_path / folder / "config.json", {"prior": {"image_size": size}})
+        saved = {**METHOD_LAYOUT, "config": {"image_size": size}}
+        if folder == "head-small":  # the layout exported before the core method's is read too
+            saved = {"prior": {"image_size": size}, "unet": {}}
+        atomic_write_json(tmp_path / folder / "config.json", saved)
         if folder != "no-weights":
             (tmp_path / folder / "model.safetensors").write_bytes(b"")
     monkeypatch.setattr(prior_module, "CHECKPOINTS", tmp_path)
@@ -137,3 +162,67 @@ def test_shipped_sizes_come_from_each_priors_config(tmp_path, monkeypatch):
         shipped_prior_dir(image_size=32)  # a folder named phantom-32 is not a 32^2 prior
     with pytest.raises(FileNotFoundError, match=r"16x16 slices .*prior\.image_size=16"):
         shipped_prior_dir(image_size=16)  # config without weights: not shipped
+
+
+def test_slice_prior_is_a_registered_core_method(tmp_path):
+    from polydiff.core.method import list_methods, load_method, method_class
+
+    assert "slice_prior" in list_methods("medical")
+    assert method_class("medical", "slice_prior") is SlicePriorMethod
+    torch.manual_seed(0)
+    method = SlicePriorMethod(TINY)
+    folder = method.save(tmp_path / "m")
+    saved = json.loads((folder / "config.json").read_text())
+    assert {k: saved[k] for k in METHOD_LAYOUT} == METHOD_LAYOUT
+    assert saved["config"] == TINY.to_dict() and saved["unet"] == TINY.unet_config().to_dict()
+    back = load_method(folder, domain="medical")
+    assert isinstance(back, SlicePriorMethod) and back.config == TINY
+    x, t = torch.randn(2, 16, 16), torch.tensor(0.3, dtype=torch.float64)
+    with torch.no_grad():
+        want = method.slice_prior()(x, t)
+    torch.testing.assert_close(back.slice_prior()(x, t), want, rtol=0, atol=0)
+    torch.testing.assert_close(load_prior(folder)(x, t), want, rtol=0, atol=0)
+
+
+def test_a_prior_exported_in_the_old_layout_loads_the_same(tmp_path):
+    """Folders exported before the core method layout ({"prior": ..., "unet": ...}) still load,
+    to the same network."""
+    torch.manual_seed(1)
+    folder = SlicePriorMethod(TINY).save(tmp_path / "new")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    saved = json.loads((folder / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({"prior": saved["config"], "unet": saved["unet"]}))
+    x, t = torch.randn(2, 16, 16), torch.tensor(0.7, dtype=torch.float64)
+    torch.testing.assert_close(load_prior(old)(x, t), load_prior(folder)(x, t), rtol=0, atol=0)
+    assert load_prior_method(old).config == TINY
+
+
+def test_shipped_priors_load_through_the_core_and_sample_slices():
+    from polydiff.core.method import load_method
+
+    folder = shipped_prior_dir(image_size=32)
+    method = load_method(folder, domain="medical")
+    assert method.config.image_size == 32 and prior_image_size(folder) == 32
+    x, t = torch.rand(2, 32, 32), torch.tensor(0.2, dtype=torch.float64)
+    torch.testing.assert_close(method.slice_prior()(x, t), load_prior(folder)(x, t), rtol=0, atol=0)
+    a = method.sample(2, steps=8, generator=torch.Generator().manual_seed(0))
+    b = method.sample(2, steps=8, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (2, 32, 32) and torch.equal(a, b)  # seeded
+    c = method.sample(2, steps=8, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(a, c)
+    # phantom-like slices: near-empty corners (the head sits inside the field of view) and a
+    # bright skull, unlike the prior's Gaussian start
+    corners = torch.stack([a[:, :3, :3], a[:, :3, -3:], a[:, -3:, :3], a[:, -3:, -3:]])
+    assert float(corners.abs().mean()) < 0.05 and float(a.amax(dim=(1, 2)).min()) > 0.5
+
+
+def test_prior_folder_checks_the_slice_size(tmp_path):
+    assert prior_folder((64, 64)) == shipped_prior_dir(image_size=64)
+    folder = SlicePriorMethod(TINY).save(tmp_path / "m")
+    assert prior_folder([16, 16], folder) == folder
+    with pytest.raises(ValueError, match=r"trained on 16x16 slices; the volume's slices are 16x24"):
+        prior_folder((16, 24), folder)
+    with pytest.raises(FileNotFoundError, match="no shipped prior for 48x48 slices"):
+        prior_folder((48, 48))

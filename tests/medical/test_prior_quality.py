@@ -112,3 +112,20 @@ def test_clip_and_bad_inputs():
     vol = torch.zeros(4, 8, 8)
     vol[1, 2, 2] = 1.0
     assert nonempty_slices(vol).shape == (1, 8, 8)
+    with pytest.raises(ValueError, match=r"noise_levels must be values > 0, got \[0.1, 0\]"):
+        prior_denoising_psnr(prior, clean, (0.1, 0))
+    with pytest.raises(ValueError, match=r"tv_weights must be values > 0, got \[\]"):
+        prior_denoising_psnr(prior, clean, (0.1,), ())
+    with pytest.raises(ValueError, match=r"clip must be \[low, high\] with low < high"):
+        prior_denoising_psnr(prior, clean, (0.1,), clip=(1.0, 0.0))
+
+
+def test_max_slices_picks_evenly_spaced_nonempty_slices():
+    vol = torch.zeros(9, 4, 4)
+    vol[1:8] = torch.arange(1, 8, dtype=torch.float32)[:, None, None]  # 7 non-empty slices
+    picked = nonempty_slices(vol, max_slices=3)[:, 0, 0]
+    assert picked.tolist() == [1.0, 4.0, 7.0]  # first, middle, last of the kept
+    assert nonempty_slices(vol, max_slices=1)[:, 0, 0].tolist() == [4.0]
+    assert nonempty_slices(vol, max_slices=20).shape[0] == 7
+    with pytest.raises(ValueError, match="max_slices must be >= 1"):
+        nonempty_slices(vol, max_slices=0)

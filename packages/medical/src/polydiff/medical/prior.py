@@ -1,16 +1,17 @@
-"""The 2D slice prior: training recipe, export and loading.
+"""The 2D slice prior, a core :class:`~polydiff.core.method.Method`: recipe, training, export,
+loading and unconditional sampling.
 
 A :class:`~polydiff.medical.nets.SliceUNet` predicts the noise eps of slices on the VP
 (linear-beta) path (Ho et al., 2020, "Denoising Diffusion Probabilistic Models", Eq. 14; the
 continuous-time VP SDE of Song et al., 2021, beta 0.1-20), trained through
-:mod:`polydiff.core.train` on random phantom slices. Weights are exported as safetensors plus
-a JSON config; :func:`load_prior` returns the :class:`~polydiff.medical.solvers.SlicePrior`
-that every solver takes.
+:mod:`polydiff.core.train` on random phantom slices. :class:`SlicePriorMethod` (registered as
+``medical/slice_prior``) saves safetensors plus the core's JSON config; :func:`load_prior`
+returns the :class:`~polydiff.medical.solvers.SlicePrior` that every solver takes.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +21,12 @@ from torch.utils.data import TensorDataset
 
 from polydiff.core.io import read_json
 from polydiff.core.losses import diffusion_loss
+from polydiff.core.method import FORMAT, Config, Method, load_method, register_method
 from polydiff.core.paths import VPLinear
-from polydiff.core.train import (
-    DiffusionModule,
-    ResumableLoader,
-    export,
-    fit,
-    load_config,
-    load_weights,
-)
+from polydiff.core.sample import sample
+from polydiff.core.train import DiffusionModule, ResumableLoader, fit, load_config, load_weights
 from polydiff.medical.data import phantom_slices
+from polydiff.medical.data.phantoms import check_phantom_kind
 from polydiff.medical.nets import SliceUNet, SliceUNetConfig
 from polydiff.medical.solvers.common import ModelFn, SlicePrior
 
@@ -44,12 +41,32 @@ SHIPPED_STEPS = 7000
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 
 
+def _recipe(saved: dict[str, Any], where: object) -> dict[str, Any]:
+    """The :class:`PriorConfig` fields of a saved prior's ``config.json``: ``config`` in the
+    core method layout, ``prior`` in the layout exported before it (still loaded)."""
+    if saved.get("format") == FORMAT and saved.get("domain") == "medical":
+        if saved.get("method") != SlicePriorMethod.name:
+            raise ValueError(f"{where}: a medical {saved.get('method')!r}, not a slice prior")
+        return saved.get("config", {})
+    if "prior" in saved and "unet" in saved:
+        return saved["prior"]
+    raise ValueError(f"{where}: config.json is not a polydiff.medical prior (no prior/unet)")
+
+
+def prior_image_size(folder: str | Path) -> int:
+    """The slice size a saved prior was trained on (its config's ``image_size``)."""
+    size = _recipe(load_config(folder), folder).get("image_size")
+    if not isinstance(size, int):
+        raise ValueError(f"{folder}: config.json names no slice size (image_size)")
+    return size
+
+
 def shipped_priors() -> dict[int, Path]:
-    """The shipped priors by the slice size in their ``config.json`` (``prior.image_size``)."""
+    """The shipped priors by the slice size in their ``config.json`` (``image_size``)."""
     found: dict[int, Path] = {}
     for config in sorted(CHECKPOINTS.glob("*/config.json")):
         if (config.parent / "model.safetensors").is_file():
-            size = int(read_json(config)["prior"]["image_size"])
+            size = int(_recipe(read_json(config), config)["image_size"])
             found.setdefault(size, config.parent)
     return found
 
@@ -58,7 +75,7 @@ def shipped_prior_dir(name: str = SHIPPED_PRIOR, image_size: int | None = None) 
     """The folder of a prior shipped inside the package (``polydiff/medical/checkpoints``).
 
     ``image_size`` picks the shipped prior trained on slices of that size (its
-    ``config.json``'s ``prior.image_size``: ``phantom-32`` for 32, ``phantom-64`` for 64)
+    ``config.json``'s ``image_size``: ``phantom-32`` for 32, ``phantom-64`` for 64)
     instead of ``name``: a slice prior only fits volumes whose slices have its size.
     """
     if image_size is not None:
@@ -76,8 +93,23 @@ def shipped_prior_dir(name: str = SHIPPED_PRIOR, image_size: int | None = None) 
     return folder
 
 
+def prior_folder(image_size: tuple[int, int] | list[int], folder: str | Path | None = None) -> Path:
+    """The prior for slices of ``image_size`` ``(H, W)``: ``folder``, or with ``None`` the
+    shipped one for that size; a prior trained on slices of another size is refused (a
+    convolutional prior runs on them, but knows nothing of them)."""
+    height, width = image_size
+    folder = shipped_prior_dir(image_size=height) if folder is None else Path(folder)
+    size = prior_image_size(folder)
+    if (height, width) != (size, size):
+        raise ValueError(
+            f"{folder} was trained on {size}x{size} slices; the volume's slices are "
+            f"{height}x{width}"
+        )
+    return folder
+
+
 @dataclass
-class PriorConfig:
+class PriorConfig(Config):
     """Everything needed to retrain (and rebuild) the slice prior; saved as JSON on export.
 
     The defaults are the shipped CPU prior (``checkpoints/phantom-32``): the ``cpu-small``
@@ -110,27 +142,18 @@ class PriorConfig:
                 f"max_steps >= 1; got {self.image_size}, {self.n_volumes}, {self.batch_size}, "
                 f"{self.max_steps}"
             )
-
-    def unet_config(self) -> SliceUNetConfig:
-        # JSON turns tuples into lists; the config compares and hashes with tuples
-        overrides = {
+        check_phantom_kind(self.data_kind, "prior.data_kind")
+        # JSON turns tuples into lists; the U-Net config compares and hashes with tuples
+        self.unet_overrides = {
             k: tuple(v) if isinstance(v, list) else v for k, v in self.unet_overrides.items()
         }
-        return SliceUNetConfig.preset(self.unet, **overrides)
+        self.unet_config()  # an unknown preset or a bad override fails here
+
+    def unet_config(self) -> SliceUNetConfig:
+        return SliceUNetConfig.preset(self.unet, **self.unet_overrides)
 
     def path(self) -> VPLinear:
         return VPLinear(self.beta_min, self.beta_max)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PriorConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"PriorConfig: unknown keys {unknown}; known: {sorted(names)}")
-        return cls(**d)
 
 
 class EpsModel(nn.Module):
@@ -156,6 +179,58 @@ def prior_loss(net: nn.Module, batch: tuple[Tensor, ...], path: VPLinear) -> Ten
     return diffusion_loss(eps_model(net), x0, path, prediction="eps").mean()
 
 
+@register_method
+class SlicePriorMethod(Method):
+    """The slice prior as a core method: :class:`PriorConfig`, a :class:`SliceUNet` built from
+    it, :func:`prior_loss`, :meth:`sample` (unconditional slices) and :meth:`slice_prior` (the
+    :class:`SlicePrior` the reconstruction solvers take). Saved with the resolved U-Net config
+    beside the recipe, so a saved prior rebuilds even if a preset changes."""
+
+    domain, name, config_class = "medical", "slice_prior", PriorConfig
+
+    def build_net(self) -> nn.Module:
+        return SliceUNet(self.config.unet_config())
+
+    def loss_fn(self, net: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+        return prior_loss(net, batch, self.config.path())
+
+    def metadata(self) -> dict[str, Any]:
+        return {"unet": self.config.unet_config().to_dict()}
+
+    @classmethod
+    def from_saved(
+        cls, folder: Path, config: Any, saved: dict[str, Any], **kwargs: Any
+    ) -> SlicePriorMethod:
+        if kwargs:
+            raise TypeError(f"{cls.__name__} takes no load options, got {sorted(kwargs)}")
+        unet = saved.get("unet")
+        return cls(config, None if unet is None else SliceUNet(SliceUNetConfig.from_dict(unet)))
+
+    def slice_prior(self, chunk: int | None = None) -> SlicePrior:
+        """The network as the solvers' :class:`SlicePrior` (eps on the recipe's VP path)."""
+        return SlicePrior(EpsModel(self.net), self.config.path(), "eps", chunk=chunk)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int = 1,
+        *,
+        steps: int = 50,
+        solver: str = "ddim",
+        clip: tuple[float, float] | None = (0.0, 1.0),
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> Tensor:
+        """``n`` unconditional slices ``(n, S, S)`` from the prior by the core driver
+        (:func:`polydiff.core.sample.sample` with ``solver`` and ``steps``; ``options`` go to
+        it), the Tweedie estimate clamped to ``clip`` at every step (None: no clamp)."""
+        size, path = self.config.image_size, self.config.path()
+        x_init = path.prior_sample((n, 1, size, size), generator=generator, device=self.device)
+        hook = None if clip is None else (lambda x0, x, t: x0.clamp(*clip))
+        options |= {"solver": solver, "steps": steps, "x0_hook": hook, "generator": generator}
+        return sample(EpsModel(self.net), x_init, path=path, **options).squeeze(1)
+
+
 def training_slices(config: PriorConfig) -> Tensor:
     """The training set: ``(N, 1, S, S)`` slices of ``n_volumes`` seeded phantoms in [0, 1]."""
     return phantom_slices(
@@ -166,11 +241,10 @@ def training_slices(config: PriorConfig) -> Tensor:
 def build_training(config: PriorConfig) -> tuple[DiffusionModule, ResumableLoader]:
     """The :class:`DiffusionModule` (U-Net + :func:`prior_loss`, Adam-W, warmup, EMA) and the
     resumable loader over :func:`training_slices`."""
-    net = SliceUNet(config.unet_config())
-    path = config.path()
+    method = SlicePriorMethod(config)
     module = DiffusionModule(
-        net,
-        lambda n, b: prior_loss(n, b, path),
+        method.net,
+        method.loss_fn,
         lr=config.lr,
         warmup_steps=config.warmup_steps,
         ema_decay=config.ema_decay,
@@ -195,10 +269,29 @@ def train_prior(
 
 
 def export_prior(module: nn.Module, folder: str | Path, config: PriorConfig) -> Path:
-    """``folder/model.safetensors`` + ``folder/config.json`` (the :class:`PriorConfig` and the
-    resolved U-Net config), written atomically."""
-    payload = {"prior": config.to_dict(), "unet": config.unet_config().to_dict()}
-    return export(module, folder, payload)
+    """``folder/model.safetensors`` (the DiffusionModule's EMA weights) + ``folder/config.json``
+    (the core method layout: the :class:`PriorConfig` and the resolved U-Net config), written
+    atomically."""
+    return SlicePriorMethod(config, getattr(module, "net", module)).save(folder, module)
+
+
+def load_prior_method(
+    folder: str | Path, device: torch.device | str | None = None
+) -> SlicePriorMethod:
+    """A saved prior as a :class:`SlicePriorMethod` in eval mode with frozen weights
+    (gradients still flow to the input, for DPS). Folders exported before the core method
+    layout (``{"prior": ..., "unet": ...}``) load too."""
+    saved = load_config(folder)
+    recipe = _recipe(saved, folder)
+    if saved.get("format") == FORMAT:
+        method = load_method(folder, domain="medical", device=device or "cpu")
+    else:
+        config = PriorConfig.from_dict(recipe, source=str(Path(folder) / "config.json"))
+        method = SlicePriorMethod.from_saved(Path(folder), config, saved)
+        load_weights(folder, method.net)
+        method.net.to(device).eval()
+    method.net.requires_grad_(False)
+    return method  # type: ignore[return-value]
 
 
 def load_prior(
@@ -206,24 +299,21 @@ def load_prior(
 ) -> SlicePrior:
     """The exported prior as a :class:`SlicePrior` (eps prediction on its VP path); the
     network is in eval mode with frozen weights (gradients still flow to the input, for DPS)."""
-    payload = load_config(folder)
-    if "prior" not in payload or "unet" not in payload:
-        raise ValueError(f"{folder}: config.json is not a polydiff.medical prior (no prior/unet)")
-    config = PriorConfig.from_dict(payload["prior"])
-    net = SliceUNet(SliceUNetConfig.from_dict(payload["unet"]))
-    load_weights(folder, net)
-    net = net.to(device).eval().requires_grad_(False)
-    return SlicePrior(EpsModel(net), config.path(), "eps", chunk=chunk)
+    return load_prior_method(folder, device).slice_prior(chunk)
 
 
 __all__ = [
     "SHIPPED_PRIOR",
     "EpsModel",
     "PriorConfig",
+    "SlicePriorMethod",
     "build_training",
     "eps_model",
     "export_prior",
     "load_prior",
+    "load_prior_method",
+    "prior_folder",
+    "prior_image_size",
     "prior_loss",
     "shipped_prior_dir",
     "shipped_priors",

@@ -1,7 +1,13 @@
 """Volumes from NIfTI / DICOM (with their affine), intensity scaling, and built-in phantoms."""
 
 from polydiff.medical.data.intensity import IntensityScale, fit_scale, normalize, window
-from polydiff.medical.data.phantoms import phantom_slices, random_ellipsoids, shepp_logan_3d
+from polydiff.medical.data.phantoms import (
+    PHANTOM_KINDS,
+    phantom,
+    phantom_slices,
+    random_ellipsoids,
+    shepp_logan_3d,
+)
 from polydiff.medical.data.volume import (
     Volume,
     load_dicom_series,
@@ -11,12 +17,14 @@ from polydiff.medical.data.volume import (
 )
 
 __all__ = [
+    "PHANTOM_KINDS",
     "IntensityScale",
     "Volume",
     "fit_scale",
     "load_dicom_series",
     "load_nifti",
     "normalize",
+    "phantom",
     "phantom_slices",
     "random_ellipsoids",
     "save_nifti",

@@ -154,6 +154,23 @@ def random_ellipsoids(
     return (vol / vol.max().clamp_min(1e-12)).to(dtype)
 
 
+PHANTOM_KINDS = ("shepp_logan", "ellipsoids")
+
+
+def check_phantom_kind(kind: str, option: str = "kind") -> None:
+    """A ValueError naming ``option`` unless ``kind`` is one of :data:`PHANTOM_KINDS`."""
+    if kind not in PHANTOM_KINDS:
+        raise ValueError(f"{option}={kind!r}: choose {' or '.join(PHANTOM_KINDS)}")
+
+
+def phantom(kind: str, shape: int | Sequence[int] = 64, seed: int = 0) -> Tensor:
+    """The built-in volume ``kind`` (``shepp_logan``: :func:`shepp_logan_3d`, ``ellipsoids``:
+    :func:`random_ellipsoids`) of ``seed``."""
+    check_phantom_kind(kind)
+    make = shepp_logan_3d if kind == "shepp_logan" else random_ellipsoids
+    return make(shape, seed=seed)
+
+
 def phantom_slices(
     n_volumes: int,
     shape: int | Sequence[int] = 64,
@@ -163,8 +180,6 @@ def phantom_slices(
 ) -> Tensor:
     """Training slices: ``n_volumes`` phantoms (seeds ``seed, seed + 1, ...``) cut into 2D
     slices along ``axis``, stacked to (n_volumes * D, H, W) for ``axis=0``."""
-    if kind not in ("shepp_logan", "ellipsoids"):
-        raise ValueError(f"kind must be 'shepp_logan' or 'ellipsoids', got {kind!r}")
-    make = shepp_logan_3d if kind == "shepp_logan" else random_ellipsoids
-    vols = [make(shape, seed=seed + i) for i in range(n_volumes)]
+    check_phantom_kind(kind)
+    vols = [phantom(kind, shape, seed + i) for i in range(n_volumes)]
     return torch.cat([v.movedim(axis, 0) for v in vols]) if vols else torch.empty(0)

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -309,6 +310,20 @@ class SparseMatrixOperator(LinearOperator):
         return self._apply(a_t, a, y, math.prod(self.in_shape)).reshape(-1, *self.in_shape)
 
 
+def parallel_geometry(
+    image_size: int | Sequence[int],
+    n_views: int,
+    angles_deg: Sequence[float] | None = None,
+    n_det: int | None = None,
+    det_spacing: float = 1.0,
+) -> CTGeometry:
+    """The parallel-beam geometry of :class:`ParallelBeamCT` and :class:`RotateSumCT` (see
+    :class:`ParallelBeamCT` for the arguments)."""
+    hw = _as_hw(image_size)
+    angles = _angles(angles_deg, n_views, 180.0)
+    return CTGeometry("parallel", hw, angles, _detector(n_det, det_spacing, hw), float(det_spacing))
+
+
 class ParallelBeamCT(SparseMatrixOperator):
     """2D parallel-beam CT (the Radon transform) applied slice by slice: ``(..., H, W) ->
     (..., n_views, n_det)``.
@@ -332,11 +347,9 @@ class ParallelBeamCT(SparseMatrixOperator):
         det_spacing: float = 1.0,
         cache: bool | str | Path = True,
     ) -> None:
-        hw = _as_hw(image_size)
-        angles = _angles(angles_deg, n_views, 180.0)
-        n_det = _detector(n_det, det_spacing, hw)
-        self.geometry = CTGeometry("parallel", hw, angles, n_det, float(det_spacing))
-        super().__init__(*load_or_build_matrix(self.geometry, cache), hw, (len(angles), n_det))
+        self.geometry = g = parallel_geometry(image_size, n_views, angles_deg, n_det, det_spacing)
+        matrices = load_or_build_matrix(g, cache)
+        super().__init__(*matrices, g.image_size, (len(g.angles_deg), g.n_det))
 
     @property
     def angles_deg(self) -> tuple[float, ...]:
@@ -430,20 +443,12 @@ class RotateSumCT(LinearOperator):
     the exact adjoint of the discrete map (a vector-Jacobian product), not a back-rotation.
     """
 
-    def __init__(
-        self,
-        image_size: int | Sequence[int],
-        n_views: int = 8,
-        angles_deg: Sequence[float] | None = None,
-        n_det: int | None = None,
-        det_spacing: float = 1.0,
-    ) -> None:
-        h, w = _as_hw(image_size)
-        angles = _angles(angles_deg, n_views, 180.0)
-        self.n_det = _detector(n_det, det_spacing, (h, w))
-        self.det_spacing = float(det_spacing)
-        self.angles_deg = angles
-        self.in_shape, self.out_shape = (h, w), (len(angles), self.n_det)
+    def __init__(self, image_size: int | Sequence[int], n_views: int = 8, **geometry: Any) -> None:
+        """``geometry``: :class:`ParallelBeamCT`'s ``angles_deg``, ``n_det``, ``det_spacing``."""
+        g = parallel_geometry(image_size, n_views, **geometry)
+        h, w = g.image_size
+        self.n_det, self.det_spacing, self.angles_deg = g.n_det, g.det_spacing, g.angles_deg
+        self.in_shape, self.out_shape = (h, w), (len(g.angles_deg), self.n_det)
         self._n_t = math.ceil(math.hypot(h, w)) + 1  # samples along each ray, unit step
         self._grids: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +31,23 @@ def _centre_lines(n: int, fraction: float) -> slice:
     k = round(fraction * n)
     start = n // 2 - k // 2
     return slice(start, start + k)
+
+
+def _offsets(n: int, std_fraction: float) -> Tensor:
+    """Distances of the ``n`` lines from DC (``n // 2``) in units of ``std_fraction * n``."""
+    return (torch.arange(n, dtype=torch.float64) - n // 2) / (std_fraction * n)
+
+
+def _draw_more(
+    sampled: Tensor, total: int, density: Tensor, generator: torch.Generator | None
+) -> None:
+    """Sample more of the boolean ``sampled`` in place, until ``total`` are: drawn without
+    replacement among the rest with probabilities proportional to ``density``."""
+    n_more = max(total - int(sampled.sum()), 0)
+    if n_more:
+        p = (density * (~sampled)).flatten()
+        draws = torch.multinomial(p, n_more, replacement=False, generator=generator)
+        sampled.view(-1)[draws] = True
 
 
 def acceleration_of(mask: Tensor) -> float:
@@ -54,47 +72,44 @@ def uniform1d_mask(
     return cols.expand(h, w).clone()
 
 
-def gaussian1d_mask(
+def gaussian_mask(
     shape: tuple[int, int],
     acceleration: float = 4,
     acs_fraction: float = 0.08,
     std_fraction: float = 0.25,
     generator: torch.Generator | None = None,
+    *,
+    lines: bool = True,
 ) -> Tensor:
-    """Phase-encode lines drawn without replacement with a Gaussian density (std
-    ``std_fraction * W`` lines) around DC, plus the ACS band, ``round(W / acceleration)`` in all.
-    """
+    """Samples drawn without replacement with a Gaussian density around DC (std
+    ``std_fraction`` of each side) on top of a fully sampled ACS region, ``1 / acceleration``
+    of k-space in all: whole phase-encode lines and the ACS band (``lines=True``), or single
+    points and a central ACS box."""
     h, w = _check(shape, acceleration, acs_fraction)
-    cols = torch.zeros(w, dtype=torch.bool)
-    cols[_centre_lines(w, acs_fraction)] = True
-    n_more = max(round(w / acceleration) - int(cols.sum()), 0)
-    k = torch.arange(w, dtype=torch.float64) - w // 2
-    p = torch.exp(-0.5 * (k / (std_fraction * w)) ** 2) * (~cols)
-    if n_more:
-        cols[torch.multinomial(p, n_more, replacement=False, generator=generator)] = True
-    return cols.expand(h, w).clone()
-
-
-def gaussian2d_mask(
-    shape: tuple[int, int],
-    acceleration: float = 4,
-    acs_fraction: float = 0.08,
-    std_fraction: float = 0.25,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """k-space points drawn without replacement with a 2D Gaussian density (std ``std_fraction``
-    of each side), plus a fully sampled central ACS box, ``round(H W / acceleration)`` in all.
-    """
-    h, w = _check(shape, acceleration, acs_fraction)
+    if lines:
+        cols = torch.zeros(w, dtype=torch.bool)
+        cols[_centre_lines(w, acs_fraction)] = True
+        density = torch.exp(-0.5 * _offsets(w, std_fraction) ** 2)
+        _draw_more(cols, round(w / acceleration), density, generator)
+        return cols.expand(h, w).clone()
     mask = torch.zeros(h, w, dtype=torch.bool)
     mask[_centre_lines(h, acs_fraction), _centre_lines(w, acs_fraction)] = True
-    n_more = max(round(h * w / acceleration) - int(mask.sum()), 0)
-    ky = (torch.arange(h, dtype=torch.float64) - h // 2)[:, None] / (std_fraction * h)
-    kx = (torch.arange(w, dtype=torch.float64) - w // 2)[None, :] / (std_fraction * w)
-    p = (torch.exp(-0.5 * (ky**2 + kx**2)) * (~mask)).flatten()
-    if n_more:
-        mask.view(-1)[torch.multinomial(p, n_more, replacement=False, generator=generator)] = True
+    ky, kx = _offsets(h, std_fraction)[:, None], _offsets(w, std_fraction)[None, :]
+    _draw_more(mask, round(h * w / acceleration), torch.exp(-0.5 * (ky**2 + kx**2)), generator)
     return mask
+
+
+def gaussian1d_mask(shape: tuple[int, int], acceleration: float = 4, **options: Any) -> Tensor:
+    """Phase-encode lines with a Gaussian density (std ``std_fraction * W`` lines) around DC,
+    plus the ACS band, ``round(W / acceleration)`` in all (:func:`gaussian_mask`'s options:
+    ``acs_fraction=0.08``, ``std_fraction=0.25``, ``generator``)."""
+    return gaussian_mask(shape, acceleration, **options, lines=True)
+
+
+def gaussian2d_mask(shape: tuple[int, int], acceleration: float = 4, **options: Any) -> Tensor:
+    """k-space points with a 2D Gaussian density, plus a fully sampled central ACS box,
+    ``round(H W / acceleration)`` in all (options as :func:`gaussian1d_mask`)."""
+    return gaussian_mask(shape, acceleration, **options, lines=False)
 
 
 def _dart_throw(order: np.ndarray, radius: np.ndarray, h: int, w: int) -> np.ndarray:
