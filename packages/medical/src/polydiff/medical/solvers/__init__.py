@@ -2,7 +2,8 @@
 
 ``prior = SlicePrior(model_fn, path, prediction="eps")`` wraps any ``model_fn(x, t)`` on slices
 ``(N, 1, H, W)``; ``dds(prior, op, y)`` (and ``dps``, ``red_diff``, ``diffusion_mbir``) return a
-:class:`Reconstruction` with the volume ``x`` and the network evaluations ``nfe``.
+:class:`Reconstruction` with the volume ``x`` and the network evaluations ``nfe``. By name:
+:func:`polydiff.medical.reconstruction.reconstruct` (every reconstruction, classical ones too).
 """
 
 from polydiff.medical.solvers.common import ADMMTVz, Reconstruction, SlicePrior, operator_norm2
@@ -12,10 +13,7 @@ from polydiff.medical.solvers.mbir import diffusion_mbir
 from polydiff.medical.solvers.reddiff import red_diff
 from polydiff.medical.solvers.validated import modality, validated_params
 
-SOLVERS = {"dds": dds, "diffusion_mbir": diffusion_mbir, "dps": dps, "red_diff": red_diff}
-
 __all__ = [
-    "SOLVERS",
     "ADMMTVz",
     "Reconstruction",
     "SlicePrior",
