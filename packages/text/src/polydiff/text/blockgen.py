@@ -17,21 +17,23 @@ the block-size-1 batches teach it an AR mode used to verify sampled blocks (ARPC
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from polydiff.core.discrete import MaskedDiffusion, get_discrete_schedule
+from polydiff.core.method import register_method
+from polydiff.text.data.tokenizer import Tokenizer
 from polydiff.text.losses import (
     block_diffusion_nelbo,
     mixture_nll_bound,
     nelbo_perplexity,
     sample_block_size,
 )
-from polydiff.text.mdlm import _PromptMixin
-from polydiff.text.method import TextMethod, register_method
+from polydiff.text.method import TextConfig, TextMethod, sampling_options
 from polydiff.text.nets import DiffusionTransformer, TransformerConfig
 from polydiff.text.sampling import SampleResult, sample_blocks
 
@@ -39,10 +41,11 @@ __all__ = ["BlockGen", "BlockGenConfig"]
 
 
 @dataclass
-class BlockGenConfig:
+class BlockGenConfig(TextConfig):
     """``block_sizes``: training mixture {block size: weight}; ``t_range``: BD3LM's clipped
     per-block times t_b ~ U[beta, omega]; ``sample_block_size``: block size at sampling and
-    evaluation time (default: the largest of the mixture)."""
+    evaluation time (default: the largest of the mixture). ``block_sizes`` is saved as a JSON
+    object (string keys) and read back with integer keys."""
 
     transformer: TransformerConfig
     block_sizes: dict[int, float] = field(default_factory=lambda: {1: 0.05, 16: 0.95})
@@ -66,11 +69,41 @@ class BlockGenConfig:
 
 
 @register_method
-class BlockGen(_PromptMixin, TextMethod):
+class BlockGen(TextMethod):
     """Block diffusion with a block-size mixture, an exact block KV cache and ARPC."""
 
     name = "blockgen"
     config_class = BlockGenConfig
+
+    @classmethod
+    def create(
+        cls,
+        tokenizer: Tokenizer,
+        seq_len: int,
+        network: Mapping[str, Any] | None = None,
+        *,
+        block_sizes: Mapping[int, float] | Sequence[int] | None = None,
+        weights: Sequence[float] | None = None,
+        **options: Any,
+    ) -> BlockGen:
+        """A fresh BlockGen (see :meth:`TextMethod.create`); ``block_sizes`` is the mixture
+        {size: weight}, or a list of sizes with their ``weights``. ``seq_len`` must be a
+        multiple of the largest block size (training cuts the sequences into blocks)."""
+        if weights is not None:
+            sizes = list(block_sizes or ())
+            if not sizes or len(sizes) != len(weights):
+                raise ValueError(
+                    f"block_sizes {sizes} and weights {list(weights)} need equal, nonzero length"
+                )
+            block_sizes = dict(zip(sizes, weights, strict=True))
+        if block_sizes is not None:
+            options["block_sizes"] = dict(block_sizes)
+            if seq_len % max(options["block_sizes"]):
+                raise ValueError(
+                    f"seq_len={seq_len} must be a multiple of the largest block size "
+                    f"{max(options['block_sizes'])}"
+                )
+        return super().create(tokenizer, seq_len, network, **options)  # type: ignore[return-value]
 
     def build_net(self) -> nn.Module:
         return DiffusionTransformer(self.config.transformer)
@@ -137,6 +170,7 @@ class BlockGen(_PromptMixin, TextMethod):
             raise ValueError("no tokens to evaluate (empty batches, or every token is padding)")
         return math.exp(total / tokens)
 
+    @sampling_options
     @torch.no_grad()
     def sample(
         self,
@@ -156,11 +190,10 @@ class BlockGen(_PromptMixin, TextMethod):
     ) -> SampleResult:
         """Sample block by block, ``steps`` steps per block (see
         :func:`~polydiff.text.sampling.sample_blocks`)."""
-        device = next(self.net.parameters()).device
         return sample_blocks(
-            self.net, self.path, n, length or self.config.transformer.max_seq_len,
+            self.net, self.path, n, length or self.context,
             block_size or self.config.sample_block_size, steps=steps, solver=solver, arpc=arpc,
             use_cache=use_cache, skip_unchanged=skip_unchanged,
             prompt=self.encode_prompt(prompt), temperature=temperature, top_p=top_p,
-            generator=generator, device=device,
+            generator=generator, device=self.device,
         )  # fmt: skip

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from polydiff.core.discrete import UniformDiffusion, get_discrete_schedule
-from polydiff.text.mdlm import _DiffusionLM
-from polydiff.text.method import register_method
+from polydiff.core.method import register_method
+from polydiff.text.method import DiffusionLM, TextConfig, sampling_options
 from polydiff.text.nets import DiffusionTransformer, TransformerConfig
 from polydiff.text.sampling import SampleResult, sample_diffusion
 
@@ -30,7 +30,7 @@ __all__ = ["UDLM", "UDLMConfig", "udlm_transformer"]
 
 
 @dataclass
-class UDLMConfig:
+class UDLMConfig(TextConfig):
     """UDLM settings (``transformer.time_conditioning`` "adaln" recommended)."""
 
     transformer: TransformerConfig
@@ -50,12 +50,14 @@ def udlm_transformer(vocab_size: int, **kwargs) -> TransformerConfig:
 
 
 @register_method
-class UDLM(_DiffusionLM):
+class UDLM(DiffusionLM):
     """Uniform diffusion LM: ``loss_fn``, ``posterior_logits`` (leave-one-out conversion),
     ``sample`` and ``perplexity_bound``."""
 
     name = "udlm"
     config_class = UDLMConfig
+    # uniform noise: corrupted tokens look clean, only the time says how many there are
+    time_conditioning = "adaln"
 
     def build_net(self) -> nn.Module:
         return DiffusionTransformer(self.config.transformer)
@@ -70,6 +72,7 @@ class UDLM(_DiffusionLM):
         output, for scoring and for samplers that want the full posterior."""
         return self.path.loo_to_posterior_logits(self.net(z_t, t), z_t, t)
 
+    @sampling_options
     @torch.no_grad()
     def sample(
         self,
@@ -77,16 +80,17 @@ class UDLM(_DiffusionLM):
         length: int | None = None,
         *,
         steps: int = 128,
+        solver: str = "udlm",
         prompt: str | Sequence[int] | Tensor | None = None,
         infill: tuple[Tensor, Tensor] | None = None,
         temperature: float = 1.0,
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> SampleResult:
-        """Ancestral sampling from uniform noise (core solver "udlm")."""
-        device = next(self.net.parameters()).device
+        """Ancestral sampling from uniform noise (core solver "udlm", the one for a uniform
+        path; see :func:`~polydiff.text.sampling.sample_diffusion`)."""
         return sample_diffusion(
-            self.net, self.path, n, length or self.config.transformer.max_seq_len, steps=steps,
-            solver="udlm", prompt=self.encode_prompt(prompt), infill=infill,
-            temperature=temperature, top_p=top_p, generator=generator, device=device,
+            self.net, self.path, n, length or self.context, steps=steps, solver=solver,
+            prompt=self.encode_prompt(prompt), infill=infill, temperature=temperature,
+            top_p=top_p, generator=generator, device=self.device,
         )  # fmt: skip
