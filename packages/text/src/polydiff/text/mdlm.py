@@ -77,15 +77,17 @@ class MDLM(DiffusionLM):
         temperature: float = 1.0,
         top_p: float = 1.0,
         cfg_scale: float = 0.0,
+        cfg_interval: tuple[float, float] | None = None,
         solver_kwargs: dict | None = None,
         generator: torch.Generator | None = None,
     ) -> SampleResult:
         """Sample ``n`` sequences (default length: the model's context) with a core solver;
         see :func:`~polydiff.text.sampling.sample_diffusion`. A text prompt is encoded as
-        [BOS] + tokens; ``cfg_scale`` > 0 applies unsupervised CFG to the prompt."""
+        [BOS] + tokens; ``cfg_scale`` w > 0 applies SMDM's unsupervised CFG to the prompt
+        (p_c^(1+w) / p_u^w; ``cfg_interval=(t_lo, t_hi)``: only at those times)."""
         return sample_diffusion(
             self.net, self.path, n, length or self.context, steps=steps, solver=solver,
             prompt=self.encode_prompt(prompt), infill=infill, temperature=temperature,
-            top_p=top_p, cfg_scale=cfg_scale, solver_kwargs=solver_kwargs, generator=generator,
-            device=self.device,
+            top_p=top_p, cfg_scale=cfg_scale, cfg_interval=cfg_interval,
+            solver_kwargs=solver_kwargs, generator=generator, device=self.device,
         )  # fmt: skip
