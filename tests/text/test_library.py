@@ -145,11 +145,8 @@ def test_an_old_text_checkpoint_is_upgraded_in_place(tmp_path):
 
 
 def test_method_module_imports_no_method():
-    code = (
-        "import sys, polydiff.text.method; "
-        "print([m for m in ('ar', 'mdlm', 'udlm', 'blockgen', 'methods') "
-        "if f'polydiff.text.{m}' in sys.modules])"
-    )
+    methods = [f"polydiff.text.{m}" for m in ("ar", "mdlm", "udlm", "blockgen", "methods")]
+    code = f"import sys, polydiff.text.method; print([m for m in {methods} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -242,13 +242,18 @@ def test_block_prompt_and_errors(target):
         sample_blocks(model, path, 2, L, 2, steps=2, solver="mdlm_cached")
 
 
-@pytest.mark.parametrize("conditioning", ["none", "adaln"])
-def test_cached_and_uncached_block_sampling_are_identical(conditioning):
+def seeded_net(vocab: int, conditioning: str = "none") -> DiffusionTransformer:
+    """A small float64 DiffusionTransformer in eval mode, initialised from seed 0."""
     torch.manual_seed(0)
     config = TransformerConfig(
-        8, d_model=32, n_layers=2, n_heads=2, max_seq_len=16, time_conditioning=conditioning
+        vocab, d_model=32, n_layers=2, n_heads=2, max_seq_len=16, time_conditioning=conditioning
     )
-    net = DiffusionTransformer(config).double().eval()
+    return DiffusionTransformer(config).double().eval()
+
+
+@pytest.mark.parametrize("conditioning", ["none", "adaln"])
+def test_cached_and_uncached_block_sampling_are_identical(conditioning):
+    net = seeded_net(8, conditioning)
     path = MaskedDiffusion(8, mask_index=7)
     out = {}
     with torch.no_grad():
@@ -279,9 +284,7 @@ def test_no_update_caching_inside_blocks_same_samples_fewer_rows(target):
 
 
 def test_no_update_caching_with_the_kv_cache_of_a_network():
-    torch.manual_seed(0)
-    config = TransformerConfig(8, d_model=32, n_layers=2, n_heads=2, max_seq_len=16)
-    net = DiffusionTransformer(config).double().eval()
+    net = seeded_net(8)
     path = MaskedDiffusion(8, mask_index=7)
     out = {}
     with torch.no_grad():
@@ -298,11 +301,7 @@ def test_no_update_caching_with_the_kv_cache_of_a_network():
 
 @pytest.mark.parametrize("conditioning", ["none", "add"])
 def test_verify_block_equals_the_autoregressive_mode(conditioning):
-    torch.manual_seed(0)
-    config = TransformerConfig(
-        9, d_model=32, n_layers=2, n_heads=2, max_seq_len=16, time_conditioning=conditioning
-    )
-    net = DiffusionTransformer(config).double().eval()
+    net = seeded_net(9, conditioning)
     x = torch.randint(0, 8, (3, 12))
     with torch.no_grad():
         full = net.autoregressive_logits(x, mask_id=8)

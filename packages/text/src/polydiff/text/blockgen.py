@@ -26,15 +26,14 @@ from torch import Tensor, nn
 
 from polydiff.core.discrete import MaskedDiffusion, get_discrete_schedule
 from polydiff.core.method import register_method
-from polydiff.text.data.tokenizer import Tokenizer
 from polydiff.text.losses import (
     block_diffusion_nelbo,
     mixture_nll_bound,
     nelbo_perplexity,
     sample_block_size,
 )
-from polydiff.text.method import TextConfig, TextMethod, sampling_options
-from polydiff.text.nets import DiffusionTransformer, TransformerConfig
+from polydiff.text.method import TextConfig, TextMethod, masked_path, sampling_options
+from polydiff.text.nets import TransformerConfig
 from polydiff.text.sampling import SampleResult, sample_blocks
 
 __all__ = ["BlockGen", "BlockGenConfig"]
@@ -76,19 +75,17 @@ class BlockGen(TextMethod):
     config_class = BlockGenConfig
 
     @classmethod
-    def create(
+    def make_config(
         cls,
-        tokenizer: Tokenizer,
-        seq_len: int,
-        network: Mapping[str, Any] | None = None,
+        transformer: TransformerConfig,
         *,
         block_sizes: Mapping[int, float] | Sequence[int] | None = None,
         weights: Sequence[float] | None = None,
         **options: Any,
-    ) -> BlockGen:
-        """A fresh BlockGen (see :meth:`TextMethod.create`); ``block_sizes`` is the mixture
-        {size: weight}, or a list of sizes with their ``weights``. ``seq_len`` must be a
-        multiple of the largest block size (training cuts the sequences into blocks)."""
+    ) -> BlockGenConfig:
+        """``block_sizes`` is the mixture {size: weight}, or a list of sizes with their
+        ``weights``; the context must be a multiple of the largest block size (training cuts
+        the sequences into blocks)."""
         if weights is not None:
             sizes = list(block_sizes or ())
             if not sizes or len(sizes) != len(weights):
@@ -98,21 +95,16 @@ class BlockGen(TextMethod):
             block_sizes = dict(zip(sizes, weights, strict=True))
         if block_sizes is not None:
             options["block_sizes"] = dict(block_sizes)
-            if seq_len % max(options["block_sizes"]):
+            largest, seq_len = max(options["block_sizes"]), transformer.max_seq_len
+            if seq_len % largest:
                 raise ValueError(
-                    f"seq_len={seq_len} must be a multiple of the largest block size "
-                    f"{max(options['block_sizes'])}"
+                    f"seq_len={seq_len} must be a multiple of the largest block size {largest}"
                 )
-        return super().create(tokenizer, seq_len, network, **options)  # type: ignore[return-value]
-
-    def build_net(self) -> nn.Module:
-        return DiffusionTransformer(self.config.transformer)
+        return cls.config_class(transformer, **options)
 
     @property
     def path(self) -> MaskedDiffusion:
-        schedule = get_discrete_schedule(self.config.schedule, self.config.eps)
-        V = self.tokenizer.vocab_size
-        return MaskedDiffusion(V, mask_index=self.tokenizer.mask_id, schedule=schedule)
+        return masked_path(self.tokenizer, self.config.schedule, self.config.eps)
 
     def loss_fn(self, net: nn.Module, batch) -> dict[str, Tensor]:
         """BD3LM NELBO per token with this batch's block size drawn from the mixture."""
@@ -171,7 +163,6 @@ class BlockGen(TextMethod):
         return math.exp(total / tokens)
 
     @sampling_options
-    @torch.no_grad()
     def sample(
         self,
         n: int,

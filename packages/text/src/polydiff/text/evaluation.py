@@ -103,21 +103,14 @@ def frontier_sweep(
     return points
 
 
-def score_samples(
-    result: SampleResult,
-    reference: CausalLM,
-    *,
-    bos_id: int | None = None,
-    mask_id: int | None = None,
-    ignore_ids: Sequence[int] = (),
-) -> dict[str, float]:
+def score_samples(result: SampleResult, reference: CausalLM, **options: Any) -> dict[str, float]:
     """Gen-PPL of samples under ``reference`` with the mean per-sample unigram entropy (always
     together), the standard error of log gen-PPL over the samples (the noise a comparison must
-    beat; NaN for one sample), network evaluations per sample and throughput."""
-    tokens = result.tokens
-    gp = generative_perplexity(
-        tokens, reference, bos_id=bos_id, mask_id=mask_id, ignore_ids=ignore_ids
-    )
+    beat; NaN for one sample), network evaluations per sample and throughput. ``options``:
+    those of :func:`~polydiff.text.metrics.generative_perplexity` (``bos_id``, ``mask_id``,
+    ``ignore_ids``: also left out of the entropy)."""
+    tokens, ignore_ids = result.tokens, options.get("ignore_ids", ())
+    gp = generative_perplexity(tokens, reference, **options)
     per_token = gp.nll / gp.n_tokens.clamp_min(1)
     se = float(per_token.std() / len(per_token) ** 0.5) if len(per_token) > 1 else math.nan
     return {

@@ -16,17 +16,12 @@ The whole method in one place:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
-from torch import Tensor, nn
 
 from polydiff.core.discrete import MaskedDiffusion, get_discrete_schedule
 from polydiff.core.method import register_method
-from polydiff.text.method import DiffusionLM, TextConfig, sampling_options
-from polydiff.text.nets import DiffusionTransformer, TransformerConfig
-from polydiff.text.sampling import SampleResult, sample_diffusion
+from polydiff.text.method import DiffusionLM, TextConfig, masked_path
+from polydiff.text.nets import TransformerConfig
 
 __all__ = ["MDLM", "MDLMConfig"]
 
@@ -49,45 +44,14 @@ class MDLMConfig(TextConfig):
 
 @register_method
 class MDLM(DiffusionLM):
-    """Masked diffusion LM: ``loss_fn`` to train, ``sample`` and ``perplexity_bound`` to use."""
+    """Masked diffusion LM: ``loss_fn`` to train, ``sample`` and ``perplexity_bound`` to use.
+    ``sample(n, length, prompt=..., cfg_scale=w)`` with w > 0 applies SMDM's unsupervised CFG
+    to the prompt (p_c^(1+w) / p_u^w; ``cfg_interval=(t_lo, t_hi)``: only at those times)."""
 
     name = "mdlm"
     config_class = MDLMConfig
-
-    def build_net(self) -> nn.Module:
-        return DiffusionTransformer(self.config.transformer)
+    default_solver = "mdlm_cached"
 
     @property
     def path(self) -> MaskedDiffusion:
-        schedule = get_discrete_schedule(self.config.schedule, self.config.eps)
-        V = self.tokenizer.vocab_size
-        return MaskedDiffusion(V, mask_index=self.tokenizer.mask_id, schedule=schedule)
-
-    @sampling_options
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        length: int | None = None,
-        *,
-        steps: int = 128,
-        solver: str = "mdlm_cached",
-        prompt: str | Sequence[int] | Tensor | None = None,
-        infill: tuple[Tensor, Tensor] | None = None,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        cfg_scale: float = 0.0,
-        cfg_interval: tuple[float, float] | None = None,
-        solver_kwargs: dict | None = None,
-        generator: torch.Generator | None = None,
-    ) -> SampleResult:
-        """Sample ``n`` sequences (default length: the model's context) with a core solver;
-        see :func:`~polydiff.text.sampling.sample_diffusion`. A text prompt is encoded as
-        [BOS] + tokens; ``cfg_scale`` w > 0 applies SMDM's unsupervised CFG to the prompt
-        (p_c^(1+w) / p_u^w; ``cfg_interval=(t_lo, t_hi)``: only at those times)."""
-        return sample_diffusion(
-            self.net, self.path, n, length or self.context, steps=steps, solver=solver,
-            prompt=self.encode_prompt(prompt), infill=infill, temperature=temperature,
-            top_p=top_p, cfg_scale=cfg_scale, cfg_interval=cfg_interval,
-            solver_kwargs=solver_kwargs, generator=generator, device=self.device,
-        )  # fmt: skip
+        return masked_path(self.tokenizer, self.config.schedule, self.config.eps)

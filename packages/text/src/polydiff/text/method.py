@@ -9,10 +9,11 @@ them:
   ``transformer`` field) that serialises itself;
 - :class:`TextMethod`: the core Method of domain ``"text"`` with a ``tokenizer`` saved beside
   the weights (``folder/tokenizer``, its kind / vocabulary / fingerprint in ``config.json``),
-  the prompt encoding, one calling convention for sampling (:func:`sampling_options`) and for
-  held-out perplexity (:meth:`TextMethod.held_out_perplexity`: exact or a bound, by model);
-- :class:`DiffusionLM`: loss and perplexity bound of the methods whose ``path`` is a core
-  discrete path (MDLM, UDLM);
+  the bidirectional network by default, the prompt encoding, one calling convention for
+  sampling (:func:`sampling_options`) and for held-out perplexity
+  (:meth:`TextMethod.held_out_perplexity`: exact or a bound, by model);
+- :class:`DiffusionLM`: loss, perplexity bound and sampling of the methods whose ``path`` is a
+  core discrete path (MDLM, UDLM); :func:`masked_path` (MDLM, BlockGen);
 - :func:`load_method` (a call to the core's, which finds the methods through the core
   registry), :func:`new_method` and the shipped checkpoints.
 """
@@ -28,12 +29,14 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from polydiff.core.discrete import MaskedDiffusion, get_discrete_schedule
 from polydiff.core.io import atomic_write_json
 from polydiff.core.method import FORMAT, Config, Method, method_class
 from polydiff.core.method import load_method as core_load_method
 from polydiff.text.data.tokenizer import Tokenizer, load_tokenizer
 from polydiff.text.losses import diffusion_nelbo, nelbo_perplexity
-from polydiff.text.nets import TransformerConfig
+from polydiff.text.nets import DiffusionTransformer, TransformerConfig
+from polydiff.text.sampling import SampleResult, sample_diffusion
 
 __all__ = [
     "DOMAIN",
@@ -41,6 +44,7 @@ __all__ = [
     "TextConfig",
     "TextMethod",
     "load_method",
+    "masked_path",
     "new_method",
     "sampling_options",
     "shipped_checkpoint",
@@ -78,13 +82,20 @@ def tokenizer_info(tokenizer: Tokenizer) -> dict[str, Any]:
     }
 
 
-def sampling_options(sample: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator of a method's ``sample(self, n, length=None, *, <options>)``: every text method
-    is then called the same way, so a caller passes one options dict to any of them. An option
-    given as None takes the method's default; an option the method does not take is one
-    ValueError naming it and the ones it takes. ``sample.options`` lists them."""
-    params = inspect.signature(sample).parameters.values()
-    options = tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+def sampling_options(
+    sample: Callable[..., Any] | None = None, *, like: Callable[..., Any] | None = None
+) -> Any:
+    """Decorator of a method's ``sample(self, n, length=None, *, <options>)`` (run without
+    gradients): every text method is then called the same way, so a caller passes one options
+    dict to any of them. An option given as None takes the method's default; an option the
+    method does not take is one ValueError naming it and the ones it takes. ``sample.options``
+    lists them. ``like=fn``: a ``sample(self, n, length=None, **options)`` that hands its
+    options to ``fn`` takes ``fn``'s keyword-only parameters (but ``device``: the method's)."""
+    if sample is None:
+        return functools.partial(sampling_options, like=like)
+    params = inspect.signature(like or sample).parameters.values()
+    options = tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "device")
+    sample = torch.no_grad()(sample)
 
     @functools.wraps(sample)
     def checked(self: TextMethod, n: int, length: int | None = None, **given: Any) -> Any:
@@ -118,6 +129,16 @@ class TextMethod(Method):
         self.tokenizer = tokenizer
         super().__init__(config, net)
 
+    def build_net(self) -> nn.Module:
+        """The bidirectional :class:`DiffusionTransformer` of the diffusion LMs."""
+        return DiffusionTransformer(self.config.transformer)
+
+    @classmethod
+    def make_config(cls, transformer: TransformerConfig, **options: Any) -> Any:
+        """The method's config from its network config and its other fields (a method may take
+        other forms of them, e.g. BlockGen's block sizes as a list with weights)."""
+        return cls.config_class(transformer, **options)
+
     @classmethod
     def create(
         cls,
@@ -133,7 +154,7 @@ class TextMethod(Method):
             net["time_conditioning"] = cls.time_conditioning
         transformer = TransformerConfig(vocab_size=tokenizer.vocab_size, max_seq_len=seq_len, **net)
         try:
-            config = cls.config_class(transformer, **options)
+            config = cls.make_config(transformer, **options)
         except TypeError as err:  # an option the config does not have
             raise ValueError(f"{cls.name}: {err}") from None
         return cls(config, tokenizer)
@@ -227,11 +248,33 @@ class TextMethod(Method):
         return cls(config, tokenizer)
 
 
+def masked_path(tokenizer: Tokenizer, schedule: str, eps: float) -> MaskedDiffusion:
+    """The core's masked diffusion path over the tokenizer's vocabulary, its ``<mask>`` the
+    absorbing state (MDLM, BlockGen)."""
+    return MaskedDiffusion(
+        tokenizer.vocab_size, mask_index=tokenizer.mask_id,
+        schedule=get_discrete_schedule(schedule, eps),
+    )  # fmt: skip
+
+
 class DiffusionLM(TextMethod):
-    """Training loss and perplexity bound shared by the diffusion LMs whose ``path`` is a core
-    discrete path (MDLM, UDLM): both are the continuous-time NELBO of that path."""
+    """Training loss, perplexity bound and sampling shared by the diffusion LMs whose ``path``
+    is a core discrete path (MDLM, UDLM): the continuous-time NELBO of that path, and
+    :func:`~polydiff.text.sampling.sample_diffusion` with ``default_solver``."""
 
     path: Any  # a core discrete path, defined by the method
+    default_solver: ClassVar[str]
+
+    @sampling_options(like=sample_diffusion)
+    def sample(self, n: int, length: int | None = None, **options: Any) -> SampleResult:
+        """Sample ``n`` sequences (default length: the model's context) with a core solver (the
+        method's ``default_solver``, 128 steps unless given); the options are those of
+        :func:`~polydiff.text.sampling.sample_diffusion`, a text prompt is encoded as
+        [BOS] + tokens."""
+        options = {"steps": 128, "solver": self.default_solver, **options}
+        options["prompt"] = self.encode_prompt(options.get("prompt"))
+        path, length = self.path, length or self.context
+        return sample_diffusion(self.net, path, n, length, device=self.device, **options)
 
     def loss_fn(self, net: nn.Module, batch: Any) -> dict[str, Tensor]:
         """NELBO per token (nats) of a batch of token ids [B, L], padding not counted."""

@@ -14,17 +14,14 @@ for Discrete Diffusion Models"; Sahoo et al., 2025, "The Diffusion Duality").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from polydiff.core.discrete import UniformDiffusion, get_discrete_schedule
 from polydiff.core.method import register_method
-from polydiff.text.method import DiffusionLM, TextConfig, sampling_options
-from polydiff.text.nets import DiffusionTransformer, TransformerConfig
-from polydiff.text.sampling import SampleResult, sample_diffusion
+from polydiff.text.method import DiffusionLM, TextConfig
+from polydiff.text.nets import TransformerConfig
 
 __all__ = ["UDLM", "UDLMConfig", "udlm_transformer"]
 
@@ -58,9 +55,7 @@ class UDLM(DiffusionLM):
     config_class = UDLMConfig
     # uniform noise: corrupted tokens look clean, only the time says how many there are
     time_conditioning = "adaln"
-
-    def build_net(self) -> nn.Module:
-        return DiffusionTransformer(self.config.transformer)
+    default_solver = "udlm"  # ancestral sampling from uniform noise: the core's uniform solver
 
     @property
     def path(self) -> UniformDiffusion:
@@ -71,26 +66,3 @@ class UDLM(DiffusionLM):
         """log p(x^l | z_t) (up to a constant per position) from the network's leave-one-out
         output, for scoring and for samplers that want the full posterior."""
         return self.path.loo_to_posterior_logits(self.net(z_t, t), z_t, t)
-
-    @sampling_options
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        length: int | None = None,
-        *,
-        steps: int = 128,
-        solver: str = "udlm",
-        prompt: str | Sequence[int] | Tensor | None = None,
-        infill: tuple[Tensor, Tensor] | None = None,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> SampleResult:
-        """Ancestral sampling from uniform noise (core solver "udlm", the one for a uniform
-        path; see :func:`~polydiff.text.sampling.sample_diffusion`)."""
-        return sample_diffusion(
-            self.net, self.path, n, length or self.context, steps=steps, solver=solver,
-            prompt=self.encode_prompt(prompt), infill=infill, temperature=temperature,
-            top_p=top_p, generator=generator, device=self.device,
-        )  # fmt: skip
