@@ -158,3 +158,14 @@ def test_no_module_imports_a_private_name_of_another():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("polydiff."):
                 private += [f"{file.name}: {a.name}" for a in node.names if a.name.startswith("_")]
     assert private == []
+
+
+def test_configs_serialise_themselves():
+    block = new_method("blockgen", TOK, 16, NET, block_sizes={1: 0.25, 8: 0.75}).config
+    data = json.loads(json.dumps(block.to_dict()))  # JSON keys are strings
+    assert data["block_sizes"] == {"1": 0.25, "8": 0.75}
+    again = type(block).from_dict(data)
+    assert again == block and again.block_sizes == {1: 0.25, 8: 0.75}
+    assert again.transformer.d_model == 32 and again.t_range == (1e-3, 1.0)
+    with pytest.raises(ValueError, match=r"saved\.json: unknown BlockGenConfig fields \['typo'\]"):
+        type(block).from_dict({**data, "typo": 1}, source="saved.json")
