@@ -334,23 +334,29 @@ def shipped_reference() -> Path:
     return _shipped(SHIPPED_REFERENCE, "reference model")
 
 
-def _legacy(folder: Path) -> bool:
-    from polydiff.core.train.weights import CONFIG_FILE, load_config
+def _legacy_config(folder: Path) -> dict[str, Any] | None:
+    """The ``config.json`` of a checkpoint saved before the core Method (format
+    ``polydiff-text-method``) in the core's format (the same fields), else None."""
+    from polydiff.core.train.weights import load_config
 
-    return (folder / CONFIG_FILE).is_file() and load_config(folder).get("format") == LEGACY_FORMAT
+    old = load_config(folder)
+    if old.get("format") != LEGACY_FORMAT:
+        return None
+    new = {"format": FORMAT, "version": 1, "domain": DOMAIN, "method": old.get("method")}
+    new.update({k: v for k, v in old.items() if k not in ("format", "version", "method")})
+    return new
 
 
 def upgrade_checkpoint(folder: str | Path) -> Path:
     """Rewrite the ``config.json`` of a text checkpoint saved before the core Method (format
-    ``polydiff-text-method``) in the core's format; the weights and the tokenizer are untouched."""
-    from polydiff.core.train.weights import CONFIG_FILE, load_config
+    ``polydiff-text-method``; :func:`load_method` reads it as it is) in the core's format; the
+    weights and the tokenizer are untouched."""
+    from polydiff.core.train.weights import CONFIG_FILE
 
     folder = Path(folder)
-    if not _legacy(folder):
+    new = _legacy_config(folder) if (folder / CONFIG_FILE).is_file() else None
+    if new is None:
         raise ValueError(f"{folder / CONFIG_FILE}: not a {LEGACY_FORMAT} checkpoint")
-    old = load_config(folder)
-    new = {"format": FORMAT, "version": 1, "domain": DOMAIN, "method": old["method"]}
-    new.update({k: v for k, v in old.items() if k not in ("format", "version", "method")})
     atomic_write_json(folder / CONFIG_FILE, new)
     return folder
 
@@ -359,7 +365,8 @@ def load_method(
     folder: str | Path, tokenizer: Tokenizer | None = None, device: str | torch.device = "cpu"
 ) -> TextMethod:
     """Rebuild a text method saved by :meth:`TextMethod.save` (the core's
-    :func:`~polydiff.core.method.load_method`: weights loaded, net in eval mode).
+    :func:`~polydiff.core.method.load_method`: weights loaded, net in eval mode); a checkpoint
+    saved before the core Method (format ``polydiff-text-method``) loads as it is.
 
     Without ``tokenizer`` the one saved next to the weights is used. A tokenizer that is not the
     one the model was trained with (other fingerprint or vocabulary) raises a ValueError naming
@@ -372,9 +379,5 @@ def load_method(
         raise FileNotFoundError(
             f"{folder / CONFIG_FILE}: missing; {folder} is not a text checkpoint"
         )
-    if _legacy(folder):
-        raise ValueError(
-            f"{folder}: saved by an older polydiff-text (format {LEGACY_FORMAT!r}); convert its "
-            "config.json once with polydiff.text.method.upgrade_checkpoint(folder)"
-        )
-    return core_load_method(folder, domain=DOMAIN, device=device, tokenizer=tokenizer)
+    saved = _legacy_config(folder)
+    return core_load_method(folder, domain=DOMAIN, device=device, saved=saved, tokenizer=tokenizer)  # type: ignore[return-value]
