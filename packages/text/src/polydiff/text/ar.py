@@ -64,11 +64,11 @@ class AR(TextMethod):
         n: int,
         length: int | None = None,
         *,
+        steps: int | None = None,
         prompt: str | Sequence[int] | Tensor | None = None,
         temperature: float = 1.0,
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
-        steps: int | None = None,
     ) -> SampleResult:
         """``n`` sequences of ``length`` tokens (prompt included; default the context), each
         continuing the prompt or a lone BOS. One network call per new token (KV cache); the
