@@ -88,17 +88,11 @@ def run_folder(runs: Path, cfg: dict[str, Any]) -> Path:
 
 
 def make_method(cfg: dict[str, Any], tok):
-    from polydiff.text.methods import METHODS as CLASSES
-    from polydiff.text.nets import TransformerConfig
+    from polydiff.text.method import new_method
 
-    tc = "adaln" if cfg["method"] == "udlm" else "none"  # UDLM needs the time (as the CLI)
-    net = TransformerConfig(
-        vocab_size=tok.vocab_size, max_seq_len=cfg["seq_len"], d_model=cfg["d_model"],
-        n_layers=cfg["n_layers"], n_heads=cfg["n_heads"], time_conditioning=tc,
-    )  # fmt: skip
-    cls = CLASSES[cfg["method"]]
-    extra = {"block_sizes": cfg["block_sizes"]} if cfg["method"] == "blockgen" else {}
-    return cls(cls.config_class(net, **extra), tok)
+    network = {k: cfg[k] for k in ("d_model", "n_layers", "n_heads")}
+    options = {"block_sizes": cfg["block_sizes"]} if "block_sizes" in cfg else {}
+    return new_method(cfg["method"], tok, cfg["seq_len"], network, **options)
 
 
 def trained(cfg, tok, train_rows, runs: Path, steps: int, log) -> tuple[Path, float]:
@@ -141,32 +135,17 @@ def trained(cfg, tok, train_rows, runs: Path, steps: int, log) -> tuple[Path, fl
 
 def likelihood(method, val: torch.Tensor, sizes, seed: int) -> dict[str, float]:
     """Exact PPL (AR) or the NELBO bound (diffusion; BlockGen at its sampling block size)."""
-    batches = val.split(sizes["batch_size"])
-    if method.name == "ar":
-        return {"ppl": method.perplexity(batches)}
     gen = torch.Generator().manual_seed(seed)
-    bound = method.perplexity_bound(batches, n_time_samples=sizes["n_time_samples"], generator=gen)
-    return {"ppl_bound": bound}
+    return method.held_out_perplexity(
+        val.split(sizes["batch_size"]), n_time_samples=sizes["n_time_samples"], generator=gen
+    )
 
 
 def score(result, reference, tok) -> dict[str, float]:
-    """gen-PPL under the reference and mean unigram entropy, always together."""
-    from polydiff.text.metrics import generative_perplexity, unigram_entropy
+    """gen-PPL under the reference (with the SE of its log) and mean unigram entropy."""
+    from polydiff.text.evaluation import score_samples
 
-    ignore = (tok.pad_id,)
-    gp = generative_perplexity(result.tokens, reference.net, mask_id=tok.mask_id,
-                               ignore_ids=ignore)  # fmt: skip
-    per_token = gp.nll / gp.n_tokens.clamp_min(1)
-    return {
-        "gen_ppl": gp.ppl,
-        # standard error of log gen-PPL over samples: the noise a comparison must beat
-        "log_gen_ppl_se": float(per_token.std() / len(per_token) ** 0.5)
-        if len(per_token) > 1
-        else float("nan"),
-        "entropy": float(unigram_entropy(result.tokens, ignore).mean()),
-        "nfe": result.nfe,
-        "tokens_per_second": result.tokens_per_second,
-    }
+    return score_samples(result, reference.net, mask_id=tok.mask_id, ignore_ids=(tok.pad_id,))
 
 
 def draw(models, kind: str, steps: int, n: int, seed: int, temperature: float = 1.0):

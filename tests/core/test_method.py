@@ -90,6 +90,20 @@ def test_save_and_load_give_the_same_network(tmp_path):
     assert torch.equal(loaded.sample(4, generator=g1), method.sample(4, generator=g2))
 
 
+def test_load_takes_a_config_the_caller_converted(tmp_path):
+    torch.manual_seed(0)
+    method = Gauss(GaussConfig(scale=2.0))
+    method.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    old = {"format": "old-layout", "method": "gauss", "config": config["config"]}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="not a saved polydiff method"):
+        load_method(tmp_path / "m")
+    loaded = load_method(tmp_path / "m", saved=config)
+    x = torch.randn(5, 2)
+    assert loaded.config == method.config and torch.equal(loaded.net(x), method.net(x))
+
+
 def test_load_refuses_what_is_not_a_method(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a saved polydiff method"):
         load_method(tmp_path)

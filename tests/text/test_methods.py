@@ -200,7 +200,7 @@ def test_checkpoint_for_another_vocabulary_is_a_clear_error(tmp_path):
         load_method(tmp_path / "missing")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "config.json").write_text('{"format": "something else"}')
-    with pytest.raises(ValueError, match="not a polydiff-text checkpoint"):
+    with pytest.raises(ValueError, match="not a saved polydiff method"):
         load_method(tmp_path / "other")
 
 

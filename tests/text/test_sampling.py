@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from polydiff.core.conditioning import guided_log_probs
 from polydiff.core.discrete import EnumerableTarget, MaskedDiffusion, UniformDiffusion
 from polydiff.text.nets import DiffusionTransformer, TransformerConfig
 from polydiff.text.sampling import (
-    UnsupervisedCFG,
-    guided_log_probs,
     make_template,
     sample_blocks,
     sample_diffusion,
+    unsupervised_cfg,
 )
 
 V, L = 3, 4
@@ -114,13 +114,16 @@ def test_prompt_longer_than_context_is_a_clear_error(target):
 # --- classifier-free guidance ------------------------------------------------------------------
 
 
-def test_guided_log_probs_hand_values():
+def test_cfg_scale_is_smdms_w_and_the_cores_one_plus_w():
     cond = torch.log(torch.tensor([[0.5, 0.3, 0.2, 0.0]], dtype=torch.float64))
     uncond = torch.log(torch.tensor([[0.25, 0.25, 0.25, 0.25]], dtype=torch.float64))
-    assert torch.allclose(torch.softmax(guided_log_probs(cond, uncond, 0.0), -1), cond.exp())
-    # w = 1: p_c^2 / p_u, renormalized; impossible classes stay impossible
+    prompt = torch.tensor([[True, False, False, False]])
+    assert unsupervised_cfg(prompt, MASK, 0.0).scale == 1.0  # w = 0: the conditional model
+    w = unsupervised_cfg(prompt, MASK, 1.0).scale
+    assert w == 2.0
+    # SMDM's w = 1: p_c^2 / p_u, renormalized; impossible classes stay impossible
     expected = torch.tensor([0.25, 0.09, 0.04, 0.0], dtype=torch.float64) / 0.38
-    got = torch.softmax(guided_log_probs(cond, uncond, 1.0), -1)[0]
+    got = torch.softmax(guided_log_probs(cond, uncond, w), -1)[0]
     assert torch.allclose(got, expected, atol=1e-12)
 
 
@@ -132,7 +135,8 @@ def test_unsupervised_cfg_masks_the_prompt_for_the_unconditional_call(target):
         return torch.log(target.masked_posterior(z, MASK))
 
     prompt = torch.tensor([[True, False, False, False]])
-    guided = UnsupervisedCFG(model, prompt, MASK, scale=2.0)
+    cfg = unsupervised_cfg(prompt, MASK, scale=2.0)
+    guided = cfg.wrap_fn(model, cond=None, prediction="logits")
     z = torch.tensor([[2, MASK, 1, MASK]])
     out = guided(z, torch.ones(1))
     assert torch.equal(seen[0], z) and torch.equal(seen[1], torch.tensor([[MASK, MASK, 1, MASK]]))
@@ -140,6 +144,17 @@ def test_unsupervised_cfg_masks_the_prompt_for_the_unconditional_call(target):
     log_u = torch.log(target.masked_posterior(seen[1], MASK))
     ref = torch.log_softmax(log_u + 3.0 * (log_c - log_u), -1)
     assert torch.allclose(torch.log_softmax(out, -1)[0, 1], ref[0, 1], atol=1e-10)
+
+
+def test_cfg_interval_guides_only_inside_it(target):
+    plain = run(target, 8, n=300, prompt=[1]).tokens
+    guided = run(target, 8, n=300, prompt=[1], cfg_scale=2.0)
+    outside = run(target, 8, n=300, prompt=[1], cfg_scale=2.0, cfg_interval=(2.0, 3.0))
+    inside = run(target, 8, n=300, prompt=[1], cfg_scale=2.0, cfg_interval=(0.0, 1.0))
+    assert not torch.equal(guided.tokens, plain)  # guidance changes the samples ...
+    assert torch.equal(inside.tokens, guided.tokens)  # ... at every time of the grid
+    assert torch.equal(outside.tokens, plain)  # and at none outside the interval
+    assert outside.network_calls == guided.network_calls == 16
 
 
 # --- block sampling ------------------------------------------------------------------------------
@@ -227,13 +242,18 @@ def test_block_prompt_and_errors(target):
         sample_blocks(model, path, 2, L, 2, steps=2, solver="mdlm_cached")
 
 
-@pytest.mark.parametrize("conditioning", ["none", "adaln"])
-def test_cached_and_uncached_block_sampling_are_identical(conditioning):
+def seeded_net(vocab: int, conditioning: str = "none") -> DiffusionTransformer:
+    """A small float64 DiffusionTransformer in eval mode, initialised from seed 0."""
     torch.manual_seed(0)
     config = TransformerConfig(
-        8, d_model=32, n_layers=2, n_heads=2, max_seq_len=16, time_conditioning=conditioning
+        vocab, d_model=32, n_layers=2, n_heads=2, max_seq_len=16, time_conditioning=conditioning
     )
-    net = DiffusionTransformer(config).double().eval()
+    return DiffusionTransformer(config).double().eval()
+
+
+@pytest.mark.parametrize("conditioning", ["none", "adaln"])
+def test_cached_and_uncached_block_sampling_are_identical(conditioning):
+    net = seeded_net(8, conditioning)
     path = MaskedDiffusion(8, mask_index=7)
     out = {}
     with torch.no_grad():
@@ -264,9 +284,7 @@ def test_no_update_caching_inside_blocks_same_samples_fewer_rows(target):
 
 
 def test_no_update_caching_with_the_kv_cache_of_a_network():
-    torch.manual_seed(0)
-    config = TransformerConfig(8, d_model=32, n_layers=2, n_heads=2, max_seq_len=16)
-    net = DiffusionTransformer(config).double().eval()
+    net = seeded_net(8)
     path = MaskedDiffusion(8, mask_index=7)
     out = {}
     with torch.no_grad():
@@ -283,11 +301,7 @@ def test_no_update_caching_with_the_kv_cache_of_a_network():
 
 @pytest.mark.parametrize("conditioning", ["none", "add"])
 def test_verify_block_equals_the_autoregressive_mode(conditioning):
-    torch.manual_seed(0)
-    config = TransformerConfig(
-        9, d_model=32, n_layers=2, n_heads=2, max_seq_len=16, time_conditioning=conditioning
-    )
-    net = DiffusionTransformer(config).double().eval()
+    net = seeded_net(9, conditioning)
     x = torch.randint(0, 8, (3, 12))
     with torch.no_grad():
         full = net.autoregressive_logits(x, mask_id=8)

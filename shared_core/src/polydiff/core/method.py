@@ -270,15 +270,17 @@ def load_method(
     *,
     domain: str | None = None,
     device: str | torch.device = "cpu",
+    saved: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Method:
     """Rebuild a method saved by :meth:`Method.save`: config from ``config.json``, weights from
-    ``model.safetensors`` (no unpickling), the network in eval mode on ``device``. ``kwargs``
-    go to the class's :meth:`Method.from_saved` (e.g. a text method's tokenizer)."""
+    ``model.safetensors`` (no unpickling), the network in eval mode on ``device``. ``saved``:
+    that ``config.json`` as the caller read it (e.g. converted from a domain's older layout).
+    ``kwargs`` go to the class's :meth:`Method.from_saved` (e.g. a text method's tokenizer)."""
     from polydiff.core.train.weights import CONFIG_FILE, load_weights
 
     folder = Path(folder)
-    data = read_method_config(folder, domain)
+    data = read_method_config(folder, domain) if saved is None else saved
     cls = method_class(data["domain"], data["method"])
     config = cls.config_class.from_dict(data.get("config", {}), source=str(folder / CONFIG_FILE))
     method = cls.from_saved(folder, config, data, **kwargs)

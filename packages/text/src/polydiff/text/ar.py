@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from polydiff.text.mdlm import _PromptMixin
-from polydiff.text.method import TextMethod, register_method
+from polydiff.core.method import register_method
+from polydiff.text.method import TextConfig, TextMethod, sampling_options
 from polydiff.text.metrics import ar_perplexity
 from polydiff.text.nets import CausalTransformer, TransformerConfig
 from polydiff.text.sampling import SampleResult
@@ -25,12 +25,12 @@ __all__ = ["AR", "ARConfig"]
 
 
 @dataclass
-class ARConfig:
+class ARConfig(TextConfig):
     transformer: TransformerConfig
 
 
 @register_method
-class AR(_PromptMixin, TextMethod):
+class AR(TextMethod):
     """Causal LM: ``loss_fn`` (next-token NLL), ``perplexity`` (exact) and ``sample``."""
 
     name = "ar"
@@ -52,12 +52,19 @@ class AR(_PromptMixin, TextMethod):
         """Exact perplexity on held-out batches (padding ignored)."""
         return ar_perplexity(self.net, batches, ignore_ids=(self.tokenizer.pad_id,))
 
-    @torch.no_grad()
+    def held_out_perplexity(
+        self, batches: Iterable[Tensor], *, n_time_samples: int = 1, generator=None
+    ) -> dict[str, float]:
+        """``{"ppl": exact perplexity}`` (a causal LM needs no time draws)."""
+        return {"ppl": self.perplexity(batches)}
+
+    @sampling_options
     def sample(
         self,
         n: int,
         length: int | None = None,
         *,
+        steps: int | None = None,
         prompt: str | Sequence[int] | Tensor | None = None,
         temperature: float = 1.0,
         top_p: float = 1.0,
@@ -65,9 +72,10 @@ class AR(_PromptMixin, TextMethod):
     ) -> SampleResult:
         """``n`` sequences of ``length`` tokens (prompt included; default the context), each
         continuing the prompt or a lone BOS. One network call per new token (KV cache); the
-        ``<mask>`` id of the shared tokenizer is never sampled."""
-        length = length or self.config.transformer.max_seq_len
-        device = next(self.net.parameters()).device
+        ``<mask>`` id of the shared tokenizer is never sampled. ``steps`` is ignored (taken so
+        that the diffusion methods' options fit): one step per token."""
+        length = length or self.context
+        device = self.device
         start = self.encode_prompt(prompt)
         if start is None:
             start = torch.tensor([self.tokenizer.bos_id])

@@ -17,32 +17,34 @@ the block-size-1 batches teach it an AR mode used to verify sampled blocks (ARPC
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from polydiff.core.discrete import MaskedDiffusion, get_discrete_schedule
+from polydiff.core.method import register_method
 from polydiff.text.losses import (
     block_diffusion_nelbo,
     mixture_nll_bound,
     nelbo_perplexity,
     sample_block_size,
 )
-from polydiff.text.mdlm import _PromptMixin
-from polydiff.text.method import TextMethod, register_method
-from polydiff.text.nets import DiffusionTransformer, TransformerConfig
+from polydiff.text.method import TextConfig, TextMethod, masked_path, sampling_options
+from polydiff.text.nets import TransformerConfig
 from polydiff.text.sampling import SampleResult, sample_blocks
 
 __all__ = ["BlockGen", "BlockGenConfig"]
 
 
 @dataclass
-class BlockGenConfig:
+class BlockGenConfig(TextConfig):
     """``block_sizes``: training mixture {block size: weight}; ``t_range``: BD3LM's clipped
     per-block times t_b ~ U[beta, omega]; ``sample_block_size``: block size at sampling and
-    evaluation time (default: the largest of the mixture)."""
+    evaluation time (default: the largest of the mixture). ``block_sizes`` is saved as a JSON
+    object (string keys) and read back with integer keys."""
 
     transformer: TransformerConfig
     block_sizes: dict[int, float] = field(default_factory=lambda: {1: 0.05, 16: 0.95})
@@ -66,20 +68,43 @@ class BlockGenConfig:
 
 
 @register_method
-class BlockGen(_PromptMixin, TextMethod):
+class BlockGen(TextMethod):
     """Block diffusion with a block-size mixture, an exact block KV cache and ARPC."""
 
     name = "blockgen"
     config_class = BlockGenConfig
 
-    def build_net(self) -> nn.Module:
-        return DiffusionTransformer(self.config.transformer)
+    @classmethod
+    def make_config(
+        cls,
+        transformer: TransformerConfig,
+        *,
+        block_sizes: Mapping[int, float] | Sequence[int] | None = None,
+        weights: Sequence[float] | None = None,
+        **options: Any,
+    ) -> BlockGenConfig:
+        """``block_sizes`` is the mixture {size: weight}, or a list of sizes with their
+        ``weights``; the context must be a multiple of the largest block size (training cuts
+        the sequences into blocks)."""
+        if weights is not None:
+            sizes = list(block_sizes or ())
+            if not sizes or len(sizes) != len(weights):
+                raise ValueError(
+                    f"block_sizes {sizes} and weights {list(weights)} need equal, nonzero length"
+                )
+            block_sizes = dict(zip(sizes, weights, strict=True))
+        if block_sizes is not None:
+            options["block_sizes"] = dict(block_sizes)
+            largest, seq_len = max(options["block_sizes"]), transformer.max_seq_len
+            if seq_len % largest:
+                raise ValueError(
+                    f"seq_len={seq_len} must be a multiple of the largest block size {largest}"
+                )
+        return cls.config_class(transformer, **options)
 
     @property
     def path(self) -> MaskedDiffusion:
-        schedule = get_discrete_schedule(self.config.schedule, self.config.eps)
-        V = self.tokenizer.vocab_size
-        return MaskedDiffusion(V, mask_index=self.tokenizer.mask_id, schedule=schedule)
+        return masked_path(self.tokenizer, self.config.schedule, self.config.eps)
 
     def loss_fn(self, net: nn.Module, batch) -> dict[str, Tensor]:
         """BD3LM NELBO per token with this batch's block size drawn from the mixture."""
@@ -137,7 +162,7 @@ class BlockGen(_PromptMixin, TextMethod):
             raise ValueError("no tokens to evaluate (empty batches, or every token is padding)")
         return math.exp(total / tokens)
 
-    @torch.no_grad()
+    @sampling_options
     def sample(
         self,
         n: int,
@@ -156,11 +181,10 @@ class BlockGen(_PromptMixin, TextMethod):
     ) -> SampleResult:
         """Sample block by block, ``steps`` steps per block (see
         :func:`~polydiff.text.sampling.sample_blocks`)."""
-        device = next(self.net.parameters()).device
         return sample_blocks(
-            self.net, self.path, n, length or self.config.transformer.max_seq_len,
+            self.net, self.path, n, length or self.context,
             block_size or self.config.sample_block_size, steps=steps, solver=solver, arpc=arpc,
             use_cache=use_cache, skip_unchanged=skip_unchanged,
             prompt=self.encode_prompt(prompt), temperature=temperature, top_p=top_p,
-            generator=generator, device=device,
+            generator=generator, device=self.device,
         )  # fmt: skip

@@ -2,8 +2,8 @@
 
 - :func:`sample_diffusion`: any core solver ("mdlm", "mdlm_cached", "first_hitting", "confidence"
   / "llada", "remdm" for a masked path; "udlm" for a uniform path) with prompts / prefixes and
-  infilling (fixed positions), temperature / top-p on the x0 prediction and classifier-free
-  guidance (:class:`ClassifierFreeGuidance`, :class:`UnsupervisedCFG`).
+  infilling (fixed positions), temperature / top-p on the x0 prediction and SMDM's unsupervised
+  classifier-free guidance through the core's CFG (:func:`unsupervised_cfg`).
 - :func:`sample_blocks`: block diffusion, block by block, with the exact KV cache of completed
   blocks (or without it, recomputing the prefix), any core masked solver inside a block, or
   BlockGen's AR-informed predictor-corrector (:func:`arpc_block`).
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from polydiff.core.conditioning import CFG
 from polydiff.core.discrete import (
     MaskedDiffusion,
     UniformDiffusion,
@@ -32,14 +33,12 @@ from polydiff.text.nets.masks import block_causal_mask
 
 __all__ = [
     "CallCounter",
-    "ClassifierFreeGuidance",
     "SampleResult",
-    "UnsupervisedCFG",
     "arpc_block",
-    "guided_log_probs",
     "make_template",
     "sample_blocks",
     "sample_diffusion",
+    "unsupervised_cfg",
 ]
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]
@@ -134,48 +133,30 @@ def _fix_hook(values: Tensor, fixed: Tensor) -> Callable[..., Tensor]:
 # --- classifier-free guidance ------------------------------------------------------------------
 
 
-def guided_log_probs(cond_logits: Tensor, uncond_logits: Tensor, scale: float) -> Tensor:
-    """Classifier-free guidance on x0 log-probabilities, as in SMDM (Nie et al., 2025, "Scaling
-    up Masked Diffusion Models on Text", Sec. 3 / Eq. 9):
-    ``log p_w = log p_u + (w + 1)(log p_c - log p_u)``, i.e. p_c^(1+w) / p_u^w (renormalized by
-    the sampler's softmax). w = 0 is the conditional model. Classes impossible under the
-    conditional stay impossible."""
-    log_c = torch.log_softmax(cond_logits.double(), -1)
-    log_u = torch.log_softmax(uncond_logits.double(), -1)
-    guided = log_u + (scale + 1.0) * (log_c - log_u)
-    return torch.where(torch.isneginf(log_c), log_c, guided.nan_to_num(nan=float("-inf")))
+def unsupervised_cfg(
+    prompt_positions: Tensor,
+    mask_id: int,
+    scale: float,
+    interval: tuple[float, float] | None = None,
+) -> CFG:
+    """SMDM's unsupervised classifier-free guidance (Nie et al., 2025, "Scaling up Masked
+    Diffusion Models on Text", Sec. 3) as the core's :class:`~polydiff.core.conditioning.CFG`:
+    the unconditional prediction is the same network with the prompt masked out, so no
+    conditional training is needed. ``scale`` is SMDM's w (0: the conditional model), the
+    core's ``1 + w``; ``interval``: guide only for t in it (the core's interval).
+    ``prompt_positions``: bool ``[L]``, ``[1, L]`` (shared by all rows) or ``[B, L]``."""
+    positions = prompt_positions.reshape(-1, prompt_positions.shape[-1])
 
+    def mask_prompt(z: Tensor) -> Tensor:
+        if positions.shape[0] not in (1, z.shape[0]):
+            raise ValueError(
+                f"per-row prompt positions ({positions.shape[0]} rows) but the model is "
+                f"called on {z.shape[0]} rows (a caching solver): use a solver without "
+                "no-update caching, or the same prompt positions for every row"
+            )
+        return torch.where(positions.expand_as(z), torch.full_like(z, mask_id), z)
 
-class ClassifierFreeGuidance:
-    """``model(z, t)`` combining a conditional and an unconditional x0 model (Ho & Salimans,
-    2022, "Classifier-Free Diffusion Guidance", Eq. 6, in log-probability space)."""
-
-    def __init__(self, cond_fn: ModelFn, uncond_fn: ModelFn, scale: float) -> None:
-        self.cond_fn, self.uncond_fn, self.scale = cond_fn, uncond_fn, float(scale)
-
-    def __call__(self, z: Tensor, t: Tensor) -> Tensor:
-        return guided_log_probs(self.cond_fn(z, t), self.uncond_fn(z, t), self.scale)
-
-
-class UnsupervisedCFG(ClassifierFreeGuidance):
-    """SMDM's unsupervised CFG: the unconditional model is the same network with the prompt
-    masked out, so no conditional training is needed (Nie et al., 2025, Sec. 3)."""
-
-    def __init__(self, model_fn: ModelFn, prompt_positions: Tensor, mask_id: int, scale: float):
-        """``prompt_positions``: bool ``[L]``, ``[1, L]`` (shared by all rows) or ``[B, L]``."""
-        positions = prompt_positions.reshape(-1, prompt_positions.shape[-1])
-
-        def uncond(z: Tensor, t: Tensor) -> Tensor:
-            if positions.shape[0] not in (1, z.shape[0]):
-                raise ValueError(
-                    f"per-row prompt positions ({positions.shape[0]} rows) but the model is "
-                    f"called on {z.shape[0]} rows (a caching solver): use a solver without "
-                    "no-update caching, or the same prompt positions for every row"
-                )
-            drop = positions.expand_as(z)
-            return model_fn(torch.where(drop, torch.full_like(z, mask_id), z), t)
-
-        super().__init__(model_fn, uncond, scale)
+    return CFG(1.0 + scale, drop=mask_prompt, interval=interval)
 
 
 # --- whole-sequence diffusion ------------------------------------------------------------------
@@ -194,6 +175,7 @@ def sample_diffusion(
     temperature: float = 1.0,
     top_p: float = 1.0,
     cfg_scale: float = 0.0,
+    cfg_interval: tuple[float, float] | None = None,
     solver_kwargs: dict | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
@@ -201,10 +183,11 @@ def sample_diffusion(
     """Sample ``n`` sequences of ``length`` tokens with a core discrete solver.
 
     ``model_fn(z, t)`` returns x0 logits ``[B, L, K]``. Prompt / infill positions are fixed
-    (:func:`make_template`); with ``cfg_scale`` > 0 and fixed positions the prediction is guided
-    by :class:`UnsupervisedCFG`. ``temperature`` / ``top_p`` act on the x0 prediction (never the
-    posterior). For ``solver="first_hitting"`` ``steps`` is raised to the number of free
-    positions (it reveals one token per step).
+    (:func:`make_template`); with ``cfg_scale`` > 0 the prediction is guided by
+    :func:`unsupervised_cfg` (the fixed positions masked; ``cfg_interval``: the times guided).
+    ``temperature`` / ``top_p`` act on the x0 prediction (never the posterior). For
+    ``solver="first_hitting"`` ``steps`` is raised to the number of free positions (it reveals
+    one token per step).
     """
     counter = CallCounter()
     masked = isinstance(path, MaskedDiffusion)
@@ -213,18 +196,19 @@ def sample_diffusion(
     if not masked:  # uniform diffusion starts from uniform noise at the free positions
         noise = path.prior((n, length), device=device, generator=generator)
         x = torch.where(fixed, x, noise)
-    fn: ModelFn = counter.track(model_fn)
+    guidance = []
     if cfg_scale:
         if not masked:
             raise ValueError("unsupervised CFG masks the prompt: it needs a masked path")
         shared = bool((fixed == fixed[:1]).all())  # once, before the loop
-        fn = UnsupervisedCFG(fn, fixed[:1] if shared else fixed, path.mask_index, cfg_scale)
+        positions = fixed[:1] if shared else fixed
+        guidance.append(unsupervised_cfg(positions, path.mask_index, cfg_scale, cfg_interval))
     if solver == "first_hitting":
         steps = max(steps, length)
     kwargs = {"temperature": temperature, "top_p": top_p, **(solver_kwargs or {})}
     start = time.perf_counter()
     tokens = core_sample(
-        fn,
+        counter.track(model_fn),
         x,
         path=path,
         solver=solver,
@@ -232,6 +216,7 @@ def sample_diffusion(
         prediction="logits",
         grid="uniform",
         xt_hook=_fix_hook(x, fixed),
+        guidance=guidance,
         generator=generator,
         solver_kwargs=kwargs,
     )

@@ -4,7 +4,8 @@
 ``loss_fn`` in :class:`polydiff.core.train.DiffusionModule` (AdamW, warmup, clipping, EMA),
 trains with :func:`polydiff.core.train.fit` (atomic checkpoints, automatic resume: rerunning the
 same call continues a killed run) and exports the EMA weights with the tokenizer into
-``run_dir/export`` (loadable with :func:`polydiff.text.method.load_method`).
+``run_dir/export`` (loadable with :func:`polydiff.text.method.load_method`);
+:func:`train_and_score` also scores the result on held-out rows.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from polydiff.text.method import TextMethod
 
-__all__ = ["EXPORT_DIR", "train_method"]
+__all__ = ["EXPORT_DIR", "train_and_score", "train_method"]
 
 EXPORT_DIR = "export"
 
@@ -69,3 +70,34 @@ def train_method(
     method.net.eval()
     method.save(Path(run_dir) / EXPORT_DIR, module)
     return module
+
+
+def train_and_score(
+    method: TextMethod,
+    train: Tensor,
+    validation: Tensor,
+    run_dir: str | Path,
+    *,
+    max_steps: int,
+    batch_size: int = 32,
+    **kwargs: Any,
+) -> dict[str, Any] | None:
+    """:func:`train_method`, then the exported model's perplexity on the ``validation`` rows
+    (exact or a bound, by model: :meth:`~polydiff.text.method.TextMethod.held_out_perplexity`;
+    time draws from torch's global generator). Returns what a run records (method, steps,
+    parameters, validation rows, export folder, ``validation_ppl`` or
+    ``validation_ppl_bound``), or None on a process other than rank 0 of a distributed run."""
+    module = train_method(
+        method, train, run_dir, max_steps=max_steps, batch_size=batch_size, **kwargs
+    )
+    if module.global_rank != 0:  # under DDP only rank 0 evaluates
+        return None
+    scores = method.held_out_perplexity(validation.split(batch_size))
+    return {
+        "method": method.name,
+        "steps": max_steps,
+        "parameters": sum(p.numel() for p in method.net.parameters()),
+        "validation_rows": validation.shape[0],
+        "checkpoint": str(Path(run_dir) / EXPORT_DIR),
+        **{f"validation_{k}": v for k, v in scores.items()},
+    }

@@ -14,23 +14,20 @@ for Discrete Diffusion Models"; Sahoo et al., 2025, "The Diffusion Duality").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from polydiff.core.discrete import UniformDiffusion, get_discrete_schedule
-from polydiff.text.mdlm import _DiffusionLM
-from polydiff.text.method import register_method
-from polydiff.text.nets import DiffusionTransformer, TransformerConfig
-from polydiff.text.sampling import SampleResult, sample_diffusion
+from polydiff.core.method import register_method
+from polydiff.text.method import DiffusionLM, TextConfig
+from polydiff.text.nets import TransformerConfig
 
 __all__ = ["UDLM", "UDLMConfig", "udlm_transformer"]
 
 
 @dataclass
-class UDLMConfig:
+class UDLMConfig(TextConfig):
     """UDLM settings (``transformer.time_conditioning`` "adaln" recommended)."""
 
     transformer: TransformerConfig
@@ -50,15 +47,15 @@ def udlm_transformer(vocab_size: int, **kwargs) -> TransformerConfig:
 
 
 @register_method
-class UDLM(_DiffusionLM):
+class UDLM(DiffusionLM):
     """Uniform diffusion LM: ``loss_fn``, ``posterior_logits`` (leave-one-out conversion),
     ``sample`` and ``perplexity_bound``."""
 
     name = "udlm"
     config_class = UDLMConfig
-
-    def build_net(self) -> nn.Module:
-        return DiffusionTransformer(self.config.transformer)
+    # uniform noise: corrupted tokens look clean, only the time says how many there are
+    time_conditioning = "adaln"
+    default_solver = "udlm"  # ancestral sampling from uniform noise: the core's uniform solver
 
     @property
     def path(self) -> UniformDiffusion:
@@ -69,24 +66,3 @@ class UDLM(_DiffusionLM):
         """log p(x^l | z_t) (up to a constant per position) from the network's leave-one-out
         output, for scoring and for samplers that want the full posterior."""
         return self.path.loo_to_posterior_logits(self.net(z_t, t), z_t, t)
-
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        length: int | None = None,
-        *,
-        steps: int = 128,
-        prompt: str | Sequence[int] | Tensor | None = None,
-        infill: tuple[Tensor, Tensor] | None = None,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> SampleResult:
-        """Ancestral sampling from uniform noise (core solver "udlm")."""
-        device = next(self.net.parameters()).device
-        return sample_diffusion(
-            self.net, self.path, n, length or self.config.transformer.max_seq_len, steps=steps,
-            solver="udlm", prompt=self.encode_prompt(prompt), infill=infill,
-            temperature=temperature, top_p=top_p, generator=generator, device=device,
-        )  # fmt: skip

@@ -7,7 +7,12 @@ from polydiff.text.data.corpora import (
     stdlib_docstrings,
     strip_markdown,
 )
-from polydiff.text.data.dataset import PackedCorpus, load_source, prepare_corpus
+from polydiff.text.data.dataset import (
+    PackedCorpus,
+    load_source,
+    prepare_corpus,
+    prepare_data,
+)
 from polydiff.text.data.packing import DEFAULT_SPLITS, pack_sequences, split_documents
 from polydiff.text.data.readers import read_documents, read_jsonl, read_text_file
 from polydiff.text.data.tokenizer import (
@@ -33,6 +38,7 @@ __all__ = [
     "make_tokenizer",
     "pack_sequences",
     "prepare_corpus",
+    "prepare_data",
     "read_documents",
     "read_jsonl",
     "read_text_file",

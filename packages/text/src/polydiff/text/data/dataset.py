@@ -18,13 +18,14 @@ from pathlib import Path
 
 import torch
 
-from polydiff.core.io import atomic_save_safetensors, load_safetensors
+from polydiff.core.io import atomic_save_safetensors, atomic_write_json, load_safetensors
 from polydiff.text.data.corpora import builtin_documents, builtin_fingerprint
 from polydiff.text.data.packing import DEFAULT_SPLITS, pack_sequences, split_documents
 from polydiff.text.data.readers import read_documents
-from polydiff.text.data.tokenizer import Tokenizer
+from polydiff.text.data.tokenizer import Tokenizer, load_tokenizer, make_tokenizer
 
 BUILTIN_PREFIX = "builtin:"
+SUMMARY_FILE = "data.json"
 CACHE_VERSION = 1
 
 
@@ -126,3 +127,55 @@ def prepare_corpus(
     if cache_path is not None:
         atomic_save_safetensors(cache_path, splits, metadata={"source": source, "key": key})
     return PackedCorpus(splits, seq_len, tokenizer.vocab_size, source)
+
+
+def prepare_data(
+    source: str | os.PathLike,
+    seq_len: int,
+    folder: str | os.PathLike,
+    *,
+    kind: str = "byte",
+    vocab_size: int = 4096,
+    tokenizer_dir: str | os.PathLike | None = None,
+    prepared: str | os.PathLike | None = None,
+    seed: int = 0,
+    text_field: str = "text",
+) -> tuple[Tokenizer, PackedCorpus]:
+    """The tokenizer and packed splits of ``source`` for a run in ``folder``, summed up in
+    ``folder/data.json`` (source, seq_len, seed, tokenizer, split sizes, cache files).
+
+    With ``prepared`` (the folder of an earlier call, holding its ``data.json``) its tokenizer
+    and token cache are reused. Otherwise the tokenizer is loaded from ``tokenizer_dir`` or made
+    (``kind`` byte, or bpe trained on the source with ``vocab_size``), saved in
+    ``folder/tokenizer``, and the packed splits are cached in ``folder/cache``.
+    """
+    folder = Path(folder)
+    tok_dir, cache_dir = folder / "tokenizer", folder / "cache"
+    if prepared is not None and not (Path(prepared) / SUMMARY_FILE).is_file():
+        raise FileNotFoundError(
+            f"{prepared}: no {SUMMARY_FILE} there; give the folder of a `polydiff text data` run"
+        )
+    if prepared is not None:
+        tokenizer, cache_dir = (
+            load_tokenizer(Path(prepared) / "tokenizer"),
+            Path(prepared) / "cache",
+        )
+    elif tokenizer_dir is not None:
+        tokenizer = load_tokenizer(tokenizer_dir)
+        tokenizer.save(tok_dir)
+    else:
+        texts = load_source(source, text_field)
+        tokenizer = make_tokenizer(kind, texts, vocab_size=vocab_size, directory=tok_dir)
+    corpus = prepare_corpus(
+        source, tokenizer, seq_len, seed=seed, text_field=text_field, cache_dir=cache_dir
+    )
+    summary = {
+        "source": str(source),
+        "seq_len": seq_len,
+        "seed": seed,
+        "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
+        "splits": {name: list(t.shape) for name, t in corpus.splits.items()},
+        "cache": sorted(p.name for p in cache_dir.glob("tokens-*.safetensors")),
+    }
+    atomic_write_json(folder / SUMMARY_FILE, summary)
+    return tokenizer, corpus
