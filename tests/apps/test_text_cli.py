@@ -128,6 +128,17 @@ def test_sample_without_checkpoint_uses_the_shipped_model(tmp_path):
     assert len(record["samples"]) == 2 and all(s.startswith("ROMEO:") for s in record["samples"])
 
 
+def test_sample_with_unsupervised_cfg_guides_towards_the_prompt(tmp_path):
+    texts = {}
+    for w in (0, 2):
+        out = tmp_path / f"cfg{w}"
+        args = ("prompt=ROMEO:", "n=2", "steps=8", f"cfg_scale={w}", f"hydra.run.dir={out}")
+        assert _run("sample", *args) == 0
+        texts[w] = json.loads((out / "samples.json").read_text())["samples"]
+        assert all(s.startswith("ROMEO:") for s in texts[w])
+    assert texts[0] != texts[2]  # same seed: only the guidance differs
+
+
 def test_sample_continues_the_prompt_and_writes_the_text(runs, capsys):
     out = runs["root"] / "sample"
     capsys.readouterr()
@@ -216,6 +227,7 @@ def test_bad_inputs_are_one_line_errors(runs, tmp_path: Path, capsys):
     assert "longer than the context" in msg
     assert "not a text checkpoint" in _error(capsys, "sample", f"checkpoint={tmp_path}", run)
     assert "top_p" in _error(capsys, "sample", f"checkpoint={runs['mdlm']}", "top_p=0", run)
+    assert "cfg_scale" in _error(capsys, "sample", "prompt=A", "cfg_scale=-1", run)
     # evaluate
     msg = _error(capsys, "evaluate", f"checkpoint={runs['mdlm']}", f"reference={runs['mdlm']}",
                  corpus, run)  # fmt: skip

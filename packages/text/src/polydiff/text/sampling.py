@@ -196,6 +196,8 @@ def sample_diffusion(
     if not masked:  # uniform diffusion starts from uniform noise at the free positions
         noise = path.prior((n, length), device=device, generator=generator)
         x = torch.where(fixed, x, noise)
+    if not cfg_scale >= 0:
+        raise ValueError(f"cfg_scale must be >= 0 (0: no guidance), got {cfg_scale}")
     guidance = []
     if cfg_scale:
         if not masked:
