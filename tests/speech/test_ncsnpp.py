@@ -7,15 +7,14 @@ import pytest
 import torch
 from scipy.signal import upfirdn
 
-from polydiff.speech.nets import (
-    PRESETS,
-    NCSNpp,
-    NCSNppConfig,
+from polydiff.speech.nets import PRESETS, NCSNpp, NCSNppConfig
+from polydiff.speech.nets.ncsnpp import (
     channels_to_spec,
     count_parameters,
+    fir_downsample,
+    fir_upsample,
     spec_to_channels,
 )
-from polydiff.speech.nets.ncsnpp import fir_downsample, fir_upsample
 
 
 @pytest.mark.parametrize(("name", "millions"), [("ncsnpp_m", 27.8), ("ncsnpp", 65.6)])

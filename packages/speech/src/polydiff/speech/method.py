@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from polydiff.core.method import Config, Method, load_method
+from polydiff.core.paths import OUVE
 from polydiff.speech.audio import PRESETS as SPEC_PRESETS
 from polydiff.speech.audio import SpecConfig
 
@@ -62,10 +63,12 @@ class OUVEConfig(Config):
 
     min_N: ClassVar[int] = 1
     spec: SpecConfig = field(default_factory=lambda: SPEC_PRESETS["16k"])
+    # the SDE and its time range
     theta: float = 1.5
     sigma_min: float = 0.05
     sigma_max: float = 0.5
     t_eps: float = 0.03
+    # the sampler defaults
     N: int = 30
     snr: float = 0.5
     corrector_steps: int = 1
@@ -110,6 +113,11 @@ class SpeechMethod(Method):
     @property
     def spec(self) -> SpecConfig:
         return self.config.spec
+
+    @property
+    def path(self) -> OUVE:
+        """The OUVE path of the network (``net.path``)."""
+        return self.net.path
 
     @property
     def frame_multiple(self) -> int:

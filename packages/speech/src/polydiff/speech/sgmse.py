@@ -274,10 +274,6 @@ class SGMSE(SpeechMethod):
     def build_net(self) -> SGMSENet:
         return SGMSENet(self.config)
 
-    @property
-    def path(self) -> OUVE:
-        return self.net.path
-
     @torch.no_grad()
     def sample(
         self, Y: Tensor, *, generator: torch.Generator | None = None, **options: Any

@@ -163,10 +163,6 @@ class StoRM(SpeechMethod):
     def build_net(self) -> StoRMNet:
         return StoRMNet(self.config)
 
-    @property
-    def path(self) -> OUVE:
-        return self.net.path
-
     def set_mode(self, mode: str) -> None:
         """Switch the training mode (config and network); "frozen_predictive" freezes D."""
         self.net.set_mode(mode)
