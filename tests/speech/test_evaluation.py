@@ -80,3 +80,24 @@ def test_shipped_checkpoints_load_without_pickle_and_have_a_readme(method):
     assert not model.net.training and model.spec.sample_rate == 8000 and model.name == method
     with pytest.raises(ValueError, match="no shipped"):
         shipped_checkpoint("bbed")
+
+
+def test_a_folder_exported_before_the_method_format_still_loads(tmp_path):
+    # config.json used to be the flat config with "method"; the weights are the same layout
+    import shutil
+
+    from polydiff.speech import load_model
+
+    folder = shipped_checkpoint("sgmse")
+    config = json.loads((folder / "config.json").read_text())
+    (tmp_path / "old").mkdir()
+    shutil.copy(folder / "model.safetensors", tmp_path / "old")
+    flat = {"method": "sgmse", **config["config"]}
+    (tmp_path / "old" / "config.json").write_text(json.dumps(flat))
+    old, new = load_model(tmp_path / "old"), load_shipped("sgmse")
+    assert old.config == new.config and not old.net.training
+    noisy = (0.1 * np.random.default_rng(0).standard_normal(2000)).astype(np.float32)
+    np.testing.assert_array_equal(old.enhance(noisy, 8000, N=2), new.enhance(noisy, 8000, N=2))
+    (tmp_path / "old" / "config.json").write_text(json.dumps({"method": "bbed"}))
+    with pytest.raises(ValueError, match="not a saved polydiff method"):
+        load_model(tmp_path / "old")

@@ -11,6 +11,7 @@ Importing this module registers SGMSE+ (`sgmse`) and StoRM (`storm`), so
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from polydiff.core.method import list_methods, load_method, method_class
@@ -37,8 +38,19 @@ def build_method(name: str, **kwargs: Any) -> SpeechMethod:
 
 def load_model(folder: str | os.PathLike, map_location: str = "cpu") -> SpeechMethod:
     """A saved speech method (SGMSE+ or StoRM) in eval mode; never unpickles (JSON +
-    safetensors)."""
-    return load_method(folder, domain="speech", device=map_location)
+    safetensors). A folder exported before the polydiff-method format (a flat config.json
+    naming its "method") loads too."""
+    from polydiff.core.train.weights import CONFIG_FILE, load_config, load_weights
+
+    file = Path(folder) / CONFIG_FILE
+    legacy = load_config(folder) if file.is_file() else {}
+    if "format" in legacy or legacy.get("method") not in speech_methods():
+        return load_method(folder, domain="speech", device=map_location)
+    cls = method_class("speech", legacy.pop("method"))
+    method = cls(cls.config_class.from_dict(legacy, source=str(file)))
+    load_weights(folder, method.net)
+    method.net.to(map_location).eval()
+    return method
 
 
 __all__ = ["SGMSE", "StoRM", "build_method", "load_model", "speech_methods"]
