@@ -131,8 +131,17 @@ def train(
         callbacks.append(
             EnhanceValidation(data_root, num_files=enhance_files, every_n_steps=enhance_every)
         )
-    fit(module, loader, run_dir, max_steps=max_steps, val_loader=val_loader, seed=seed,
-        checkpoint_every=checkpoint_every, callbacks=callbacks, **fit_kwargs)  # fmt: skip
+    fit(
+        module,
+        loader,
+        run_dir,
+        max_steps=max_steps,
+        val_loader=val_loader,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+        callbacks=callbacks,
+        **fit_kwargs,
+    )
     if module.global_rank == 0:
         method.save(Path(run_dir) / "model" if export_to is None else export_to, module)
     return module
