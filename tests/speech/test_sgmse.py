@@ -280,6 +280,28 @@ def test_config_round_trip_and_validation():
     assert SGMSEConfig.from_dict(old).t_start == 1.0
 
 
+def test_methods_by_name_from_presets():
+    from polydiff.speech import build_method, speech_methods
+    from polydiff.speech.sgmse import with_changes
+
+    assert speech_methods() == ["sgmse", "storm"]
+    # None keeps the preset's value; lists (YAML, JSON) become tuples
+    assert with_changes(TINY_NET, {"ch_mult": [1, 2], "nf": None}) == dataclasses.replace(
+        TINY_NET, ch_mult=(1, 2)
+    )
+    method = build_method("sgmse", spec_changes={"sample_rate": 8000, "n_fft": 62,
+        "hop_length": 16, "frame_multiple": 8}, net_changes={"nf": 8, "ch_mult": [1, 2, 2]},
+        N=4)  # fmt: skip
+    assert isinstance(method, SGMSE) and method.config.net == TINY_NET
+    assert method.config.spec == TINY_SPEC and method.config.N == 4
+    with pytest.raises(ValueError, match="unknown speech method 'bbed'; known: sgmse, storm"):
+        build_method("bbed")
+    with pytest.raises(ValueError, match=r"unknown NCSN\+\+ preset"):
+        build_method("sgmse", net="huge")
+    with pytest.raises(ValueError, match="steps"):
+        build_method("sgmse", steps=3)
+
+
 def test_training_steps_reduce_the_loss_on_a_fixed_draw():
     # the loss and its gradient are wired to the right parameters: Adam on one fixed batch and
     # fixed (t, z) draws must lower it

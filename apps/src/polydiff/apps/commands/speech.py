@@ -66,12 +66,10 @@ def data(cfg: DictConfig, run_dir: Path) -> None:
     if lo > hi:
         raise ConfigError(f"data.snr_range must be [low, high], got {list(d.snr_range)}")
     _check_positive(cfg, "data.sample_rate", "data.babble_talkers")
+    snr, kinds = (float(lo), float(hi)), tuple(d.noise_kinds)
+    more = {"babble_talkers": int(d.babble_talkers), "seed": int(cfg.seed)}
     with _usage("data."):  # "data.task must be ...", "data.noise_kinds must be ..."
-        corpus_cfg = CorpusConfig(
-            task=d.task, sizes=sizes, sample_rate=int(d.sample_rate), snr_range=(lo, hi),
-            noise_kinds=tuple(d.noise_kinds), babble_talkers=int(d.babble_talkers),
-            seed=int(cfg.seed),
-        )  # fmt: skip
+        corpus_cfg = CorpusConfig(d.task, sizes, int(d.sample_rate), snr, kinds, **more)
     total, done = sum(sizes.values()), dict.fromkeys(sizes, 0)
 
     def progress(subset: str, k: int, n: int) -> None:
@@ -87,21 +85,16 @@ def build_model(cfg: DictConfig):
     `net.*` and `sde.*` options and the method's own section (e.g. `storm.*`)."""
     from polydiff.speech.methods import build_method
 
-    spec = {k: v for k, v in cfg.spec.items() if k != "preset" and v is not None}
-    net = {k: v for k, v in cfg.net.items() if k != "preset" and v is not None}
-    for key in ("ch_mult", "attn_resolutions"):
-        if key in net:
-            net[key] = tuple(int(v) for v in net[key])
+    spec, net = OmegaConf.to_container(cfg.spec), OmegaConf.to_container(cfg.net)
     section = OmegaConf.to_container(cfg[cfg.method]) if cfg.get(cfg.method) else {}
     if section.get("predictor") is not None:
         section["predictor"] = _require_path(
             section["predictor"], f"{cfg.method}.predictor", folder=True
         )
+    sde = {k: float(v) for k, v in cfg.sde.items()}
+    kwargs = {"spec_changes": spec, "net_changes": net, **sde, **section}
     with _usage():
-        return build_method(
-            cfg.method, spec=cfg.spec.preset, net=cfg.net.preset, spec_changes=spec,
-            net_changes=net, **{k: float(v) for k, v in cfg.sde.items()}, **section,
-        )  # fmt: skip
+        return build_method(cfg.method, spec=spec.pop("preset"), net=net.pop("preset"), **kwargs)
 
 
 @verb("train")
@@ -127,14 +120,21 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         )
     n_params = sum(p.numel() for p in method.net.parameters())
     print(f"{method.name}: {n_params / 1e6:.2f}M parameters, training {t.steps} steps")
+    opts = OmegaConf.to_container(cfg.train)
+    steps, ema, warmup = opts.pop("steps"), opts.pop("ema"), opts.pop("ema_warmup")
     module = train_method(
-        method, root, run_dir / "train", export_to=run_dir / "model", max_steps=int(t.steps),
-        batch_size=int(t.batch_size), num_frames=int(t.num_frames), lr=float(t.lr),
-        ema_decay=t.ema, seed=int(cfg.seed), num_workers=int(t.num_workers),
-        validate=bool(t.validate), checkpoint_every=int(t.checkpoint_every),
-        module_kwargs={"ema_warmup": bool(t.ema_warmup)}, log_every=min(50, int(t.steps)),
+        method,
+        root,
+        run_dir / "train",
+        export_to=run_dir / "model",
+        max_steps=steps,
+        ema_decay=ema,
+        module_kwargs={"ema_warmup": warmup},
+        seed=int(cfg.seed),
+        log_every=min(50, steps),
+        **opts,
         **OmegaConf.to_container(cfg.trainer),
-    )  # fmt: skip
+    )
     if module.global_rank == 0:  # under DDP only rank 0 exports
         path = run_dir / "model"
         _write_json(run_dir / "metrics.json", {**training_summary(module), "model": str(path)})
@@ -188,15 +188,18 @@ def enhance(cfg: DictConfig, run_dir: Path) -> None:
     keys = ("seed", "overwrite", "chunk_seconds", "margin_seconds", "fade_seconds", "subtype")
     start = time.perf_counter()
     status = enhance_path(  # under torch.no_grad
-        method, src, out, on_error=cfg.on_error, **{k: cfg[k] for k in keys}, **options,
+        method,
+        src,
+        out,
+        on_error=cfg.on_error,
+        **{k: cfg[k] for k in keys},
+        **options,
         progress=lambda k, n, p: print(f"[{k + 1}/{n}] {p}", flush=True),
-    )  # fmt: skip
+    )
     seconds = time.perf_counter() - start
-    _write_json(
-        run_dir / "enhance.json",
-        {"input": str(src), "output": str(out), "model": name, "method": method.name,
-         "sampler_options": options, "seconds": seconds, "files": status},
-    )  # fmt: skip
+    report = {"input": str(src), "output": str(out), "model": name, "method": method.name}
+    report.update(sampler_options=options, seconds=seconds, files=status)
+    _write_json(run_dir / "enhance.json", report)
     errors = sum(v.startswith("error") for v in status.values())
     print(f"{len(status) - errors} file(s) -> {out} in {seconds:.1f} s, {errors} error(s)")
 
@@ -214,12 +217,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
         result = evaluate_folders(
             clean, enhanced, run_dir, noisy=noisy, sample_rate=int(cfg.sample_rate), plot=cfg.plot
         )
-    table = {
-        k: f"{v['mean']:.3f} ± {v['ci']:.3f} (n={v['n']})" for k, v in result["summary"].items()
-    }
-    for k, v in (result["noisy_summary"] or {}).items():
-        table[k] += f"   noisy: {v['mean']:.3f}"
-    print(json.dumps(table, indent=1, ensure_ascii=False))
+    print(json.dumps(result["table"], indent=1, ensure_ascii=False))
 
 
 @demo_stage(quick=("clips=1", "real=1", "compare_N=[2]"))
@@ -236,15 +234,16 @@ def demo(cfg: DictConfig, run_dir: Path) -> StageResult:
     from polydiff.speech.evaluation import demo_markdown, demo_sets
 
     result = demo_sets(
-        method, run_dir, clips=int(cfg.clips), real=int(cfg.real), seed=int(cfg.seed),
-        corpus_seed=int(cfg.corpus_seed), options=_options(cfg, method), compare_N=cfg.compare_N,
-    )  # fmt: skip
-    row, plot = result.pop("row"), result.pop("plot")
+        method,
+        run_dir,
+        clips=int(cfg.clips),
+        real=int(cfg.real),
+        seed=int(cfg.seed),
+        corpus_seed=int(cfg.corpus_seed),
+        options=_options(cfg, method),
+        compare_N=cfg.compare_N,
+    )
+    headline, plot = result.pop("headline"), result.pop("plot")
     metrics = {"model": name, **result}
     _write_json(run_dir / "metrics.json", metrics)
-    built = next(iter(metrics["sets"].values()))
-    headline = {
-        "PESQ": built[row]["pesq"], "PESQ noisy": built["noisy"]["pesq"],
-        "ESTOI": built[row]["estoi"], "SI-SDR (dB)": built[row]["si_sdr"], "RTF": built[row]["rtf"],
-    }  # fmt: skip
     return StageResult(headline, demo_markdown(name, metrics), [("Spectrograms", plot)], metrics)

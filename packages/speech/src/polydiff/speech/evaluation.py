@@ -174,8 +174,8 @@ def demo_sets(
     """The speech demo: ``clips`` held-out built-in clips and ``real`` alsa-utils recordings
     (skipped when absent) through `demo_rows`, the audio in ``out_dir``/audio and the
     spectrograms of the first clip in ``out_dir``/spectrogram.png. Returns {"method",
-    "sample_rate", "sampler_options" (default N: the config's), "sets": {set: rows}, "row"
-    (the setting's row name), "plot"}."""
+    "sample_rate", "sampler_options" (default N: the config's), "sets": {set: rows},
+    "headline" (the setting's PESQ, ESTOI, SI-SDR, RTF on the first set), "plot"}."""
     from polydiff.speech.plots import plot_spectrograms
 
     out_dir, sr = Path(out_dir), method.spec.sample_rate
@@ -193,11 +193,19 @@ def demo_sets(
     clip, estimate = next(iter(sets.values()))[0], next(iter(results.values()))[1][0]
     signals = {"noisy": clip.noisy, "enhanced": estimate, "clean": clip.clean}
     plot = plot_spectrograms(signals, out_dir / "spectrogram.png", method.spec, title=clip.name)
+    sets_rows = {name: rows for name, (rows, _) in results.items()}
+    first, row = next(iter(sets_rows.values())), method.describe(**options)
+    headline = {"PESQ": first[row]["pesq"], "PESQ noisy": first["noisy"]["pesq"]}
+    headline.update({"ESTOI": first[row]["estoi"], "SI-SDR (dB)": first[row]["si_sdr"]})
+    headline["RTF"] = first[row]["rtf"]
     return {
-        "method": method.name, "sample_rate": sr, "sampler_options": options,
-        "sets": {name: rows for name, (rows, _) in results.items()},
-        "row": method.describe(**options), "plot": plot,
-    }  # fmt: skip
+        "method": method.name,
+        "sample_rate": sr,
+        "sampler_options": options,
+        "sets": sets_rows,
+        "headline": headline,
+        "plot": plot,
+    }
 
 
 def demo_markdown(model: str, metrics: dict) -> str:
@@ -242,7 +250,8 @@ def evaluate_folders(
     """Score the enhanced files against the clean ones of the same name (PESQ, ESTOI, SI-SDR;
     with ``noisy``, SI-SIR / SI-SAR and the noisy input's own scores) at ``sample_rate``. Writes
     ``out_dir``/metrics.csv, metrics.json (and noisy_metrics.csv), with ``plot`` the spectrograms
-    of the first file (spectrogram.png). Returns {"summary": ..., "noisy_summary": ...}."""
+    of the first file (spectrogram.png). Returns {"summary": ..., "noisy_summary": ..., "table":
+    {metric: "mean ± CI (n=...)   noisy: mean"}}."""
     from polydiff.speech.metrics import evaluate_folder, write_metrics
     from polydiff.speech.plots import plot_spectrograms
 
@@ -267,7 +276,11 @@ def evaluate_folders(
         signals["clean"] = load_audio(clean / name, sample_rate=sr)[0]
         spec = SpecConfig(sample_rate=sr, n_fft=2 * (sr // 64) - 2, hop_length=sr // 125)
         plot_spectrograms(signals, out_dir / "spectrogram.png", spec, title=str(name))
-    return {"summary": summary, "noisy_summary": extra.get("noisy_summary")}
+    noisy_summary = extra.get("noisy_summary") or {}
+    table = {k: f"{v['mean']:.3f} ± {v['ci']:.3f} (n={v['n']})" for k, v in summary.items()}
+    for k, v in noisy_summary.items():
+        table[k] += f"   noisy: {v['mean']:.3f}"
+    return {"summary": summary, "noisy_summary": extra.get("noisy_summary"), "table": table}
 
 
 __all__ = [

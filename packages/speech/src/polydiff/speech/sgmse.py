@@ -75,16 +75,24 @@ def check_net(cfg: NCSNppConfig, spec: SpecConfig, in_channels: int, conditional
         )
 
 
+def with_changes(config: Any, changes: dict | None) -> Any:
+    """The dataclass ``config`` with the field ``changes`` that are not None (lists, as YAML and
+    JSON give them, become tuples)."""
+    kept = {k: tuple(v) if isinstance(v, list) else v for k, v in (changes or {}).items()}
+    return dataclasses.replace(config, **{k: v for k, v in kept.items() if v is not None})
+
+
 def net_preset(name: str, **changes: Any) -> NCSNppConfig:
-    """The NCSN++ preset ``name`` with field ``changes``."""
+    """The NCSN++ preset ``name`` with field ``changes`` (`with_changes`)."""
     if name not in NET_PRESETS:
         raise ValueError(f"unknown NCSN++ preset {name!r}; choose one of {', '.join(NET_PRESETS)}")
-    return dataclasses.replace(NET_PRESETS[name], **changes)
+    return with_changes(NET_PRESETS[name], changes)
 
 
 def spec_from_preset(name: str, changes: dict | None = None) -> SpecConfig:
-    """The STFT preset ``name`` (`polydiff.speech.audio.PRESETS`) with field ``changes``."""
-    return dataclasses.replace(preset(name), **(changes or {}))
+    """The STFT preset ``name`` (`polydiff.speech.audio.PRESETS`) with field ``changes``
+    (`with_changes`)."""
+    return with_changes(preset(name), changes)
 
 
 @dataclass(frozen=True)
@@ -317,4 +325,5 @@ __all__ = [
     "score_matching_loss",
     "sgmse_48k_config",
     "spec_from_preset",
+    "with_changes",
 ]

@@ -50,6 +50,7 @@ from polydiff.speech.sgmse import (
     sample_t,
     score_matching_loss,
     spec_from_preset,
+    with_changes,
 )
 
 MODES = ("joint", "predictive", "frozen_predictive")
@@ -231,11 +232,10 @@ class StoRM(SpeechMethod):
                 "StoRM: mode frozen_predictive trains the score network on a fixed D: give "
                 "storm.predictor=<folder of a saved predictive StoRM>"
             )
-        changes = net_changes or {}
         config = StoRMConfig(
             spec=spec_from_preset(spec or "16k_storm", spec_changes),
-            predictor=dataclasses.replace(predictor_config(net), **changes),
-            score=dataclasses.replace(score_config(net), **changes),
+            predictor=with_changes(predictor_config(net), net_changes),
+            score=with_changes(score_config(net), net_changes),
             **fields,
         )
         method = cls(config)
