@@ -47,15 +47,12 @@ QUICK = {"clips": 2, "real": 2, "sgmse_N": 3, "sgmse_corrector": 1, "storm_N": [
 MEMORY_PROBE = """
 import resource, sys, numpy as np, torch
 torch.set_num_threads(1)
-from polydiff.speech.chunking import enhance_file
-from polydiff.speech.enhance import make_generator, wave_fn
-from polydiff.speech.train import load_model
-model = load_model(sys.argv[1]).eval()
-fn = wave_fn(model, model.spec, make_generator(0, model), N=0)
+from polydiff.speech import enhance_audio_file, load_model
+method = load_model(sys.argv[1])
 with torch.inference_mode():
-    fn(torch.zeros(1, 4 * model.spec.sample_rate) + 1e-3)  # warm the allocator on one chunk
+    method.enhance(np.full(4 * method.spec.sample_rate, 1e-3, np.float32), N=0)  # one chunk: warm
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    enhance_file(fn, sys.argv[2], sys.argv[3], model.spec)
+    enhance_audio_file(method, sys.argv[2], sys.argv[3], N=0)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(base, peak)
 """
@@ -68,15 +65,17 @@ def sgmse_row(sizes: dict[str, Any]) -> str:
     return f"SGMSE+ N={sizes['sgmse_N']} (corrector, snr {sizes['sgmse_snr']:g})"
 
 
-def methods(sizes: dict[str, Any], have_sgmse: bool) -> list[tuple[str, str, dict]]:
-    """(row name, model, sampler kwargs) in report order; model "noisy" is the input itself."""
-    rows = [("noisy", "noisy", {}), ("predictive (StoRM D)", "storm", {"N": 0})]
-    if have_sgmse:
+def methods(sizes: dict[str, Any], models: dict) -> list[tuple[str, Any, dict]]:
+    """(row name, method, sampler options) in report order (`evaluation.compare` rows); method
+    None is the noisy input itself."""
+    storm = models["storm"]
+    rows = [("noisy", None, {}), ("predictive (StoRM D)", storm, {"N": 0})]
+    if "sgmse" in models:
         n, c = sizes["sgmse_N"], sizes["sgmse_corrector"]
-        rows.append((sgmse_row(sizes), "sgmse", {"N": n, "corrector_steps": c}))
+        rows.append((sgmse_row(sizes), models["sgmse"], {"N": n, "corrector_steps": c}))
     for t in sizes["storm_t_start"]:
         rows += [
-            (storm_row(n, t, sizes), "storm", {"N": n, "corrector_steps": 0, "t_start": t})
+            (storm_row(n, t, sizes), storm, {"N": n, "corrector_steps": 0, "t_start": t})
             for n in sizes["storm_N"]
         ]
     return rows
@@ -88,27 +87,6 @@ def storm_row(N: int, t_start: float, sizes: dict[str, Any]) -> str:
     if t_start != 1:
         return f"StoRM N={N}, t_start={t_start:g}"
     return f"StoRM N={N}" + (PAPER if len(sizes["storm_t_start"]) > 1 else "")
-
-
-def quality(models: dict, clips: list, rows: list, seed: int, log) -> dict[str, dict]:
-    """Per method: metric -> {mean, ci, n}, rtf, nfe, seconds; one set of clips."""
-    from polydiff.speech.evaluation import nfe, run_method, score_set, set_summary
-
-    out = {}
-    for name, which, kwargs in rows:
-        if which == "noisy":
-            estimates, seconds = [c.noisy for c in clips], None
-        else:
-            estimates, seconds = run_method(models[which], clips, seed=seed, **kwargs)
-        summary = set_summary(score_set(clips, estimates), seconds, clips)
-        steps = nfe(which, kwargs.get("N", 0), kwargs.get("corrector_steps", 0))
-        summary["nfe"] = 0 if which == "noisy" else steps
-        summary["seconds"] = seconds
-        out[name] = summary
-        metrics = ", ".join(f"{m} {summary[m]['mean']:.3f}" for m in METRICS)
-        rtf = "" if seconds is None else f", RTF {summary['rtf']:.2f}"
-        log(f"  {name}: {metrics}{rtf}")
-    return out
 
 
 def memory(model_dir: Path, clips: list, seconds_list: list[int], log) -> dict[str, Any]:
@@ -235,22 +213,22 @@ def main(argv: list[str]) -> int:
         print(f"[{time.perf_counter() - start:7.1f}s] {msg}", flush=True)
 
     from polydiff.core.io import atomic_write_json, atomic_write_text, nan_to_none
-    from polydiff.speech.evaluation import builtin_clips, real_test_clips
+    from polydiff.speech import load_model
+    from polydiff.speech.evaluation import builtin_clips, compare, real_test_clips
     from polydiff.speech.shipped import shipped_checkpoint
-    from polydiff.speech.train import load_model
 
     dirs = {"storm": Path(args.storm) if args.storm else shipped_checkpoint("storm")}
     try:
         dirs["sgmse"] = Path(args.sgmse) if args.sgmse else shipped_checkpoint("sgmse")
     except FileNotFoundError as err:
         log(f"no SGMSE+ model ({err}): its rows are skipped")
-    models = {k: load_model(d).eval() for k, d in dirs.items()}
+    models = {k: load_model(d) for k, d in dirs.items()}
     # StoRM's reverse process from the paper's t = 1 and, if the model's config says otherwise,
     # from its own t_start (chosen on validation clips: docs/speech.md, "Why the diffusion ...")
-    t_model = float(models["storm"].cfg.t_start)
+    t_model = float(models["storm"].config.t_start)
     sizes["storm_t_start"] = [1.0] + ([t_model] if t_model != 1 else [])
     if "sgmse" in models:  # the corrector snr of the model's config (chosen on validation)
-        sizes["sgmse_snr"] = float(models["sgmse"].cfg.snr)
+        sizes["sgmse_snr"] = float(models["sgmse"].config.snr)
     sr = models["storm"].spec.sample_rate
     sets = {"built-in test set": builtin_clips(sizes["clips"], sr, seed=args.seed)}
     real = real_test_clips(sizes["real"], sr, seed=args.seed)
@@ -258,11 +236,11 @@ def main(argv: list[str]) -> int:
         sets["real recordings (alsa-utils) + noise"] = real
     else:
         log("alsa-utils recordings not found (apt-get install alsa-utils): real set skipped")
-    rows = methods(sizes, "sgmse" in models)
+    rows = methods(sizes, models)
     results = {}
     for set_name, clips in sets.items():
         log(f"{set_name}: {len(clips)} files")
-        results[set_name] = quality(models, clips, rows, args.seed, log)
+        results[set_name] = compare(clips, rows, seed=args.seed, log=log)[0]
     log("memory vs file length")
     memory_res = memory(dirs["storm"], sets["built-in test set"], sizes["memory_seconds"], log)
     ratios, ratio_rows = {}, []

@@ -48,10 +48,10 @@ def label(folder: Path) -> str:
     return folder.parent.name if folder.name == "model" else folder.name
 
 
-def load(folder: Path, load_model) -> torch.nn.Module:
-    """An exported model in eval mode, or a one-line error naming the folder."""
+def load(folder: Path, load_model) -> Any:
+    """A saved speech method in eval mode, or a one-line error naming the folder."""
     try:
-        return load_model(folder).eval()
+        return load_model(folder)
     except (OSError, ValueError) as err:
         raise SystemExit(f"--models {folder}: {err}") from None
 
@@ -118,8 +118,8 @@ def main(argv: list[str]) -> int:
     settings = {s: parse_setting(s) for s in args.settings}
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from polydiff.core.io import atomic_write_json, atomic_write_text, nan_to_none
-    from polydiff.speech.evaluation import builtin_clips, run_method, score_set, set_summary
-    from polydiff.speech.train import load_model
+    from polydiff.speech import load_model
+    from polydiff.speech.evaluation import builtin_clips, compare, score_set, set_summary
 
     start = time.perf_counter()
     folders = {label(Path(m)): Path(m) for m in args.models}
@@ -134,12 +134,9 @@ def main(argv: list[str]) -> int:
     noisy = set_summary(score_set(clips, [c.noisy for c in clips]), None, clips)
     results: dict[str, dict[str, dict]] = {}
     for name, model in models.items():
-        for text, kwargs in settings.items():
-            estimates, seconds = run_method(model, clips, seed=args.seed, **kwargs)
-            row = set_summary(score_set(clips, estimates), seconds, clips)
-            results.setdefault(name, {})[text] = row
-            scores = ", ".join(f"{m} {row[m]['mean']:.3f}" for m in METRICS)
-            print(f"{name} {text}: {scores}, RTF {row['rtf']:.2f}", flush=True)
+        print(name, flush=True)
+        rows = [(text, model, kwargs) for text, kwargs in settings.items()]
+        results[name] = compare(clips, rows, seed=args.seed, log=lambda s: print(s, flush=True))[0]
     quoted = " ".join(f"'{s}'" for s in args.settings)
     doc = {
         "command": f"nox -s bench -- speech_tune --models <{len(folders)} folders> "

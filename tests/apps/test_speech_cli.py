@@ -104,7 +104,7 @@ def test_train_exports_a_loadable_model(model: Path):
 
     loaded = SGMSE.load(model)
     assert isinstance(loaded, SGMSE)
-    assert loaded.spec.sample_rate == int(SR) and loaded.cfg.net.nf == 8
+    assert loaded.spec.sample_rate == int(SR) and loaded.config.net.nf == 8
     metrics = json.loads((model.parent / "metrics.json").read_text())
     assert metrics["steps"] == 2 and metrics["method"] == "sgmse"
     assert np.isfinite(metrics["train_loss"])
@@ -125,9 +125,9 @@ def test_train_options_build_storm_in_every_mode():
     for mode in ("joint", "predictive"):
         cfg = compose_config("speech/train", ["method=storm", f"storm.mode={mode}", *TINY_MODEL])
         storm = build_model(cfg)
-        assert isinstance(storm, StoRM) and storm.cfg.mode == mode
-        assert storm.cfg.predictor.in_channels == 2 and not storm.cfg.predictor.conditional
-        assert storm.cfg.score.in_channels == 6 and storm.cfg.score.nf == 8
+        assert isinstance(storm, StoRM) and storm.config.mode == mode
+        assert storm.config.predictor.in_channels == 2 and not storm.config.predictor.conditional
+        assert storm.config.score.in_channels == 6 and storm.config.score.nf == 8
         assert storm.spec.beta == pytest.approx(0.33)  # the 16k_storm preset under the overrides
     with pytest.raises(ConfigError, match=r"storm\.predictor"):
         build_model(

@@ -12,7 +12,7 @@ import soundfile as sf
 from polydiff.speech.audio import load_audio
 from polydiff.speech.data.real import real_noisy_set
 from polydiff.speech.data.synth import CorpusConfig, generate_corpus
-from polydiff.speech.evaluation import builtin_clips, nfe, score_set, set_summary
+from polydiff.speech.evaluation import builtin_clips, score_set, set_summary
 from polydiff.speech.shipped import SHIPPED, load_shipped, shipped_checkpoint
 
 
@@ -52,8 +52,10 @@ def test_real_noisy_set_mixes_at_the_drawn_snr_reproducibly(tmp_path, speech):
 
 
 def test_nfe_counts_and_summary_of_a_perfect_estimate(speech):
-    assert nfe("sgmse", 30, 1) == 60  # the papers' 60 NFE at N = 30
-    assert nfe("storm", 10, 0) == 11 and nfe("storm", 0, 0) == 1
+    sgmse, storm = load_shipped("sgmse"), load_shipped("storm")
+    assert sgmse.nfe(N=30, corrector_steps=1) == 60  # the papers' 60 NFE at N = 30
+    assert sgmse.nfe(sampler="ode", N=30) == 30
+    assert storm.nfe(N=10, corrector_steps=0) == 11 and storm.nfe(N=0) == 1
     from polydiff.speech.evaluation import Clip
 
     clean = speech(2.0, 8000, 0)
@@ -69,9 +71,33 @@ def test_nfe_counts_and_summary_of_a_perfect_estimate(speech):
 def test_shipped_checkpoints_load_without_pickle_and_have_a_readme(method):
     folder = shipped_checkpoint(method)
     assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in folder.iterdir()}
-    assert json.loads((folder / "config.json").read_text())["method"] == method
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["format"], config["domain"], config["method"]) == (
+        "polydiff-method", "speech", method,
+    )  # fmt: skip
     assert (folder / "model.safetensors").stat().st_size < 5_000_000  # a few MB at most
     model = load_shipped(method)
-    assert not model.training and model.spec.sample_rate == 8000
+    assert not model.net.training and model.spec.sample_rate == 8000 and model.name == method
     with pytest.raises(ValueError, match="no shipped"):
         shipped_checkpoint("bbed")
+
+
+def test_a_folder_exported_before_the_method_format_still_loads(tmp_path):
+    # config.json used to be the flat config with "method"; the weights are the same layout
+    import shutil
+
+    from polydiff.speech import load_model
+
+    folder = shipped_checkpoint("sgmse")
+    config = json.loads((folder / "config.json").read_text())
+    (tmp_path / "old").mkdir()
+    shutil.copy(folder / "model.safetensors", tmp_path / "old")
+    flat = {"method": "sgmse", **config["config"]}
+    (tmp_path / "old" / "config.json").write_text(json.dumps(flat))
+    old, new = load_model(tmp_path / "old"), load_shipped("sgmse")
+    assert old.config == new.config and not old.net.training
+    noisy = (0.1 * np.random.default_rng(0).standard_normal(2000)).astype(np.float32)
+    np.testing.assert_array_equal(old.enhance(noisy, 8000, N=2), new.enhance(noisy, 8000, N=2))
+    (tmp_path / "old" / "config.json").write_text(json.dumps({"method": "bbed"}))
+    with pytest.raises(ValueError, match="not a saved polydiff method"):
+        load_model(tmp_path / "old")

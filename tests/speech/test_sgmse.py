@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -207,7 +208,7 @@ def test_ode_sampler_transports_the_exact_marginal():
 
 
 def test_score_is_minus_network_over_sigma_and_loss_is_score_matching():
-    model = tiny_sgmse()
+    model = tiny_sgmse().net
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(2, 32, 16, generator=g, dtype=torch.complex64)
     y = x0 + 0.3 * torch.randn(2, 32, 16, generator=g, dtype=torch.complex64)
@@ -244,7 +245,7 @@ def test_enhance_is_seeded_shaped_finite_and_works_on_long_and_stereo_audio():
     # another input rate: resampled in and back, same length
     out16 = model.enhance(np.tile(y, 2), sample_rate=16000, seed=0)
     assert out16.shape == (2400,) and np.isfinite(out16).all()
-    assert model.training  # the caller's mode is restored (eval inside)
+    assert model.net.training  # the caller's mode is restored (eval inside)
 
 
 def test_enhance_bad_input_errors():
@@ -263,8 +264,9 @@ def test_enhance_bad_input_errors():
 def test_config_round_trip_and_validation():
     cfg = SGMSEConfig(spec=TINY_SPEC, net=TINY_NET, N=5)
     d = cfg.to_dict()
-    assert d["method"] == "sgmse"
-    assert SGMSEConfig.from_dict(d) == cfg
+    assert SGMSEConfig.from_dict(json.loads(json.dumps(d))) == cfg  # JSON lists back to tuples
+    with pytest.raises(ValueError, match="unknown SGMSEConfig fields"):
+        SGMSEConfig.from_dict({**d, "steps": 3})
     with pytest.raises(ValueError, match="in_channels=4"):
         SGMSEConfig(spec=TINY_SPEC, net=dataclasses.replace(TINY_NET, in_channels=6))
     with pytest.raises(ValueError, match="multiples"):
@@ -278,10 +280,32 @@ def test_config_round_trip_and_validation():
     assert SGMSEConfig.from_dict(old).t_start == 1.0
 
 
+def test_methods_by_name_from_presets():
+    from polydiff.speech import build_method, speech_methods
+    from polydiff.speech.sgmse import with_changes
+
+    assert speech_methods() == ["sgmse", "storm"]
+    # None keeps the preset's value; lists (YAML, JSON) become tuples
+    assert with_changes(TINY_NET, {"ch_mult": [1, 2], "nf": None}) == dataclasses.replace(
+        TINY_NET, ch_mult=(1, 2)
+    )
+    method = build_method("sgmse", spec_changes={"sample_rate": 8000, "n_fft": 62,
+        "hop_length": 16, "frame_multiple": 8}, net_changes={"nf": 8, "ch_mult": [1, 2, 2]},
+        N=4)  # fmt: skip
+    assert isinstance(method, SGMSE) and method.config.net == TINY_NET
+    assert method.config.spec == TINY_SPEC and method.config.N == 4
+    with pytest.raises(ValueError, match="unknown speech method 'bbed'; known: sgmse, storm"):
+        build_method("bbed")
+    with pytest.raises(ValueError, match=r"unknown NCSN\+\+ preset"):
+        build_method("sgmse", net="huge")
+    with pytest.raises(ValueError, match="steps"):
+        build_method("sgmse", steps=3)
+
+
 def test_training_steps_reduce_the_loss_on_a_fixed_draw():
     # the loss and its gradient are wired to the right parameters: Adam on one fixed batch and
     # fixed (t, z) draws must lower it
-    model = tiny_sgmse()
+    model = tiny_sgmse().net
     x0 = torch.randn(2, 32, 16, generator=torch.Generator().manual_seed(0), dtype=torch.complex64)
     y = 0.5 * x0
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -53,7 +53,7 @@ def test_paper_defaults():
 
 
 def test_joint_loss_is_weighted_sum_with_mean_drifting_to_the_prediction():
-    model = tiny_storm()
+    model = tiny_storm().net
     x0, y = _pair()
     out = model.loss(x0, y, generator=torch.Generator().manual_seed(3))
     d = model.predict(y)
@@ -74,7 +74,7 @@ def test_joint_loss_is_weighted_sum_with_mean_drifting_to_the_prediction():
 
 def test_training_modes_route_gradients():
     x0, y = _pair(1)
-    model = tiny_storm(mode="predictive")
+    model = tiny_storm(mode="predictive").net
     out = model.loss(x0, y)
     assert set(out) == {"loss", "predictive"}
     d = model.predict(y)
@@ -82,72 +82,82 @@ def test_training_modes_route_gradients():
     out["loss"].backward()
     assert any(_grads(model.predictor)) and not any(_grads(model.score_net))
 
-    model = tiny_storm(mode="frozen_predictive")
+    method = tiny_storm(mode="frozen_predictive")
+    model = method.net
     out = model.loss(x0, y)
     torch.testing.assert_close(out["loss"], out["score"])  # predictive term is constant
     out["loss"].backward()
     assert not any(_grads(model.predictor)) and any(_grads(model.score_net))
     assert not any(p.requires_grad for p in model.predictor.parameters())
-    model.set_mode("joint")
+    method.set_mode("joint")  # the method's config follows its network
     assert all(p.requires_grad for p in model.predictor.parameters())
+    assert method.config.mode == "joint" and model.cfg.mode == "joint"
     with pytest.raises(ValueError, match="mode"):
-        model.set_mode("score_only")
+        method.set_mode("score_only")
     with pytest.raises(ValueError, match="mode"):
         tiny_storm(mode="denoiser")
 
 
 def test_inference_starts_at_prediction_plus_sigma1_noise(monkeypatch):
-    model = tiny_storm().eval()
+    model = tiny_storm()
     _, y = _pair(2)
     y = torch.cat([y] * 8)  # enough entries to measure the prior's spread
     seen = {}
 
-    def spy(eps_fn, mu, path, N, **kw):
-        seen.update(mu=mu, x_init=kw["x_init"], N=N, c=kw["corrector_steps"])
+    def spy(eps_fn, x_init, *, mu, grid, solver_kwargs, **kw):
+        seen.update(mu=mu, x_init=x_init, N=len(grid) - 1, c=solver_kwargs["corrector_steps"])
         return mu
 
-    monkeypatch.setattr(sgmse_mod, "pc_sample", spy)  # StoRM samples through it
-    model.enhance_spec(y, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(sgmse_mod, "sample", spy)  # the core driver StoRM samples through
+    model.sample(y, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        d = model.predict(y)
+        d = model.net.predict(y)
     torch.testing.assert_close(seen["mu"], d)
     spread = (seen["x_init"] - d).abs().square().mean().sqrt()
     assert float(spread) == pytest.approx(0.389, rel=0.03)  # sigma(1), E|z|^2 = 1
     assert (seen["N"], seen["c"]) == (3, 0)
-    torch.testing.assert_close(model.enhance_spec(y, N=0), d)  # predictive only
+    torch.testing.assert_close(model.sample(y, N=0), d)  # predictive only
 
 
 def test_later_start_draws_sigma_of_t_start_around_the_prediction(monkeypatch):
-    model = tiny_storm(t_start=0.4).eval()
+    model = tiny_storm(t_start=0.4)
     _, y = _pair(2)
     y = torch.cat([y] * 8)
     seen = {}
 
-    def spy(eps_fn, mu, path, N, **kw):
-        seen.update(x_init=kw["x_init"], t_start=kw["t_start"])
+    def spy(eps_fn, x_init, *, mu, grid, **kw):
+        seen.update(x_init=x_init, t_start=float(grid[0]))
         return mu
 
-    monkeypatch.setattr(sgmse_mod, "pc_sample", spy)
-    model.enhance_spec(y, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(sgmse_mod, "sample", spy)
+    model.sample(y, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        d = model.predict(y)
+        d = model.net.predict(y)
     sigma = float(model.path.sigma(torch.tensor(0.4, dtype=torch.float64)))
     spread = (seen["x_init"] - d).abs().square().mean().sqrt()
     assert seen["t_start"] == 0.4 and float(spread) == pytest.approx(sigma, rel=0.03)
-    model.enhance_spec(y, t_start=1.0)  # a call overrides the config
+    model.sample(y, t_start=1.0)  # a call overrides the config
     assert seen["t_start"] == 1.0
     with pytest.raises(ValueError, match="t_start"):
-        model.enhance_spec(y, t_start=0.01)
+        model.sample(y, t_start=0.01)
+    with pytest.raises(ValueError, match="unknown enhance option"):
+        model.sample(y, steps=3)
 
 
 def test_nfe_is_one_plus_steps():
-    model = tiny_storm().eval()
+    model = tiny_storm()
     calls = {"pred": 0, "score": 0}
-    model.predictor.register_forward_hook(lambda *a: calls.__setitem__("pred", calls["pred"] + 1))
-    model.score_net.register_forward_hook(lambda *a: calls.__setitem__("score", calls["score"] + 1))
+    model.net.predictor.register_forward_hook(
+        lambda *a: calls.__setitem__("pred", calls["pred"] + 1)
+    )
+    model.net.score_net.register_forward_hook(
+        lambda *a: calls.__setitem__("score", calls["score"] + 1)
+    )
     _, y = _pair(3)
-    model.enhance_spec(y, N=4, corrector_steps=1)
+    model.sample(y, N=4, corrector_steps=1)
     assert calls == {"pred": 1, "score": 8}
+    assert model.nfe(N=4, corrector_steps=1) == 9 and model.nfe(N=0) == 1
+    assert model.describe(N=0) == "predictive (storm N=0)" and model.describe() == "storm N=3"
 
 
 def test_enhance_audio_seeded_and_load_predictor(tmp_path):
@@ -162,21 +172,21 @@ def test_enhance_audio_seeded_and_load_predictor(tmp_path):
     p = model.enhance(y, N=0)  # the predictive model alone is deterministic
     np.testing.assert_array_equal(p, model.enhance(y, N=0, seed=5))
 
-    atomic_save_safetensors(tmp_path / "pred" / "model.safetensors", model.state_dict())
+    atomic_save_safetensors(tmp_path / "pred" / "model.safetensors", model.net.state_dict())
     other = tiny_storm(mode="frozen_predictive")
-    torch.nn.init.zeros_(other.predictor.conv_out.weight)
+    torch.nn.init.zeros_(other.net.predictor.conv_out.weight)
     other.load_predictor(tmp_path / "pred")
-    for k, v in model.predictor.state_dict().items():
-        torch.testing.assert_close(other.predictor.state_dict()[k], v)
+    for k, v in model.net.predictor.state_dict().items():
+        torch.testing.assert_close(other.net.predictor.state_dict()[k], v)
     with pytest.raises(ValueError, match="predictor"):
-        atomic_save_safetensors(tmp_path / "score.safetensors", model.score_net.state_dict())
+        atomic_save_safetensors(tmp_path / "score.safetensors", model.net.score_net.state_dict())
         other.load_predictor(tmp_path / "score.safetensors")
     with pytest.raises(FileNotFoundError):
         other.load_predictor(tmp_path / "missing")
 
 
 def test_config_round_trip():
-    cfg = tiny_storm().cfg
+    cfg = tiny_storm().config
     assert StoRMConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="in_channels=2"):
         dataclasses.replace(cfg, predictor=score_config("micro"))
@@ -195,12 +205,12 @@ def test_losses_run_under_mixed_precision_autocast():
         )
     )
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        for loss in (tiny_storm().loss(x0, y)["loss"], sgmse.loss(x0, y)):
+        for loss in (tiny_storm().net.loss(x0, y)["loss"], sgmse.net.loss(x0, y)):
             assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
 def test_predictive_training_steps_reduce_the_loss():
-    model = tiny_storm(mode="predictive")
+    model = tiny_storm(mode="predictive").net
     x0, y = _pair(5)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     losses = []
@@ -215,13 +225,15 @@ def test_predictive_training_steps_reduce_the_loss():
 
 def test_default_N_0_makes_the_predictive_network_the_default_sampler():
     # the shipped StoRM's config uses N = 0 (selected on validation clips): D(y), 1 NFE
-    model = tiny_storm(N=0).eval()
+    model = tiny_storm(N=0)
     calls = {"score": 0}
-    model.score_net.register_forward_hook(lambda *a: calls.__setitem__("score", calls["score"] + 1))
+    model.net.score_net.register_forward_hook(
+        lambda *a: calls.__setitem__("score", calls["score"] + 1)
+    )
     _, y = _pair(4)
-    torch.testing.assert_close(model.enhance_spec(y), model.predict(y))
+    torch.testing.assert_close(model.sample(y), model.net.predict(y))
     assert calls["score"] == 0
-    assert StoRMConfig.from_dict(model.cfg.to_dict()).N == 0
+    assert StoRMConfig.from_dict(model.config.to_dict()).N == 0
     with pytest.raises(ValueError, match="N >= 0"):
         tiny_storm(N=-1)
     with pytest.raises(ValueError, match="N >= 1"):  # SGMSE+ has no predictive stage

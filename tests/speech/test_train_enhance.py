@@ -11,12 +11,13 @@ import pytest
 import soundfile as sf
 import torch
 
+from polydiff.speech import enhance_audio_file, load_model
 from polydiff.speech.audio import SpecConfig, load_audio
 from polydiff.speech.data.synth import CorpusConfig, generate_corpus
 from polydiff.speech.nets import PRESETS
 from polydiff.speech.sgmse import SGMSE, SGMSEConfig
 from polydiff.speech.storm import StoRM, StoRMConfig, predictor_config, score_config
-from polydiff.speech.train import load_model, save_model, train
+from polydiff.speech.train import train, training_summary
 
 SPEC = SpecConfig(sample_rate=8000, n_fft=62, hop_length=16, frame_multiple=8)
 SMALL = {"nf": 8, "ch_mult": (1, 2, 2)}
@@ -62,7 +63,7 @@ def tiny_storm(mode: str = "joint") -> StoRM:
 
 def test_sgmse_trains_exports_loads_and_enhances(corpus, tmp_path):
     model = tiny_sgmse()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
     module = train(
         model,
         corpus,
@@ -73,8 +74,8 @@ def test_sgmse_trains_exports_loads_and_enhances(corpus, tmp_path):
         enhance_files=1,
         **FIT,
     )
-    assert module.global_step == 3
-    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert module.global_step == 3 and training_summary(module)["steps"] == 3
+    assert any(not torch.equal(before[k], v) for k, v in model.net.state_dict().items())
     metrics = next(iter((tmp_path / "run" / "logs").rglob("metrics.csv"))).read_text()
     header, *rows = metrics.splitlines()
     assert "train/loss" in header and "val/loss" in header
@@ -83,11 +84,13 @@ def test_sgmse_trains_exports_loads_and_enhances(corpus, tmp_path):
     assert [float(v) for v in si_sdr if v]  # logged once, at step 3
 
     loaded = load_model(tmp_path / "run" / "model")
-    assert isinstance(loaded, SGMSE) and loaded.cfg == model.cfg
+    assert isinstance(loaded, SGMSE) and loaded.config == model.config
     for k, v in module.ema_net.state_dict().items():  # the export holds the EMA weights
-        torch.testing.assert_close(loaded.state_dict()[k], v)
+        torch.testing.assert_close(loaded.net.state_dict()[k], v)
     config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
-    assert config["method"] == "sgmse"
+    assert (config["format"], config["domain"], config["method"]) == (
+        "polydiff-method", "speech", "sgmse",
+    )  # fmt: skip
 
     noisy, sr = load_audio(corpus / "test" / "noisy" / "test_00000.wav")
     a = loaded.enhance(noisy, sr, seed=0)
@@ -126,21 +129,23 @@ def test_storm_modes_through_the_training_scaffold(corpus, tmp_path):
     assert isinstance(load_model(tmp_path / "joint" / "model"), StoRM)
 
     pred = tiny_storm("predictive")
-    score_before = {k: v.clone() for k, v in pred.score_net.state_dict().items()}
+    score_before = {k: v.clone() for k, v in pred.net.score_net.state_dict().items()}
     train(pred, corpus, tmp_path / "pred", max_steps=2, validate=False, **FIT)
-    for k, v in pred.score_net.state_dict().items():  # untouched in the predictive mode
+    for k, v in pred.net.score_net.state_dict().items():  # untouched in the predictive mode
         torch.testing.assert_close(v, score_before[k])
 
     frozen = tiny_storm("frozen_predictive").load_predictor(tmp_path / "pred" / "model")
-    d_before = {k: v.clone() for k, v in frozen.predictor.state_dict().items()}
+    d_before = {k: v.clone() for k, v in frozen.net.predictor.state_dict().items()}
     module = train(frozen, corpus, tmp_path / "frozen", max_steps=2, validate=False, **FIT)
-    for k, v in frozen.predictor.state_dict().items():  # D stays the loaded predictor
+    for k, v in frozen.net.predictor.state_dict().items():  # D stays the loaded predictor
         torch.testing.assert_close(v, d_before[k])
     noisy, sr = load_audio(corpus / "test" / "noisy" / "test_00001.wav")
-    out = module.eval_net.enhance(noisy, sr, seed=0)
+    out = StoRM(frozen.config, module.eval_net).enhance(noisy, sr, seed=0)
     assert out.shape == noisy.shape and np.isfinite(out).all()
-    save_model(module, tmp_path / "exported")
-    assert isinstance(load_model(tmp_path / "exported"), StoRM)
+    frozen.save(tmp_path / "exported", module)
+    exported = load_model(tmp_path / "exported")
+    assert isinstance(exported, StoRM) and exported.config.mode == "frozen_predictive"
+    np.testing.assert_array_equal(exported.enhance(noisy, sr, seed=0), out)  # the EMA weights
 
 
 def short_clips(corpus, folder, seconds: float = 0.5):
@@ -166,6 +171,18 @@ def test_enhance_folder_writes_each_file_atomically_and_resumes(corpus, tmp_path
     noisy, sr = load_audio(in_dir / "test_00000.wav")
     in_memory = model.enhance(noisy, sr, seed=0)
     np.testing.assert_allclose(first, in_memory, rtol=1e-4, atol=1e-4 * np.abs(in_memory).max())
+    # one file is one library call, by method or by saved folder, on the folder's streamed path
+    one = tmp_path / "one.wav"
+    assert enhance_audio_file(model, in_dir / "test_00000.wav", one, seed=0, subtype="FLOAT") == (
+        "written"
+    )
+    np.testing.assert_array_equal(sf.read(one)[0], first)
+    model.save(tmp_path / "saved")
+    saved = tmp_path / "saved_one.wav"
+    enhance_audio_file(tmp_path / "saved", in_dir / "test_00000.wav", saved, subtype="FLOAT")
+    np.testing.assert_array_equal(sf.read(saved)[0], first)
+    with pytest.raises(ValueError, match="unknown enhance option"):
+        enhance_audio_file(model, in_dir / "test_00000.wav", tmp_path / "x.wav", steps=3)
     assert model.enhance_folder(in_dir, tmp_path / "out")["test_00000.wav"] == "exists"
     model.enhance_folder(in_dir, tmp_path / "out", overwrite=True, seed=0, subtype="FLOAT")
     np.testing.assert_array_equal(sf.read(tmp_path / "out" / "test_00000.wav")[0], first)
@@ -184,7 +201,7 @@ def test_enhance_folder_writes_each_file_atomically_and_resumes(corpus, tmp_path
 def test_enhance_folder_never_writes_nan(corpus, tmp_path):
     model = tiny_sgmse()
     with torch.no_grad():
-        model.score_net.conv_out.bias.fill_(float("nan"))
+        model.net.score_net.conv_out.bias.fill_(float("nan"))
     in_dir = short_clips(corpus, tmp_path / "in")
     status = model.enhance_folder(in_dir, tmp_path / "out", on_error="skip")
     assert all(s.startswith("error:") and "NaN" in s for s in status.values())

@@ -25,21 +25,19 @@ consistent (each real component sees half the variance and twice the score).
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from polydiff.core.method import register_method
 from polydiff.core.paths import OUVE
 from polydiff.core.sample import sample
 from polydiff.speech.audio import PRESETS as SPEC_PRESETS
-from polydiff.speech.audio import SpecConfig
-from polydiff.speech.enhance import enhance_audio, enhance_folder
+from polydiff.speech.audio import SpecConfig, preset
+from polydiff.speech.method import EnhanceOptions, OUVEConfig, SpeechMethod, check_t_start
 from polydiff.speech.nets import PRESETS as NET_PRESETS
 from polydiff.speech.nets import NCSNpp, NCSNppConfig, channels_to_spec, spec_to_channels
 
@@ -47,11 +45,6 @@ EpsFn = Callable[[Tensor, Tensor], Tensor]  # eps_fn(x_t, t) -> predicted unit n
 
 
 # ----------------------------------------------------------------------------- configuration
-
-
-def spec_config(d: dict | SpecConfig) -> SpecConfig:
-    """A SpecConfig from its `to_dict()` (JSON) form."""
-    return d if isinstance(d, SpecConfig) else SpecConfig(**d)
 
 
 def net_config(d: dict | NCSNppConfig) -> NCSNppConfig:
@@ -82,12 +75,28 @@ def check_net(cfg: NCSNppConfig, spec: SpecConfig, in_channels: int, conditional
         )
 
 
-def _net(name: str, **changes: Any) -> NCSNppConfig:
-    return dataclasses.replace(NET_PRESETS[name], **changes)
+def with_changes(config: Any, changes: dict | None) -> Any:
+    """The dataclass ``config`` with the field ``changes`` that are not None (lists, as YAML and
+    JSON give them, become tuples)."""
+    kept = {k: tuple(v) if isinstance(v, list) else v for k, v in (changes or {}).items()}
+    return dataclasses.replace(config, **{k: v for k, v in kept.items() if v is not None})
+
+
+def net_preset(name: str, **changes: Any) -> NCSNppConfig:
+    """The NCSN++ preset ``name`` with field ``changes`` (`with_changes`)."""
+    if name not in NET_PRESETS:
+        raise ValueError(f"unknown NCSN++ preset {name!r}; choose one of {', '.join(NET_PRESETS)}")
+    return with_changes(NET_PRESETS[name], changes)
+
+
+def spec_from_preset(name: str, changes: dict | None = None) -> SpecConfig:
+    """The STFT preset ``name`` (`polydiff.speech.audio.PRESETS`) with field ``changes``
+    (`with_changes`)."""
+    return with_changes(preset(name), changes)
 
 
 @dataclass(frozen=True)
-class SGMSEConfig:
+class SGMSEConfig(OUVEConfig):
     """SGMSE+ settings (defaults: the paper's 16 kHz model).
 
     spec: STFT / compression (alpha 0.5, beta 0.15). net: the score network (NCSN++, 65.6M;
@@ -97,31 +106,12 @@ class SGMSEConfig:
     t_start: time the reverse process starts from (the papers: 1; see `pc_sample`).
     """
 
-    spec: SpecConfig = field(default_factory=lambda: SPEC_PRESETS["16k"])
-    net: NCSNppConfig = field(default_factory=lambda: _net("ncsnpp"))
-    theta: float = 1.5
-    sigma_min: float = 0.05
-    sigma_max: float = 0.5
-    t_eps: float = 0.03
-    N: int = 30
-    snr: float = 0.5
-    corrector_steps: int = 1
-    t_start: float = 1.0
+    net: NCSNppConfig = field(default_factory=lambda: net_preset("ncsnpp"))
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "spec", spec_config(self.spec))
+        super().__post_init__()
         object.__setattr__(self, "net", net_config(self.net))
         check_net(self.net, self.spec, 4, True, "SGMSEConfig")
-        _check_sampler(self.t_eps, self.N, self.snr, self.corrector_steps, "SGMSEConfig")
-        check_t_start(self.t_start, self.t_eps, "SGMSEConfig")
-
-    def to_dict(self) -> dict:
-        return {"method": "sgmse", **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SGMSEConfig:
-        d = {k: v for k, v in d.items() if k != "method"}
-        return cls(**d)
 
 
 def sgmse_48k_config(**changes: Any) -> SGMSEConfig:
@@ -134,24 +124,6 @@ def sgmse_48k_config(**changes: Any) -> SGMSEConfig:
         "sigma_max": 1.0,
     }
     return SGMSEConfig(**{**base, **changes})
-
-
-def _check_sampler(
-    t_eps: float, N: int, snr: float, corrector_steps: int, who: str, min_N: int = 1
-) -> None:
-    if not 0 < t_eps < 1:
-        raise ValueError(f"{who}: t_eps must be in (0, 1), got {t_eps}")
-    if N < min_N or snr <= 0 or corrector_steps < 0:
-        raise ValueError(
-            f"{who}: need N >= {min_N}, snr > 0, corrector_steps >= 0; "
-            f"got {N}, {snr}, {corrector_steps}"
-        )
-
-
-def check_t_start(t_start: float, t_eps: float, who: str) -> None:
-    """Raise ValueError unless t_eps < t_start <= 1 (the interval the network was trained on)."""
-    if not t_eps < t_start <= 1:
-        raise ValueError(f"{who}: t_start must be in ({t_eps}, 1], got {t_start}")
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -179,115 +151,66 @@ def prior_sample(
     return path.prior_sample(tuple(mu.shape), t=t, mu=mu, generator=generator, dtype=mu.dtype)
 
 
-def pc_sample(
-    eps_fn: EpsFn,
-    mu: Tensor,
-    path: OUVE,
-    N: int = 30,
-    *,
-    t_eps: float = 0.03,
-    snr: float = 0.5,
-    corrector_steps: int = 1,
-    t_start: float = 1.0,
-    x_init: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """SGMSE+'s predictor-corrector sampler (Richter et al. 2023, Sec. III-D; Song et al. 2021,
-    "Score-Based Generative Modeling through SDEs", Algorithm 2): on t = linspace(t_start,
-    t_eps, N), 0 each step takes ``corrector_steps`` annealed Langevin moves with step
-    2 (snr sigma(t))^2, then one reverse-diffusion (Euler-Maruyama) step; the last step returns
-    its mean. NFE = N (1 + corrector_steps). Runs the core's ``pc_langevin`` through
-    ``polydiff.core.sample`` on the centered variable x - mu.
-
-    eps_fn(x_t, t) predicts the unit noise (score = -eps / sigma(t)); ``t`` reaches it as a
-    (B,) tensor in x's dtype (complex here: use ``t.real``). ``x_init`` defaults to the prior
-    mu + sigma(t_start) z. The papers start at t_start = 1; a smaller start skips the
-    high-noise times where an under-trained score is worse than no score at all (measured in
-    docs/speech.md, "Why the diffusion stage degraded").
-    """
-    if x_init is None:
-        x_init = prior_sample(path, mu, generator, t_start)
-    return sample(
-        eps_fn,
-        x_init,
-        path=path,
-        solver="pc_langevin",
-        grid=pc_grid(N, t_eps, t_start).to(mu.device),
-        prediction="eps",
-        mu=mu,
-        generator=generator,
-        solver_kwargs={"snr": snr, "corrector_steps": corrector_steps},
-    )
-
-
-def ode_sample(
-    eps_fn: EpsFn,
-    mu: Tensor,
-    path: OUVE,
-    N: int = 30,
-    *,
-    t_eps: float = 0.03,
-    solver: str = "dpmpp_2m",
-    t_start: float = 1.0,
-    x_init: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    denoise_final: bool = False,
-) -> Tensor:
-    """Probability-flow ODE sampler (Song et al. 2021, Eq. 13; SGMSE's "ODE" sampler, which uses
-    RK45): ``solver`` (DPM-Solver++(2M), 1 NFE per step; or any core ODE solver such as heun)
-    over N steps uniform in log-SNR from t_start to t_eps. Only the prior draw is random. With
-    ``denoise_final`` the data prediction at t_eps is returned (one more NFE)."""
-    if x_init is None:
-        x_init = prior_sample(path, mu, generator, t_start)
-    return sample(
-        eps_fn,
-        x_init,
-        path=path,
-        solver=solver,
-        steps=N,
-        grid="logsnr",
-        t_start=t_start,
-        t_end=t_eps,
-        prediction="eps",
-        mu=mu,
-        denoise_final=denoise_final,
-        generator=generator,
-    )
-
-
 def reverse_sample(
     eps_fn: EpsFn,
     mu: Tensor,
     path: OUVE,
-    cfg: Any,
-    *,
-    sampler: str,
-    N: int,
-    snr: float | None = None,
-    corrector_steps: int | None = None,
-    t_start: float | None = None,
-    ode_solver: str = "dpmpp_2m",
+    t_eps: float,
+    options: EnhanceOptions,
     generator: torch.Generator | None = None,
+    x_init: Tensor | None = None,
+    denoise_final: bool = False,
 ) -> Tensor:
-    """The reverse process shared by SGMSE+ and StoRM, from x = mu + sigma(t_start) z:
-    ``sampler`` "pc" (:func:`pc_sample`) or "ode" (:func:`ode_sample`); ``snr``,
-    ``corrector_steps`` and ``t_start`` default to ``cfg``'s."""
-    t_start = cfg.t_start if t_start is None else float(t_start)
-    check_t_start(t_start, cfg.t_eps, "enhance")
-    x_init = prior_sample(path, mu, generator, t_start)
-    if sampler == "pc":
-        return pc_sample(
-            eps_fn, mu, path, N, t_eps=cfg.t_eps,
-            snr=cfg.snr if snr is None else snr,
-            corrector_steps=cfg.corrector_steps if corrector_steps is None else corrector_steps,
-            t_start=t_start, x_init=x_init, generator=generator,
-        )  # fmt: skip
-    if sampler == "ode":
-        return ode_sample(
-            eps_fn, mu, path, N, t_eps=cfg.t_eps, solver=ode_solver, t_start=t_start,
-            x_init=x_init, generator=generator,
-        )  # fmt: skip
-    raise ValueError(f"sampler must be 'pc' or 'ode', got {sampler!r}")
+    """The reverse process of SGMSE+ and StoRM with the setting ``options``
+    (`SpeechMethod.options`) from ``x_init`` (default: the prior mu + sigma(t_start) z), run by
+    ``polydiff.core.sample`` on the centered variable x - mu; eps_fn(x_t, t) predicts the unit
+    noise (score = -eps / sigma(t)), ``t`` a (B,) tensor in x's dtype (complex: use ``t.real``).
+
+    - "pc": SGMSE+'s predictor-corrector sampler (Richter et al. 2023, Sec. III-D; Song et al.
+      2021, "Score-Based Generative Modeling through SDEs", Algorithm 2): on `pc_grid` each step
+      takes ``corrector_steps`` annealed Langevin moves with step 2 (snr sigma(t))^2, then one
+      reverse-diffusion (Euler-Maruyama) step; the last step returns its mean.
+      NFE = N (1 + corrector_steps).
+    - "ode": the probability-flow ODE (Song et al. 2021, Eq. 13; SGMSE's "ODE" sampler, which
+      uses RK45) with ``ode_solver`` (DPM-Solver++(2M): 1 NFE per step; or any core ODE solver
+      such as heun) over N steps uniform in log-SNR from t_start to t_eps; only the prior draw
+      is random; ``denoise_final`` returns the data prediction at t_eps (one more NFE).
+
+    The papers start at t_start = 1; a later start skips the high-noise times where an
+    under-trained score is worse than no score at all (docs/speech.md, "Why the diffusion stage
+    degraded").
+    """
+    o = options
+    if x_init is None:
+        x_init = prior_sample(path, mu, generator, o.t_start)
+    if o.sampler == "ode":
+        how = {"solver": o.ode_solver, "steps": o.N, "grid": "logsnr", "t_start": o.t_start}
+        how.update(t_end=t_eps, denoise_final=denoise_final)
+    else:
+        grid = pc_grid(o.N, t_eps, o.t_start).to(mu.device)
+        how = {"solver": "pc_langevin", "grid": grid}
+        how["solver_kwargs"] = {"snr": o.snr, "corrector_steps": o.corrector_steps}
+    return sample(eps_fn, x_init, path=path, prediction="eps", mu=mu, generator=generator, **how)
+
+
+def pc_sample(eps_fn: EpsFn, mu: Tensor, path: OUVE, N: int = 30, **kwargs: Any) -> Tensor:
+    """`reverse_sample` with the "pc" sampler; ``kwargs``: t_eps (0.03), snr (0.5),
+    corrector_steps (1), t_start (1), x_init, generator."""
+    return _sample_with("pc", eps_fn, mu, path, N, **kwargs)
+
+
+def ode_sample(eps_fn: EpsFn, mu: Tensor, path: OUVE, N: int = 30, **kwargs: Any) -> Tensor:
+    """`reverse_sample` with the "ode" sampler; ``kwargs``: t_eps (0.03), solver ("dpmpp_2m"),
+    t_start (1), x_init, generator, denoise_final."""
+    if "solver" in kwargs:
+        kwargs["ode_solver"] = kwargs.pop("solver")
+    return _sample_with("ode", eps_fn, mu, path, N, **kwargs)
+
+
+def _sample_with(sampler: str, eps_fn, mu, path, N, *, t_eps=0.03, x_init=None, generator=None,
+                 denoise_final=False, **options) -> Tensor:  # fmt: skip
+    o = EnhanceOptions(sampler=sampler, N=N, **options)
+    return reverse_sample(eps_fn, mu, path, t_eps, o, generator, x_init, denoise_final)
 
 
 def real_time(t: Tensor, like: Tensor) -> Tensor:
@@ -316,29 +239,17 @@ def complex_noise(like: Tensor, generator=None) -> Tensor:
     return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
-# ----------------------------------------------------------------------------- the model
+# ----------------------------------------------------------------------------- the method
 
 
-class SGMSE(nn.Module):
-    """SGMSE+ (Richter et al. 2023): OUVE SDE + NCSN++ score network + PC / ODE samplers.
+class SGMSENet(nn.Module):
+    """SGMSE+'s network: the NCSN++ score network (weights ``score_net.*``) and the OUVE path."""
 
-    >>> model = SGMSE(SGMSEConfig(net=nets.PRESETS["micro"]))
-    >>> enhanced = model.enhance(noisy, sample_rate=16000, seed=0)   # any length, (T,) or (C, T)
-    """
-
-    def __init__(self, cfg: SGMSEConfig | None = None) -> None:
+    def __init__(self, cfg: SGMSEConfig) -> None:
         super().__init__()
-        self.cfg = cfg if cfg is not None else SGMSEConfig()
-        self.score_net = NCSNpp(self.cfg.net)
-        self.path = OUVE(self.cfg.theta, self.cfg.sigma_min, self.cfg.sigma_max)
-
-    @property
-    def spec(self) -> SpecConfig:
-        return self.cfg.spec
-
-    @property
-    def frame_multiple(self) -> int:
-        return self.cfg.spec.frame_multiple
+        self.cfg = cfg
+        self.score_net = NCSNpp(cfg.net)
+        self.path = OUVE(cfg.theta, cfg.sigma_min, cfg.sigma_max)
 
     def forward(self, x_t: Tensor, y: Tensor, t: Tensor) -> Tensor:
         """The network's noise estimate for complex spectrograms x_t, y (B, F, T), t (B,)."""
@@ -357,76 +268,62 @@ class SGMSE(nn.Module):
         x_t = self.path.marginal(x0, t, z, mu=y)
         return score_matching_loss(self(x_t, y, t), z)
 
-    @torch.no_grad()
-    def enhance_spec(
-        self,
-        Y: Tensor,
-        *,
-        sampler: str = "pc",
-        N: int | None = None,
-        snr: float | None = None,
-        corrector_steps: int | None = None,
-        t_start: float | None = None,
-        ode_solver: str = "dpmpp_2m",
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Enhance compressed spectrograms Y (B, F, T) (T a multiple of the frame multiple).
 
-        sampler "pc" (defaults N, snr, corrector_steps, t_start from the config) or "ode"."""
-        cfg = self.cfg
-        N = cfg.N if N is None else N
+@register_method
+class SGMSE(SpeechMethod):
+    """SGMSE+ (Richter et al. 2023): OUVE SDE + NCSN++ score network + PC / ODE samplers.
+
+    >>> method = SGMSE(SGMSEConfig(net=nets.PRESETS["micro"]))
+    >>> enhanced = method.enhance(noisy, sample_rate=16000, seed=0)   # any length, (T,) or (C, T)
+    """
+
+    name, config_class = "sgmse", SGMSEConfig
+
+    def build_net(self) -> SGMSENet:
+        return SGMSENet(self.config)
+
+    @torch.no_grad()
+    def sample(
+        self, Y: Tensor, *, generator: torch.Generator | None = None, **options: Any
+    ) -> Tensor:
+        """Enhance compressed spectrograms Y (B, F, T) (T a multiple of the frame multiple) with
+        the setting ``options`` (`SpeechMethod.options`; unset: the config's)."""
+        net = self.net
 
         def eps_fn(x: Tensor, t: Tensor) -> Tensor:
-            return self(x, Y, t)
+            return net(x, Y, t)
 
-        return reverse_sample(
-            eps_fn, Y, self.path, cfg, sampler=sampler, N=N, snr=snr,
-            corrector_steps=corrector_steps, t_start=t_start, ode_solver=ode_solver,
-            generator=generator,
-        )  # fmt: skip
-
-    def enhance(
-        self, audio: np.ndarray | Tensor, sample_rate: int | None = None, **kwargs: Any
-    ) -> np.ndarray:
-        """Enhance a waveform (T,) or (C, T) of any length; see `polydiff.speech.enhance.
-        enhance_audio` (seed, chunking) and `enhance_spec` (sampler, N, snr, corrector_steps)."""
-        return enhance_audio(self, audio, sample_rate, **kwargs)
-
-    def enhance_folder(self, in_dir: str | os.PathLike, out_dir: str | os.PathLike, **kwargs):
-        """Enhance every file of a folder; see `polydiff.speech.enhance.enhance_folder`."""
-        return enhance_folder(self, in_dir, out_dir, **kwargs)
+        o = self.options(**options)
+        return reverse_sample(eps_fn, Y, net.path, self.config.t_eps, o, generator)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str = "cpu") -> SGMSE:
-        """Build from an exported folder (config.json + model.safetensors)."""
-        from polydiff.core.train import load_config, load_weights
-
-        model = cls(SGMSEConfig.from_dict(load_config(path)))
-        load_weights(Path(path), model)
-        return model.to(map_location).eval()
-
-
-def sgmse_loss(net: SGMSE, batch: dict) -> Tensor:
-    """`loss_fn(net, batch)` for `polydiff.core.train.DiffusionModule` over `PairedSpeech`
-    batches (dicts with complex "clean" and "noisy" spectrograms)."""
-    return net.loss(batch["clean"], batch["noisy"])
+    def from_presets(
+        cls, spec: str | None = None, net: str = "micro", *, spec_changes: dict | None = None,
+        net_changes: dict | None = None, **fields: Any,
+    ) -> SGMSE:  # fmt: skip
+        """SGMSE+ from an STFT preset (None: 16k) and an NCSN++ preset, each with field
+        changes, and any other config ``fields`` (theta, sigma_min, N, ...)."""
+        spec_cfg = spec_from_preset(spec or "16k", spec_changes)
+        return cls(SGMSEConfig(spec=spec_cfg, net=net_preset(net, **(net_changes or {})), **fields))
 
 
 __all__ = [
     "SGMSE",
     "SGMSEConfig",
+    "SGMSENet",
     "check_net",
-    "check_t_start",
     "complex_noise",
     "net_config",
+    "net_preset",
     "ode_sample",
     "pc_grid",
     "pc_sample",
     "prior_sample",
     "real_time",
+    "reverse_sample",
     "sample_t",
     "score_matching_loss",
     "sgmse_48k_config",
-    "sgmse_loss",
-    "spec_config",
+    "spec_from_preset",
+    "with_changes",
 ]

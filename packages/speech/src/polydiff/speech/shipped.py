@@ -27,12 +27,10 @@ def shipped_checkpoint(method: str = "storm") -> Path:
 
 
 def load_shipped(method: str = "storm", map_location: str = "cpu"):
-    """The shipped model of ``method`` (SGMSE or StoRM) in eval mode; never unpickles."""
-    from polydiff.speech.sgmse import SGMSE
-    from polydiff.speech.storm import StoRM
+    """The shipped model of ``method`` (an SGMSE or StoRM method) in eval mode; never unpickles."""
+    from polydiff.speech.methods import load_model
 
-    cls = {"storm": StoRM, "sgmse": SGMSE}[method]
-    return cls.load(shipped_checkpoint(method), map_location)
+    return load_model(shipped_checkpoint(method), map_location)
 
 
 __all__ = ["CHECKPOINTS", "SHIPPED", "load_shipped", "shipped_checkpoint"]

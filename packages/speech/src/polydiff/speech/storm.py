@@ -27,31 +27,30 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from polydiff.core.method import register_method
 from polydiff.core.paths import OUVE
 from polydiff.speech.audio import PRESETS as SPEC_PRESETS
 from polydiff.speech.audio import SpecConfig
-from polydiff.speech.enhance import enhance_audio, enhance_folder
-from polydiff.speech.nets import PRESETS as NET_PRESETS
+from polydiff.speech.method import OUVEConfig, SpeechMethod
 from polydiff.speech.nets import NCSNpp, NCSNppConfig, channels_to_spec, spec_to_channels
 from polydiff.speech.sgmse import (
-    _check_sampler,
     check_net,
-    check_t_start,
     complex_noise,
     net_config,
+    net_preset,
     real_time,
     reverse_sample,
     sample_t,
     score_matching_loss,
-    spec_config,
+    spec_from_preset,
+    with_changes,
 )
 
 MODES = ("joint", "predictive", "frozen_predictive")
@@ -59,16 +58,16 @@ MODES = ("joint", "predictive", "frozen_predictive")
 
 def predictor_config(name: str = "ncsnpp_m") -> NCSNppConfig:
     """A predictive-network config from an NCSN++ preset: no time input, y -> D(y)."""
-    return dataclasses.replace(NET_PRESETS[name], in_channels=2, conditional=False)
+    return net_preset(name, in_channels=2, conditional=False)
 
 
 def score_config(name: str = "ncsnpp_m") -> NCSNppConfig:
     """A StoRM score-network config from an NCSN++ preset: input [x_t, y, D(y)]."""
-    return dataclasses.replace(NET_PRESETS[name], in_channels=6)
+    return net_preset(name, in_channels=6)
 
 
 @dataclass(frozen=True)
-class StoRMConfig:
+class StoRMConfig(OUVEConfig):
     """StoRM settings (defaults: the paper's NCSN++M networks, 16 kHz, beta 0.33).
 
     predictor / score: the two NCSN++ configs (see `predictor_config`, `score_config`).
@@ -79,22 +78,17 @@ class StoRMConfig:
     process starts from, x = D(y) + sigma(t_start) z (the paper: 1).
     """
 
+    min_N: ClassVar[int] = 0  # N = 0: the predictive model alone as the default setting
     spec: SpecConfig = field(default_factory=lambda: SPEC_PRESETS["16k_storm"])
+    N: int = 20
+    corrector_steps: int = 0
     predictor: NCSNppConfig = field(default_factory=predictor_config)
     score: NCSNppConfig = field(default_factory=score_config)
-    theta: float = 1.5
-    sigma_min: float = 0.05
-    sigma_max: float = 0.5
-    t_eps: float = 0.03
     a: float = 0.5
     mode: str = "joint"
-    N: int = 20
-    snr: float = 0.5
-    corrector_steps: int = 0
-    t_start: float = 1.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "spec", spec_config(self.spec))
+        super().__post_init__()
         object.__setattr__(self, "predictor", net_config(self.predictor))
         object.__setattr__(self, "score", net_config(self.score))
         check_net(self.predictor, self.spec, 2, False, "StoRMConfig.predictor")
@@ -103,16 +97,6 @@ class StoRMConfig:
             raise ValueError(f"StoRMConfig: mode must be one of {MODES}, got {self.mode!r}")
         if not 0.0 <= self.a <= 1.0:
             raise ValueError(f"StoRMConfig: the loss weight a must be in [0, 1], got {self.a}")
-        # N = 0 is allowed: the predictive model alone as the default sampler setting
-        _check_sampler(self.t_eps, self.N, self.snr, self.corrector_steps, "StoRMConfig", 0)
-        check_t_start(self.t_start, self.t_eps, "StoRMConfig")
-
-    def to_dict(self) -> dict:
-        return {"method": "storm", **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> StoRMConfig:
-        return cls(**{k: v for k, v in d.items() if k != "method"})
 
 
 def _sum_sq(err: Tensor) -> Tensor:
@@ -120,24 +104,17 @@ def _sum_sq(err: Tensor) -> Tensor:
     return 0.5 * err.abs().square().reshape(err.shape[0], -1).sum(-1).mean()
 
 
-class StoRM(nn.Module):
-    """StoRM (Lemercier et al. 2023): predictive NCSN++ D, then OUVE diffusion from D(y)."""
+class StoRMNet(nn.Module):
+    """StoRM's networks: the predictive NCSN++ D (weights ``predictor.*``), the score NCSN++
+    (``score_net.*``) and the OUVE path; ``mode`` is the training mode of :meth:`loss`."""
 
-    def __init__(self, cfg: StoRMConfig | None = None) -> None:
+    def __init__(self, cfg: StoRMConfig) -> None:
         super().__init__()
-        self.cfg = cfg if cfg is not None else StoRMConfig()
-        self.predictor = NCSNpp(self.cfg.predictor)
-        self.score_net = NCSNpp(self.cfg.score)
-        self.path = OUVE(self.cfg.theta, self.cfg.sigma_min, self.cfg.sigma_max)
-        self.set_mode(self.cfg.mode)
-
-    @property
-    def spec(self) -> SpecConfig:
-        return self.cfg.spec
-
-    @property
-    def frame_multiple(self) -> int:
-        return self.cfg.spec.frame_multiple
+        self.cfg = cfg
+        self.predictor = NCSNpp(cfg.predictor)
+        self.score_net = NCSNpp(cfg.score)
+        self.path = OUVE(cfg.theta, cfg.sigma_min, cfg.sigma_max)
+        self.set_mode(cfg.mode)
 
     def set_mode(self, mode: str) -> None:
         """Switch the training mode; "frozen_predictive" stops gradients into D."""
@@ -177,56 +154,57 @@ class StoRM(nn.Module):
         loss = a * l_pred + (1 - a) * l_score
         return {"loss": loss, "predictive": l_pred.detach(), "score": l_score.detach()}
 
+
+@register_method
+class StoRM(SpeechMethod):
+    """StoRM (Lemercier et al. 2023): predictive NCSN++ D, then OUVE diffusion from D(y)."""
+
+    name, config_class = "storm", StoRMConfig
+
+    def build_net(self) -> StoRMNet:
+        return StoRMNet(self.config)
+
+    def set_mode(self, mode: str) -> None:
+        """Switch the training mode (config and network); "frozen_predictive" freezes D."""
+        self.net.set_mode(mode)
+        self.config = dataclasses.replace(self.config, mode=mode)
+
     @torch.no_grad()
-    def enhance_spec(
-        self,
-        Y: Tensor,
-        *,
-        sampler: str = "pc",
-        N: int | None = None,
-        snr: float | None = None,
-        corrector_steps: int | None = None,
-        t_start: float | None = None,
-        ode_solver: str = "dpmpp_2m",
-        generator: torch.Generator | None = None,
+    def sample(
+        self, Y: Tensor, *, generator: torch.Generator | None = None, **options: Any
     ) -> Tensor:
         """Enhance compressed spectrograms Y (B, F, T): D(Y), then x = D(Y) + sigma(t_start) z
         and the sampler ("pc" or "ode") with mean D(Y). ``N=0`` returns D(Y) (the predictive
         model alone, 1 NFE); otherwise NFE = 1 + N (1 + corrector_steps) for "pc"."""
-        cfg = self.cfg
-        N = cfg.N if N is None else N
-        d = self.predict(Y)
-        if N == 0:
+        o = self.options(**options)
+        net = self.net
+        d = net.predict(Y)
+        if o.N == 0:
             return d
 
         def eps_fn(x: Tensor, t: Tensor) -> Tensor:
-            return self(x, Y, d, t)
+            return net(x, Y, d, t)
 
-        return reverse_sample(
-            eps_fn, d, self.path, cfg, sampler=sampler, N=N, snr=snr,
-            corrector_steps=corrector_steps, t_start=t_start, ode_solver=ode_solver,
-            generator=generator,
-        )  # fmt: skip
+        return reverse_sample(eps_fn, d, net.path, self.config.t_eps, o, generator)
 
-    def enhance(
-        self, audio: np.ndarray | Tensor, sample_rate: int | None = None, **kwargs: Any
-    ) -> np.ndarray:
-        """Enhance a waveform (T,) or (C, T) of any length; see `polydiff.speech.enhance.
-        enhance_audio` (seed, chunking) and `enhance_spec` (sampler, N, corrector_steps)."""
-        return enhance_audio(self, audio, sample_rate, **kwargs)
+    def nfe(self, **options: Any) -> int:
+        """1 (the predictive network) + the reverse process's evaluations."""
+        return 1 + super().nfe(**options)
 
-    def enhance_folder(self, in_dir: str | os.PathLike, out_dir: str | os.PathLike, **kwargs):
-        """Enhance every file of a folder; see `polydiff.speech.enhance.enhance_folder`."""
-        return enhance_folder(self, in_dir, out_dir, **kwargs)
+    def describe(self, **options: Any) -> str:
+        name = super().describe(**options)
+        return f"predictive ({name})" if self.options(**options).N == 0 else name
 
     def load_predictor(self, path: str | os.PathLike) -> StoRM:
-        """Load D from an exported StoRM (e.g. a "predictive" run) before "frozen_predictive"
+        """Load D from a saved StoRM (e.g. a "predictive" run) before "frozen_predictive"
         training: the `predictor.*` weights of its model.safetensors."""
         from polydiff.core.io import load_safetensors
 
         path = Path(path)
         # the file name of polydiff.core.train.WEIGHTS_FILE (not imported: it loads Lightning)
         file = path / "model.safetensors" if path.is_dir() else path
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: not found (the predictor of a saved StoRM)")
         state = {
             k[len("predictor.") :]: v
             for k, v in load_safetensors(file).items()
@@ -235,25 +213,33 @@ class StoRM(nn.Module):
         if not state:
             raise ValueError(f"{file}: no predictor.* weights (not an exported StoRM model)")
         try:
-            self.predictor.load_state_dict(state)
+            self.net.predictor.load_state_dict(state)
         except RuntimeError as err:
             raise ValueError(f"{file}: predictor weights do not fit this StoRM: {err}") from err
         return self
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str = "cpu") -> StoRM:
-        """Build from an exported folder (config.json + model.safetensors)."""
-        from polydiff.core.train import load_config, load_weights
+    def from_presets(
+        cls, spec: str | None = None, net: str = "micro", *, spec_changes: dict | None = None,
+        net_changes: dict | None = None, predictor: str | os.PathLike | None = None,
+        **fields: Any,
+    ) -> StoRM:  # fmt: skip
+        """StoRM from an STFT preset (None: 16k_storm) and an NCSN++ preset for both networks,
+        each with field changes, and any other config ``fields`` (mode, a, theta, N, ...);
+        ``predictor``: a saved StoRM whose D is loaded (needed by mode "frozen_predictive")."""
+        if fields.get("mode") == "frozen_predictive" and predictor is None:
+            raise ValueError(
+                "StoRM: mode frozen_predictive trains the score network on a fixed D: give "
+                "storm.predictor=<folder of a saved predictive StoRM>"
+            )
+        config = StoRMConfig(
+            spec=spec_from_preset(spec or "16k_storm", spec_changes),
+            predictor=with_changes(predictor_config(net), net_changes),
+            score=with_changes(score_config(net), net_changes),
+            **fields,
+        )
+        method = cls(config)
+        return method if predictor is None else method.load_predictor(predictor)
 
-        model = cls(StoRMConfig.from_dict(load_config(path)))
-        load_weights(Path(path), model)
-        return model.to(map_location).eval()
 
-
-def storm_loss(net: StoRM, batch: dict) -> dict[str, Tensor]:
-    """`loss_fn(net, batch)` for `polydiff.core.train.DiffusionModule` over `PairedSpeech`
-    batches; the mode is the model's (`StoRM.set_mode`)."""
-    return net.loss(batch["clean"], batch["noisy"])
-
-
-__all__ = ["MODES", "StoRM", "StoRMConfig", "predictor_config", "score_config", "storm_loss"]
+__all__ = ["MODES", "StoRM", "StoRMConfig", "StoRMNet", "predictor_config", "score_config"]

@@ -1,8 +1,8 @@
-"""Training SGMSE+ / StoRM on a paired corpus through `polydiff.core.train`, export and loading.
+"""Training SGMSE+ / StoRM on a paired corpus through `polydiff.core.train`, and export.
 
-    model = SGMSE(SGMSEConfig(net=nets.PRESETS["small"]))
-    train(model, "/data/voicebank", "runs/sgmse", max_steps=100_000, batch_size=8)
-    model = load_model("runs/sgmse/model")          # EMA weights, config.json + model.safetensors
+    method = SGMSE(SGMSEConfig(net=nets.PRESETS["small"]))
+    train(method, "/data/voicebank", "runs/sgmse", max_steps=100_000, batch_size=8)
+    method = load_model("runs/sgmse/model")   # polydiff.speech.methods: EMA weights, JSON config
 
 The recipe is the papers' (Richter et al. 2023, Sec. IV-B; Lemercier et al. 2023, Sec. IV-C):
 Adam, learning rate 1e-4, EMA decay 0.999, batch 8, random 256-frame crops normalised by
@@ -19,29 +19,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 
-from polydiff.core.train import (
-    DiffusionModule,
-    ResumableLoader,
-    export,
-    fit,
-    load_config,
-)
+from polydiff.core.train import DiffusionModule, ResumableLoader, fit
 from polydiff.speech.audio import load_audio
 from polydiff.speech.data import PairedSpeech, list_pairs
+from polydiff.speech.method import SpeechMethod
 from polydiff.speech.metrics import evaluate_pair
-from polydiff.speech.sgmse import SGMSE, sgmse_loss
-from polydiff.speech.storm import StoRM, storm_loss
-
-Model = SGMSE | StoRM
-
-
-def loss_fn_for(model: Model):
-    """The method's `loss_fn(net, batch)` over `PairedSpeech` batches."""
-    if isinstance(model, SGMSE):
-        return sgmse_loss
-    if isinstance(model, StoRM):
-        return storm_loss
-    raise ValueError(f"no speech training recipe for {type(model).__name__}")
 
 
 class EnhanceValidation(L.Callback):
@@ -70,7 +52,7 @@ class EnhanceValidation(L.Callback):
         self.pairs = list_pairs(data_root, subset)[:num_files]
         self.every, self.seed, self.sampler_kwargs = every_n_steps, seed, sampler_kwargs
 
-    def evaluate(self, model: Model) -> dict[str, float]:
+    def evaluate(self, model: SpeechMethod) -> dict[str, float]:
         """Mean PESQ / ESTOI / SI-SDR of the enhanced files (NaN metrics left out)."""
         sr = model.spec.sample_rate
         rows = []
@@ -89,21 +71,25 @@ class EnhanceValidation(L.Callback):
         step = trainer.global_step
         if step % self.every or trainer.global_rank != 0:
             return
-        means = self.evaluate(pl_module.eval_net)
+        method = pl_module.method  # set by `training_module`
+        means = self.evaluate(type(method)(method.config, pl_module.eval_net))
         pl_module.log_dict({f"val/{k}": v for k, v in means.items()}, rank_zero_only=True)
 
 
 def training_module(
-    model: Model, *, lr: float = 1e-4, ema_decay: float | None = 0.999, **kwargs: Any
+    method: SpeechMethod, *, lr: float = 1e-4, ema_decay: float | None = 0.999, **kwargs: Any
 ) -> DiffusionModule:
-    """A `DiffusionModule` with the papers' optimizer (Adam 1e-4, EMA 0.999, no clipping);
-    ``kwargs`` override any `DiffusionModule` argument (warmup_steps, ema_warmup, ...)."""
+    """A `DiffusionModule` training ``method.net`` on ``method.loss_fn`` with the papers'
+    optimizer (Adam 1e-4, EMA 0.999, no clipping); ``kwargs`` override any `DiffusionModule`
+    argument (warmup_steps, ema_warmup, ...). ``module.method`` is ``method``."""
     options = {"optimizer": "adam", "grad_clip_norm": None, **kwargs}
-    return DiffusionModule(model, loss_fn_for(model), lr=lr, ema_decay=ema_decay, **options)
+    module = DiffusionModule(method.net, method.loss_fn, lr=lr, ema_decay=ema_decay, **options)
+    module.method = method
+    return module
 
 
 def train(
-    model: Model,
+    method: SpeechMethod,
     data_root: str | os.PathLike,
     run_dir: str | os.PathLike,
     *,
@@ -119,9 +105,11 @@ def train(
     enhance_every: int | None = None,
     enhance_files: int = 20,
     module_kwargs: dict | None = None,
+    export_to: str | os.PathLike | None = None,
     **fit_kwargs: Any,
 ) -> DiffusionModule:
-    """Train on ``data_root/{train,valid}/{clean,noisy}`` and export to ``run_dir/model``.
+    """Train on ``data_root/{train,valid}/{clean,noisy}`` and save the method (EMA weights) to
+    ``export_to`` (default ``run_dir/model``; under DDP rank 0 alone writes it).
 
     Running the same call again resumes from ``run_dir/checkpoints/last.ckpt``. With
     ``validate`` and a ``valid/`` subset, the validation loss (EMA weights, centre crops) is
@@ -130,13 +118,14 @@ def train(
     often and logs val/pesq, val/estoi, val/si_sdr. ``fit_kwargs`` go to
     `polydiff.core.train.fit` (accelerator, devices, precision, log_every, callbacks, ...).
     """
-    train_set = PairedSpeech(data_root, "train", model.spec, num_frames=num_frames)
+    spec = method.spec
+    train_set = PairedSpeech(data_root, "train", spec, num_frames=num_frames)
     loader = ResumableLoader(train_set, batch_size, seed=seed, num_workers=num_workers)
     val_loader = None
     if validate and (Path(data_root) / "valid").is_dir():
-        val_set = PairedSpeech(data_root, "valid", model.spec, num_frames=num_frames, crop="center")
+        val_set = PairedSpeech(data_root, "valid", spec, num_frames=num_frames, crop="center")
         val_loader = ResumableLoader(val_set, batch_size, shuffle=False, drop_last=False)
-    module = training_module(model, lr=lr, ema_decay=ema_decay, **(module_kwargs or {}))
+    module = training_module(method, lr=lr, ema_decay=ema_decay, **(module_kwargs or {}))
     callbacks = list(fit_kwargs.pop("callbacks", ()))
     if enhance_every is not None:
         callbacks.append(
@@ -153,32 +142,20 @@ def train(
         callbacks=callbacks,
         **fit_kwargs,
     )
-    export(module, Path(run_dir) / "model", model.cfg.to_dict())
+    if module.global_rank == 0:
+        method.save(Path(run_dir) / "model" if export_to is None else export_to, module)
     return module
 
 
-def save_model(model: Model | DiffusionModule, path: str | os.PathLike) -> Path:
-    """Export weights (the EMA of a `DiffusionModule`) + config to a folder, atomically."""
-    net = model.net if isinstance(model, DiffusionModule) else model
-    export(model, path, net.cfg.to_dict())
-    return Path(path)
+def training_summary(module: DiffusionModule) -> dict[str, Any]:
+    """Steps, parameter count and last training loss of a finished `train` run."""
+    loss = module.trainer.callback_metrics.get("train/loss")
+    return {
+        "method": module.method.name,
+        "steps": int(module.global_step),
+        "parameters": sum(p.numel() for p in module.net.parameters()),
+        "train_loss": None if loss is None else float(loss),
+    }
 
 
-def load_model(path: str | os.PathLike, map_location: str = "cpu") -> Model:
-    """Load an exported SGMSE+ or StoRM folder (never unpickles: JSON + safetensors)."""
-    method = load_config(path).get("method")
-    if method == "sgmse":
-        return SGMSE.load(path, map_location)
-    if method == "storm":
-        return StoRM.load(path, map_location)
-    raise ValueError(f"{path}: config.json names no known speech method (got {method!r})")
-
-
-__all__ = [
-    "EnhanceValidation",
-    "load_model",
-    "loss_fn_for",
-    "save_model",
-    "train",
-    "training_module",
-]
+__all__ = ["EnhanceValidation", "train", "training_module", "training_summary"]
