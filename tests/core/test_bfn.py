@@ -267,27 +267,24 @@ def test_circular_sampler_loop_and_loss_weight():
     assert torch.allclose(ent, torch.tensor([0.0, 1.0], dtype=torch.float64), atol=1e-6)
 
 
-def test_bad_arguments():
+def test_bad_path_argument():
     with pytest.raises(ValueError, match="sigma_1"):
         ContinuousBFN(1.5)
-    with pytest.raises(ValueError, match="prediction"):
+
+
+@pytest.mark.parametrize(
+    "solver, prediction, error",
+    [("bfn_continuous", "score", "prediction"), ("bfn_discrete", "logits", "needs a DiscreteBFN")],
+)
+def test_bad_sample_arguments(solver, prediction, error):
+    with pytest.raises(ValueError, match=error):
         sample(
             lambda x, t: x,
             torch.zeros(2, 1),
             path=ContinuousBFN(),
-            solver="bfn_continuous",
+            solver=solver,
             steps=2,
-            prediction="score",
-            grid="uniform",
-        )
-    with pytest.raises(ValueError, match="needs a DiscreteBFN"):
-        sample(
-            lambda x, t: x,
-            torch.zeros(2, 1),
-            path=ContinuousBFN(),
-            solver="bfn_discrete",
-            steps=2,
-            prediction="logits",
+            prediction=prediction,
             grid="uniform",
         )
 

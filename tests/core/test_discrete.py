@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import assert_close
 
 from polydiff.core.discrete import (
     CosineSchedule,
@@ -28,11 +29,6 @@ SCHEDULES = [
     CosineSchedule(1e-3, "cos"),
     CosineSchedule(1e-3, "one_minus_sin"),
 ]
-
-
-def assert_close(actual, expected, rtol=1e-7, atol=1e-7):
-    """torch.allclose with a readable message (torch.testing imports slowly)."""
-    assert torch.allclose(actual, expected, rtol=rtol, atol=atol), (actual, expected)
 
 
 def drive(solver, x, grid, model, seed):
