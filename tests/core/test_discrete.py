@@ -466,7 +466,8 @@ def test_state_index_reindexes_every_field(target):
     idx = torch.tensor([5, 0, 0])
     sub = state.index(idx)
     assert torch.equal(sub.x, state.x[idx]) and torch.equal(sub.x0_probs, state.x0_probs[idx])
-    assert sub.t.shape == (3, L) and sub.nfe.shape == (3,)
+    assert sub.t.shape == (3, L) and torch.equal(sub.t, state.t[idx])
+    assert torch.equal(sub.nfe, state.nfe[idx])
 
 
 def test_mask_index_inside_vocabulary():

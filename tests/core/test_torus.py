@@ -92,14 +92,19 @@ def test_von_mises_moments(kappa):
     assert abs(torch.sin(y - 2.0).mean().item()) < 0.01
 
 
-def sample_with_exact_score(target, solver, steps, **options):
-    """3000 draws by `solver` from uniform noise with the exact diffused score (VE, sigma_max 0.5
-    on a period 1: the marginal is ~uniform, moment 0.007); they stay on [0, 1)."""
-    x1 = torch.rand(3000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+def torus_sample(score, x1, solver, steps, **options):
+    """`solver`'s draws from x1 on the VE path (sigma_max 0.5 on a period 1: the marginal is
+    ~uniform, moment 0.007); they stay on [0, 1)."""
     options.update(path=VE(0.005, 0.5), solver=solver, steps=steps, prediction="score")
-    out = sample(lambda x, t: target.score(x, t), x1, **options)
+    out = sample(score, x1, **options)
     assert ((out >= 0) & (out < 1)).all()
     return out
+
+
+def sample_with_exact_score(target, solver, steps, **options):
+    """3000 draws by `solver` from uniform noise with the exact diffused score."""
+    x1 = torch.rand(3000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    return torus_sample(lambda x, t: target.score(x, t), x1, solver, steps, **options)
 
 
 def assert_matches_target(out, target, harmonics, moment_tol, tv_tol=0.05):
@@ -126,17 +131,9 @@ def test_probability_flow_ode_with_wrap_hook_matches_target(target):
 def test_uniform_prior_without_score_stays_uniform():
     """A zero score (uniform target): PC keeps uniform samples uniform (a check of the noise and
     wrapping, not of the score)."""
-    path = VE(0.005, 0.5)
     x1 = torch.rand(4000, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    out = sample(
-        lambda x, t: torch.zeros_like(x),
-        x1,
-        path=path,
-        solver="torus_pc",
-        steps=10,
-        prediction="score",
-        generator=torch.Generator().manual_seed(4),
-    )
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    out = torus_sample(zero, x1, "torus_pc", 10, generator=torch.Generator().manual_seed(4))
     assert circular_moment(out).abs().max().item() < 0.04
 
 
