@@ -53,6 +53,13 @@ def w1_to_mixture(x):
     return (xs - q).abs().mean().item()
 
 
+def bfn_sample(model, x, path, solver, steps, **options):
+    """`solver` from `x` on `path`: x0 predictions on a uniform grid, seeded, unless overridden."""
+    seeded = torch.Generator().manual_seed(0)
+    options = {"prediction": "x0", "grid": "uniform", "generator": seeded, **options}
+    return sample(model, x, path=path, solver=solver, steps=steps, **options)
+
+
 def test_continuous_update_is_gaussian_bayes():
     path = ContinuousBFN(0.01)
     mu, rho = torch.tensor([0.3]), torch.tensor([2.0])
@@ -105,16 +112,8 @@ def test_continuous_sampler_recovers_mixture():
     path = ContinuousBFN(0.01)
     w1 = []
     for n in (5, 20, 100):
-        out = sample(
-            mixture_output(path),
-            torch.zeros(6000, 1, dtype=torch.float64),
-            path=path,
-            solver="bfn_continuous",
-            steps=n,
-            prediction="x0",
-            grid="uniform",
-            generator=torch.Generator().manual_seed(0),
-        )
+        x = torch.zeros(6000, 1, dtype=torch.float64)
+        out = bfn_sample(mixture_output(path), x, path, "bfn_continuous", n)
         w1.append(w1_to_mixture(out))
     assert w1[0] > w1[1] > w1[2] and w1[2] < 0.02, w1
 
@@ -163,16 +162,8 @@ def test_discrete_sampler_recovers_enumerable_target():
 
     tvs = []
     for n in (2, 8, 32):
-        out = sample(
-            model,
-            torch.zeros(6000, 3, dtype=torch.long),
-            path=path,
-            solver="bfn_discrete",
-            steps=n,
-            prediction="logits",
-            grid="uniform",
-            generator=torch.Generator().manual_seed(0),
-        )
+        x = torch.zeros(6000, 3, dtype=torch.long)
+        out = bfn_sample(model, x, path, "bfn_discrete", n, prediction="logits")
         assert out.dtype == torch.long
         tvs.append(target.tv(out))
     assert tvs[0] > tvs[1] > tvs[2] and tvs[2] < 0.05, tvs
@@ -237,58 +228,32 @@ def test_circular_sampler_loop_and_loss_weight():
         assert m.shape == c.shape and t.shape == (m.shape[0],)
         return x_star.expand_as(m)
 
-    out, state = sample(
-        model,
-        torch.zeros(500, 8, dtype=torch.float64),
-        path=p,
-        solver="bfn_circular",
-        steps=10,
-        prediction="x0",
-        grid="uniform",
-        generator=torch.Generator().manual_seed(0),
-        return_state=True,
-    )
+    x = torch.zeros(500, 8, dtype=torch.float64)
+    out, state = bfn_sample(model, x, p, "bfn_circular", 10, return_state=True)
     assert torch.allclose(out, x_star.expand_as(out))
     assert state.c.mean().item() == pytest.approx(1000, rel=0.03)
     w = p.loss_weight(torch.tensor([1, 10]))
     a = p.alphas[[0, 9]]
     assert torch.allclose(w, 10 * a * torch.special.i1(a) / torch.special.i0(a), rtol=1e-6)
     with pytest.raises(ValueError, match="has 10 steps"):
-        sample(
-            model,
-            torch.zeros(2, 8),
-            path=p,
-            solver="bfn_circular",
-            steps=5,
-            prediction="x0",
-            grid="uniform",
-        )
+        bfn_sample(model, torch.zeros(2, 8), p, "bfn_circular", 5)
     ent = p.entropy_condition(torch.tensor([0.0, 1e3], dtype=torch.float64))
     assert torch.allclose(ent, torch.tensor([0.0, 1.0], dtype=torch.float64), atol=1e-6)
 
 
-def test_bad_arguments():
+def test_bad_path_argument():
     with pytest.raises(ValueError, match="sigma_1"):
         ContinuousBFN(1.5)
-    with pytest.raises(ValueError, match="prediction"):
-        sample(
-            lambda x, t: x,
-            torch.zeros(2, 1),
-            path=ContinuousBFN(),
-            solver="bfn_continuous",
-            steps=2,
-            prediction="score",
-            grid="uniform",
-        )
-    with pytest.raises(ValueError, match="needs a DiscreteBFN"):
-        sample(
-            lambda x, t: x,
-            torch.zeros(2, 1),
-            path=ContinuousBFN(),
-            solver="bfn_discrete",
-            steps=2,
-            prediction="logits",
-            grid="uniform",
+
+
+@pytest.mark.parametrize(
+    "solver, prediction, error",
+    [("bfn_continuous", "score", "prediction"), ("bfn_discrete", "logits", "needs a DiscreteBFN")],
+)
+def test_bad_sample_arguments(solver, prediction, error):
+    with pytest.raises(ValueError, match=error):
+        bfn_sample(
+            lambda x, t: x, torch.zeros(2, 1), ContinuousBFN(), solver, 2, prediction=prediction
         )
 
 
@@ -304,15 +269,8 @@ def test_circular_end_back_sampler():
         concentrations.append(c.mean().item())
         return x_star.expand_as(m)
 
-    out = sample(
-        model,
-        torch.zeros(400, 8, dtype=torch.float64),
-        path=p,
-        solver="bfn_circular_end_back",
-        steps=10,
-        prediction="x0",
-        grid="uniform",
-        generator=torch.Generator().manual_seed(0),
+    out = bfn_sample(
+        model, torch.zeros(400, 8, dtype=torch.float64), p, "bfn_circular_end_back", 10
     )
     assert torch.allclose(out, x_star.expand_as(out))
     assert len(calls) == 10 and calls[0] == 0.0 and calls[-1] == pytest.approx(0.9)

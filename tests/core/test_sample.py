@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import assert_close
 
 from polydiff.core import hooks, list_solvers, paths, sample
 from polydiff.core.param import PREDICTIONS
@@ -11,14 +12,6 @@ from polydiff.core.testing import GaussianMixture
 
 F64 = torch.float64
 GMM = GaussianMixture([[-1.0, 0.5], [1.0, -0.5]], [0.2, 0.3])
-
-
-def assert_close(actual, expected, rtol=1e-7, atol=1e-7, msg=""):
-    """torch.allclose with a message (torch.testing costs ~10 s of imports on first use)."""
-    expected = torch.as_tensor(expected, dtype=actual.dtype, device=actual.device)
-    assert actual.shape == expected.shape, f"{msg} {tuple(actual.shape)} != {tuple(expected.shape)}"
-    err = (actual - expected).abs().max().item() if actual.numel() else 0.0
-    assert torch.allclose(actual, expected, rtol=rtol, atol=atol), f"{msg} max abs error {err:.3e}"
 
 
 @pytest.mark.parametrize(
@@ -46,9 +39,19 @@ def test_every_prediction_gives_the_same_sample_on_a_mean_reverting_path():
         assert_close(out, ref, rtol=1e-9, atol=1e-9, msg=kind)
 
 
-def test_every_registered_continuous_solver_runs():
+def mean_distance_to_nearest_mode(x):
+    return torch.cdist(x, GMM.means.to(x)).min(-1).values.mean().item()
+
+
+def test_every_registered_continuous_solver_reaches_the_target():
+    """20 steps of every solver with the exact model take prior noise (mean distance to the nearest
+    mode 1.08) to the mixture (0.62 on exact draws; the solvers give 0.55 to 0.70)."""
     path = paths.VPLinear()
-    x_T = torch.randn(3, 2, dtype=F64)
+    x_T = torch.randn(1000, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    exact = mean_distance_to_nearest_mode(
+        GMM.sample(1000, generator=torch.Generator().manual_seed(1))
+    )
+    assert mean_distance_to_nearest_mode(x_T) - exact > 0.4
     for name in list_solvers():
         if name not in {
             "ddim",
@@ -75,10 +78,11 @@ def test_every_registered_continuous_solver_runs():
             x_T,
             path=path,
             solver=name,
-            steps=5,
+            steps=20,
             generator=torch.Generator().manual_seed(0),
         )
-        assert x.shape == x_T.shape and torch.isfinite(x).all(), name
+        assert x.shape == x_T.shape, name
+        assert abs(mean_distance_to_nearest_mode(x) - exact) < 0.12, name
 
 
 def test_flow_euler_in_t_is_plain_euler_on_the_velocity():

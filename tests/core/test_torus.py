@@ -92,60 +92,48 @@ def test_von_mises_moments(kappa):
     assert abs(torch.sin(y - 2.0).mean().item()) < 0.01
 
 
-def test_predictor_corrector_matches_wrapped_target(target):
-    path = VE(0.005, 0.5)  # sigma_max = 0.5 on a period 1: the marginal is ~uniform (moment 0.007)
-    x1 = torch.rand(3000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    out = sample(
-        lambda x, t: target.score(x, t),
-        x1,
-        path=path,
-        solver="torus_pc",
-        steps=60,
-        prediction="score",
-        generator=torch.Generator().manual_seed(2),
-    )
+def torus_sample(score, x1, solver, steps, **options):
+    """`solver`'s draws from x1 on the VE path (sigma_max 0.5 on a period 1: the marginal is
+    ~uniform, moment 0.007); they stay on [0, 1)."""
+    options.update(path=VE(0.005, 0.5), solver=solver, steps=steps, prediction="score")
+    out = sample(score, x1, **options)
     assert ((out >= 0) & (out < 1)).all()
-    for h in (1, 2):
-        assert (circular_moment(out) if h == 1 else torch.exp(4j * math.pi * out).mean(0)).sub(
-            target.circular_moment(h)
-        ).abs().max().item() < 0.04
-    assert histogram_tv(out, bin_probs(target)) < 0.05
+    return out
+
+
+def sample_with_exact_score(target, solver, steps, **options):
+    """3000 draws by `solver` from uniform noise with the exact diffused score."""
+    x1 = torch.rand(3000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    return torus_sample(lambda x, t: target.score(x, t), x1, solver, steps, **options)
+
+
+def assert_matches_target(out, target, harmonics, moment_tol, tv_tol=0.05):
+    for h in harmonics:
+        moment = circular_moment(out, period=1 / h)
+        assert (moment - target.circular_moment(h)).abs().max().item() < moment_tol
+    assert histogram_tv(out, bin_probs(target)) < tv_tol
+
+
+def test_predictor_corrector_matches_wrapped_target(target):
+    out = sample_with_exact_score(
+        target, "torus_pc", 60, generator=torch.Generator().manual_seed(2)
+    )
+    assert_matches_target(out, target, harmonics=(1, 2), moment_tol=0.04)
 
 
 def test_probability_flow_ode_with_wrap_hook_matches_target(target):
     """The core's Heun solver in sigma with prediction="score" and the wrap x_t hook: the PF-ODE
     on the torus (the score is periodic, so Heun's unwrapped trial point is harmless)."""
-    path = VE(0.005, 0.5)
-    x1 = torch.rand(3000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    out = sample(
-        lambda x, t: target.score(x, t),
-        x1,
-        path=path,
-        solver="heun",
-        steps=30,
-        grid="karras",
-        prediction="score",
-        xt_hook=wrap_hook(),
-    )
-    assert ((out >= 0) & (out < 1)).all()
-    assert (circular_moment(out) - target.circular_moment(1)).abs().max().item() < 0.04
-    assert histogram_tv(out, bin_probs(target)) < 0.05
+    out = sample_with_exact_score(target, "heun", 30, grid="karras", xt_hook=wrap_hook())
+    assert_matches_target(out, target, harmonics=(1,), moment_tol=0.04)
 
 
 def test_uniform_prior_without_score_stays_uniform():
     """A zero score (uniform target): PC keeps uniform samples uniform (a check of the noise and
     wrapping, not of the score)."""
-    path = VE(0.005, 0.5)
     x1 = torch.rand(4000, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    out = sample(
-        lambda x, t: torch.zeros_like(x),
-        x1,
-        path=path,
-        solver="torus_pc",
-        steps=10,
-        prediction="score",
-        generator=torch.Generator().manual_seed(4),
-    )
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    out = torus_sample(zero, x1, "torus_pc", 10, generator=torch.Generator().manual_seed(4))
     assert circular_moment(out).abs().max().item() < 0.04
 
 

@@ -126,8 +126,11 @@ def test_real_nifti_from_nibabel_ships(tmp_path):
 
 
 def test_singleton_fourth_dimension_is_accepted(tmp_path):
-    nib.save(nib.Nifti1Image(np.ones((4, 5, 6, 1), np.float32), np.eye(4)), tmp_path / "a.nii")
-    assert load_nifti(tmp_path / "a.nii").data.shape == (6, 5, 4)
+    array = np.arange(120, dtype=np.float32).reshape(4, 5, 6)
+    nib.save(nib.Nifti1Image(array[..., None], np.eye(4)), tmp_path / "a.nii")
+    data = load_nifti(tmp_path / "a.nii").data
+    assert data.shape == (6, 5, 4)
+    assert torch.equal(data, torch.from_numpy(array.transpose(2, 1, 0).copy()))  # (D, H, W)
 
 
 @pytest.mark.parametrize(
