@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import assert_close
 
 from polydiff.core import CFG, SMC, GradientGuidance, paths, sample
 from polydiff.core.param import Denoiser
@@ -12,14 +13,6 @@ from polydiff.core.testing import GaussianMixture
 F64 = torch.float64
 VP = paths.VPLinear()
 SIGMA = torch.tensor([[0.5, 0.3], [0.3, 0.4]], dtype=F64)
-
-
-def assert_close(actual, expected, rtol=1e-7, atol=1e-7, msg=""):
-    """torch.allclose with a message (torch.testing costs ~10 s of imports on first use)."""
-    expected = torch.as_tensor(expected, dtype=actual.dtype, device=actual.device)
-    assert actual.shape == expected.shape, f"{msg} {tuple(actual.shape)} != {tuple(expected.shape)}"
-    err = (actual - expected).abs().max().item() if actual.numel() else 0.0
-    assert torch.allclose(actual, expected, rtol=rtol, atol=atol), f"{msg} max abs error {err:.3e}"
 
 
 def gaussian(mean) -> GaussianMixture:
