@@ -93,6 +93,27 @@ def test_paused_positions_of_every_field_stay_clean():
         assert not torch.equal(out[k][:, 1:], v[:, 1:])
 
 
+def test_after_step_hooks_see_every_field_of_the_step():
+    """A hook on a structured sample gets each field's x0_hat and eps (as the joint run's) and
+    its replacement of x_next reaches every field's solver state."""
+    x_T = torch.randn(6, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
+    seen = []
+
+    def hook(info):
+        seen.append((info, info.x_next))  # info.x_next becomes the hook's result afterwards
+        return {k: v * 0.5 for k, v in info.x_next.items()}
+
+    out = sample(
+        _split_model(), {"u": x_T[:, :1], "v": x_T[:, 1:]}, path={"u": VP, "v": VP},
+        solver={"u": "ddim", "v": "ddim"}, steps=3, hooks=[hook],
+    )  # fmt: skip
+    (first, first_next), (second, _), (_, last_next) = seen
+    x0_joint = GMM.model(VP, "x0")(x_T, first.t.expand(6))
+    torch.testing.assert_close(torch.cat((first.x0_hat["u"], first.x0_hat["v"]), 1), x0_joint)
+    assert torch.equal(second.x_t["u"], first_next["u"] * 0.5)  # the replacement was used
+    assert torch.equal(out["v"], last_next["v"] * 0.5)
+
+
 def test_masked_entries_keep_their_values():
     x_T = torch.randn(4, 3, 2, dtype=F64)
     present = torch.tensor([[True, True, False]]).expand(4, 3)

@@ -123,6 +123,12 @@ class ProductModel:
             k: s.wrap_model(_Field(self, k), path[k], prediction[k]) for k, s in solvers.items()
         }
         self.cached = {k: _Cached(self, k, m) for k, m in self.field_models.items()}
+        self.step_models = self.cached  # what a step calls: see record()
+
+    def record(self, needed: bool) -> None:
+        """Whether steps record ``last`` and take SMC's primed value (after-step hooks, SMC);
+        without them a step calls the field models directly (less per-step overhead)."""
+        self.step_models = self.cached if needed else self.field_models
 
     def model_time(self, t: Tensor) -> Tensor:
         """The network's time: [B] in the dtype of the first floating field."""
@@ -198,7 +204,7 @@ class ProductSolver(SolverBase):
     def step(self, state, t_cur, t_next, model, *, i: int, n: int, noise) -> ProductState:
         model.begin(state.x)
         fields = {
-            k: s.step(state.fields[k], t_cur, t_next, model.cached[k], i=i, n=n, noise=noise)
+            k: s.step(state.fields[k], t_cur, t_next, model.step_models[k], i=i, n=n, noise=noise)
             for k, s in self.solvers.items()
         }
         for k, m in (state.mask or {}).items():  # entries outside the mask keep their values

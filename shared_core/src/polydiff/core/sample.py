@@ -401,6 +401,8 @@ def sample(
         model = _CachedModel(model)
     before = [h.before_step for h in all_hooks if hasattr(h, "before_step")]
     after = [h.after_step for h in all_hooks if hasattr(h, "after_step")]
+    if structured:
+        model.record(bool(after) or smc is not None)
     recorder = _Recorder(model) if after and not structured else None
     if recorder is not None:
         model = recorder
