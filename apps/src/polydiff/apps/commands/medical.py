@@ -232,7 +232,7 @@ def compare(cfg: DictConfig, run_dir: Path) -> StageResult:
     recs: dict[str, Tensor] = {}  # by method, and their scores:
     metrics: dict[str, dict[str, Any]] = {}
     for name in ("fbp", "tv_admm", "dds"):
-        rec = _reconstruct(cfg, name, prior if name == "dds" else None, meas)
+        rec = _reconstruct(cfg, name, prior, meas)  # classical methods ignore the prior
         recs[name], metrics[name] = rec.x.detach().float(), nan_to_none(rec.scores(truth.x01))
         save_nifti(Volume(recs[name], truth.volume.affine), run_dir / f"{name}.nii.gz")
         log.info("%s: %s", name, metrics[name])

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import scipy.stats
 
-from polydiff.core.io import atomic_write_json, atomic_write_text
+from polydiff.core.io import atomic_write_json, atomic_write_text, nan_to_none
 from polydiff.speech.audio import AUDIO_EXTENSIONS, load_audio, resample
 
 METRICS = ("pesq", "estoi", "si_sdr", "si_sir", "si_sar")
@@ -161,10 +161,6 @@ def summarize(
     return summary
 
 
-def _finite_or_none(v):
-    return v if not (isinstance(v, float) and not math.isfinite(v)) else None
-
-
 def write_metrics(
     rows: Sequence[Mapping[str, float | str]],
     csv_path: str | os.PathLike | None = None,
@@ -183,16 +179,14 @@ def write_metrics(
         writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: "" if _finite_or_none(v) is None else v for k, v in r.items()})
+            writer.writerow({k: "" if nan_to_none(v) is None else v for k, v in r.items()})
         atomic_write_text(csv_path, buf.getvalue())
     if json_path is not None:
         doc = {
             **(extra or {}),
             "confidence": confidence,
-            "summary": {
-                m: {k: _finite_or_none(v) for k, v in d.items()} for m, d in summary.items()
-            },
-            "files": [{k: _finite_or_none(v) for k, v in r.items()} for r in rows],
+            "summary": nan_to_none(summary),
+            "files": nan_to_none(list(rows)),
         }
         atomic_write_json(json_path, doc)
     return summary
