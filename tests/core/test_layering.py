@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from helpers import (
     assert_imports_follow_layering,
@@ -92,6 +94,7 @@ def test_clean_fake_domain_passes(fake_domain):
 
 def test_import_walk_catches_another_domain_loaded_by_a_deep_submodule(fake_domain):
     write, path = fake_domain
+    write_package(Path(path[0]) / "polydiff/pde", {"__init__.py": ""})  # installed or not
     write({"nets/attention.py": "import polydiff.pde\n"})
     with pytest.raises(AssertionError, match=r"loads \['polydiff\.pde'"):
         assert_imports_follow_layering("fakedomain", path)
