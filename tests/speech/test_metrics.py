@@ -164,3 +164,23 @@ def test_evaluate_folder(tmp_path, speech):
         M.evaluate_folder(tmp_path / "clean", tmp_path / "enh")
     with pytest.raises(FileNotFoundError, match="folder not found"):
         M.evaluate_folder(tmp_path / "nope", tmp_path / "enh")
+
+
+def test_evaluating_one_file_with_its_noisy_input_writes_strict_json(tmp_path):
+    """One file: every confidence interval is undefined (NaN); metrics.json holds null there,
+    also in the noisy input's summary, instead of failing to write."""
+    t = np.arange(16000) / 16000
+    clean = 0.3 * np.sin(2 * np.pi * 220 * t)
+    rng = np.random.default_rng(0)
+    for folder, noise in (("clean", 0.0), ("noisy", 0.05), ("enhanced", 0.01)):
+        (tmp_path / folder).mkdir()
+        sf.write(tmp_path / folder / "a.wav", clean + noise * rng.standard_normal(t.size), 16000)
+    from polydiff.speech.evaluation import evaluate_folders
+
+    d = tmp_path
+    result = evaluate_folders(d / "clean", d / "enhanced", d / "out", noisy=d / "noisy", plot=False)
+    assert "(no CI) (n=1)   noisy: " in result["table"]["si_sdr"]  # not "± nan"
+    doc = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert doc["summary"]["si_sdr"]["n"] == 1 and doc["summary"]["si_sdr"]["ci"] is None
+    assert doc["noisy_summary"]["si_sdr"]["ci"] is None
+    assert doc["summary"]["si_sdr"]["mean"] > doc["noisy_summary"]["si_sdr"]["mean"]

@@ -48,9 +48,9 @@ def _usage(prefix: str = ""):
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from polydiff.core.io import atomic_write_json
+    from polydiff.core.io import atomic_write_json, nan_to_none
 
-    atomic_write_json(path, obj, indent=1)
+    atomic_write_json(path, nan_to_none(obj), indent=1)  # e.g. the CI of a one-clip mean
 
 
 @verb("data")

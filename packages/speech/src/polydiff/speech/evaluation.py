@@ -11,9 +11,10 @@ factor), `score_set` gives the per-file PESQ / ESTOI / SI-SDR / SI-SIR / SI-SAR,
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,12 @@ def check_pairs(enhanced: Path, references: list[Path]) -> None:
             )
 
 
+def _mean_and_ci(v: Mapping[str, Any]) -> str:
+    """ "mean ± CI (n=...)"; a single file has no confidence interval."""
+    ci = f" ± {v['ci']:.3f}" if math.isfinite(v["ci"]) else " (no CI)"
+    return f"{v['mean']:.3f}{ci} (n={v['n']})"
+
+
 def evaluate_folders(
     clean: str | os.PathLike,
     enhanced: str | os.PathLike,
@@ -277,7 +284,7 @@ def evaluate_folders(
         spec = SpecConfig(sample_rate=sr, n_fft=2 * (sr // 64) - 2, hop_length=sr // 125)
         plot_spectrograms(signals, out_dir / "spectrogram.png", spec, title=str(name))
     noisy_summary = extra.get("noisy_summary") or {}
-    table = {k: f"{v['mean']:.3f} ± {v['ci']:.3f} (n={v['n']})" for k, v in summary.items()}
+    table = {k: _mean_and_ci(v) for k, v in summary.items()}
     for k, v in noisy_summary.items():
         table[k] += f"   noisy: {v['mean']:.3f}"
     return {"summary": summary, "noisy_summary": extra.get("noisy_summary"), "table": table}

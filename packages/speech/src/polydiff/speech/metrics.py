@@ -182,13 +182,9 @@ def write_metrics(
             writer.writerow({k: "" if nan_to_none(v) is None else v for k, v in r.items()})
         atomic_write_text(csv_path, buf.getvalue())
     if json_path is not None:
-        doc = {
-            **(extra or {}),
-            "confidence": confidence,
-            "summary": nan_to_none(summary),
-            "files": nan_to_none(list(rows)),
-        }
-        atomic_write_json(json_path, doc)
+        # strict JSON: a one-file mean has an undefined CI, in `extra` (noisy_summary) too
+        doc = {**(extra or {}), "confidence": confidence, "summary": summary, "files": list(rows)}
+        atomic_write_json(json_path, nan_to_none(doc))
     return summary
 
 
