@@ -228,6 +228,9 @@ def test_bad_inputs_are_one_line_errors(runs, tmp_path: Path, capsys):
     assert "not a text checkpoint" in _error(capsys, "sample", f"checkpoint={tmp_path}", run)
     assert "top_p" in _error(capsys, "sample", f"checkpoint={runs['mdlm']}", "top_p=0", run)
     assert "cfg_scale" in _error(capsys, "sample", "prompt=A", "cfg_scale=-1", run)
+    assert "length must be a positive" in _error(capsys, "sample", "length=-3", run)
+    assert "device='cuda:99'" in _error(capsys, "sample", "device=cuda:99", run)  # no such GPU
+    assert "does not sample a MaskedDiffusion" in _error(capsys, "sample", "solver=euler", run)
     # evaluate
     msg = _error(capsys, "evaluate", f"checkpoint={runs['mdlm']}", f"reference={runs['mdlm']}",
                  corpus, run)  # fmt: skip

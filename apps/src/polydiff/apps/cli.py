@@ -261,6 +261,31 @@ def validate(
         raise UsageError(_one_line(err, title)) from None
 
 
+def _check_placement(cfg: DictConfig) -> None:
+    """`device=` and `trainer.accelerator=` name hardware this machine has (one line, not a
+    CUDA traceback from deep inside torch or Lightning)."""
+    from omegaconf import OmegaConf
+
+    device = OmegaConf.select(cfg, "device")
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator")
+    if device is None and accelerator not in ("gpu", "cuda", "mps"):
+        return
+    from polydiff.core.utils import resolve_device
+
+    try:
+        if device is not None:
+            resolve_device(str(device))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if accelerator in ("gpu", "cuda", "mps"):
+        try:
+            resolve_device("mps" if accelerator == "mps" else "cuda")
+        except ValueError:
+            raise ConfigError(
+                f"trainer.accelerator={accelerator}: this machine has none (use cpu or auto)"
+            ) from None
+
+
 def run_hydra(
     config_name: str,
     title: str,
@@ -288,6 +313,7 @@ def run_hydra(
         # `import lightning` adds its own console handler; without this every line prints twice.
         logging.getLogger("lightning").propagate = False
         try:
+            _check_placement(cfg)
             codes.append(task(cfg))
         except ConfigError as err:
             print(f"{PROG}: error: {title}: {err}", file=sys.stderr)

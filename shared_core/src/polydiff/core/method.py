@@ -35,6 +35,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
+from polydiff.core.utils import resolve_device
+
 __all__ = [
     "FORMAT",
     "Config",
@@ -279,7 +281,7 @@ def load_method(
     ``kwargs`` go to the class's :meth:`Method.from_saved` (e.g. a text method's tokenizer)."""
     from polydiff.core.train.weights import CONFIG_FILE, load_weights
 
-    folder = Path(folder)
+    folder, device = Path(folder), resolve_device(device)  # before reading anything
     data = read_method_config(folder, domain) if saved is None else saved
     cls = method_class(data["domain"], data["method"])
     config = cls.config_class.from_dict(data.get("config", {}), source=str(folder / CONFIG_FILE))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -15,4 +16,20 @@ def expand_like(c: Tensor, x: Tensor) -> Tensor:
     return c.reshape(*c.shape, *([1] * (x.ndim - c.ndim)))
 
 
-__all__ = ["expand_like"]
+def resolve_device(device: str | torch.device, option: str = "device") -> torch.device:
+    """``device`` as a torch.device that this machine has, else one ValueError naming
+    ``option`` (an unknown name, or CUDA / MPS that is not available here)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{option}={device!r} is not a torch device ({err})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{option}={device!r}: CUDA is not available on this machine (use cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"{option}={device!r}: this machine has {torch.cuda.device_count()} GPUs")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{option}={device!r}: MPS is not available on this machine (use cpu)")
+    return dev
+
+
+__all__ = ["expand_like", "resolve_device"]

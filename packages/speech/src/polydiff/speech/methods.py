@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from polydiff.core.method import list_methods, load_method, method_class
+from polydiff.core.utils import resolve_device
 from polydiff.speech.method import SpeechMethod
 from polydiff.speech.sgmse import SGMSE
 from polydiff.speech.storm import StoRM
@@ -49,7 +50,7 @@ def load_model(folder: str | os.PathLike, map_location: str = "cpu") -> SpeechMe
     cls = method_class("speech", legacy.pop("method"))
     method = cls(cls.config_class.from_dict(legacy, source=str(file)))
     load_weights(folder, method.net)
-    method.net.to(map_location).eval()
+    method.net.to(resolve_device(map_location)).eval()
     return method
 
 

@@ -105,6 +105,9 @@ def sampling_options(
                 f"{self.name} sampling takes no option {', '.join(unknown)} "
                 f"(its options: {', '.join(options)})"
             )
+        for name, value in (("n", n), ("length", length)):
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         return sample(self, n, length, **{k: v for k, v in given.items() if v is not None})
 
     checked.options = options  # type: ignore[attr-defined]

@@ -29,6 +29,7 @@ from polydiff.core.discrete import (
     top_p_filter,
 )
 from polydiff.core.sample import sample as core_sample
+from polydiff.core.solvers import solvers_for
 from polydiff.text.nets.masks import block_causal_mask
 
 __all__ = [
@@ -189,6 +190,12 @@ def sample_diffusion(
     ``solver="first_hitting"`` ``steps`` is raised to the number of free positions (it reveals
     one token per step).
     """
+    fitting = solvers_for(path)
+    if isinstance(solver, str) and solver not in fitting:
+        raise ValueError(
+            f"solver {solver!r} does not sample a {type(path).__name__}; "
+            f"use one of {', '.join(fitting)}"
+        )
     counter = CallCounter()
     masked = isinstance(path, MaskedDiffusion)
     fill = path.mask_index if masked else 0

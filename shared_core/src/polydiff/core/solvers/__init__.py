@@ -10,6 +10,7 @@ from polydiff.core.solvers.base import (
     list_solvers,
     per_step_coefficients,
     register_solver,
+    solvers_for,
 )
 from polydiff.core.solvers.ode import (
     DDIM,
@@ -44,4 +45,5 @@ __all__ = [
     "list_solvers",
     "per_step_coefficients",
     "register_solver",
+    "solvers_for",
 ]

@@ -185,6 +185,7 @@ class SolverBase:
 
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
+_PATH_TYPES: dict[str, type | None] = {}  # name -> the path type the solver declares
 
 
 def register_solver(name: str, **defaults: Any) -> Callable:
@@ -198,6 +199,7 @@ def register_solver(name: str, **defaults: Any) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"solver name {name!r} is already registered")
         _REGISTRY[name] = lambda **kw: factory(**{**defaults, **kw})
+        _PATH_TYPES[name] = getattr(factory, "path_type", None)
         return factory
 
     return decorate
@@ -224,6 +226,13 @@ def _load_builtin_solvers() -> None:
                 raise
 
 
+def solvers_for(path: Any) -> list[str]:
+    """The registered solvers that declare a path type ``path`` is (discrete, Bayesian flow);
+    continuous solvers declare none and take any affine path."""
+    _load_builtin_solvers()
+    return sorted(n for n, t in _PATH_TYPES.items() if t is not None and isinstance(path, t))
+
+
 def get_solver(name: str | Any, **kwargs: Any) -> Any:
     """Build a registered solver by name (solver objects are passed through unchanged)."""
     if not isinstance(name, str):
@@ -234,7 +243,10 @@ def get_solver(name: str | Any, **kwargs: Any) -> Any:
         _load_builtin_solvers()
     if name not in _REGISTRY:
         raise ValueError(f"unknown solver {name!r}; known solvers: {', '.join(list_solvers())}")
-    return _REGISTRY[name](**kwargs)
+    try:
+        return _REGISTRY[name](**kwargs)
+    except TypeError as err:  # an option this solver does not take
+        raise ValueError(f"solver {name!r}: {err}") from None
 
 
 def list_solvers() -> list[str]:
@@ -257,4 +269,5 @@ __all__ = [
     "per_step_coefficients",
     "register_solver",
     "select",
+    "solvers_for",
 ]
