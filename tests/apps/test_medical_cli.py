@@ -181,6 +181,8 @@ def test_bad_inputs_exit_2_with_one_line(run, simulated: Path, tmp_path: Path, c
         (("simulate", "operator.kind=cone"), "operator.kind='cone'"),
         (("train", "prior.unet=huge"), "huge"),
         (("train", "prior.image_size=4"), "image_size >= 8"),
+        (("train", "train.lr=-1", "prior.n_volumes=1", "train.steps=1"), "lr must be positive"),
+        (("train", "train.lr=abc", "prior.n_volumes=1"), "lr must be a number, got 'abc'"),
         (("reconstruct", "method=magic"), "method='magic'"),
         (("reconstruct", "method=dds", "prior=no_prior"), "prior=no_prior: no such file"),
         (("reconstruct", "method=dds", "phantom.size=16"), "no shipped prior for 16x16 slices"),

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from polydiff.core.errors import InputError
 from polydiff.core.io import atomic_write_text, load_safetensors, safetensors_metadata
 from polydiff.core.train import (
     AtomicCheckpointIO,
@@ -147,13 +148,14 @@ def test_split_loss_accepts_tensor_or_dict_and_rejects_the_rest():
     [
         ({"optimizer": "sgd"}, "optimizer"),
         ({"lr": 0.0}, "lr"),
+        ({"lr": "abc"}, "lr must be a number, got 'abc'"),  # a config typo, not a TypeError
         ({"warmup_steps": -1}, "warmup_steps"),
         ({"ema_decay": 1.0}, "ema_decay"),
         ({"grad_clip_norm": 0.0}, "grad_clip_norm"),
     ],
 )
 def test_module_rejects_bad_arguments(kw, msg):
-    with pytest.raises(ValueError, match=msg):
+    with pytest.raises(InputError, match=msg):
         DiffusionModule(tiny_net(), denoising_loss, **kw)
 
 

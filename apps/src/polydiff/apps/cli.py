@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from polydiff.apps import registry
 from polydiff.apps.registry import CONF_DIR, DOMAINS, ConfigError, StageResult, Verb
+from polydiff.core.errors import InputError
 
 PROG = "polydiff"
 EXIT_USAGE = 2
@@ -315,7 +316,7 @@ def run_hydra(
         try:
             _check_placement(cfg)
             codes.append(task(cfg))
-        except ConfigError as err:
+        except (ConfigError, InputError) as err:  # a refused file or option; bugs keep tracebacks
             print(f"{PROG}: error: {title}: {err}", file=sys.stderr)
             codes.append(EXIT_USAGE)
         finally:

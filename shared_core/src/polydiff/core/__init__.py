@@ -2,6 +2,7 @@
 
 from polydiff.core import conditioning, grids, hooks, losses, param, paths, solvers, streaming
 from polydiff.core.conditioning import CFG
+from polydiff.core.errors import InputError
 from polydiff.core.guidance import SMC, GradientGuidance
 from polydiff.core.method import Config, Method, load_method, register_method
 from polydiff.core.param import Denoiser, EDMPrecond, convert, from_x0, to_x0
@@ -21,6 +22,7 @@ __all__ = [
     "EDMPrecond",
     "Flow",
     "GradientGuidance",
+    "InputError",
     "MeanReverting",
     "Method",
     "NoiseSource",

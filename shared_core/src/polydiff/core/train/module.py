@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from polydiff.core.errors import InputError, check_number
 from polydiff.core.train.checkpoint import get_rng_state, set_rng_state
 from polydiff.core.train.ema import ema_decay_at, make_ema, update_ema
 
@@ -88,15 +89,13 @@ class DiffusionModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if optimizer not in ("adamw", "adam"):
-            raise ValueError(f"optimizer must be 'adamw' or 'adam', got {optimizer!r}")
-        if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
-        if grad_clip_norm is not None and grad_clip_norm <= 0:
-            raise ValueError(f"grad_clip_norm must be positive or None, got {grad_clip_norm}")
+            raise InputError(f"optimizer must be 'adamw' or 'adam', got {optimizer!r}")
+        check_number("lr", lr, positive=True)
+        check_number("warmup_steps", warmup_steps, minimum=0)
+        if ema_decay is not None and not 0.0 <= check_number("ema_decay", ema_decay) < 1.0:
+            raise InputError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
+        if grad_clip_norm is not None:
+            check_number("grad_clip_norm", grad_clip_norm, positive=True)
         self.net = net
         self.ema_net = make_ema(net) if ema_decay is not None else None
         self.loss_fn = loss_fn
