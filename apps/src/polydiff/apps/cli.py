@@ -264,7 +264,7 @@ def validate(
 
 def _check_placement(cfg: DictConfig) -> None:
     """`device=` and `trainer.accelerator=` name hardware this machine has (one line, not a
-    CUDA traceback from deep inside torch or Lightning)."""
+    CUDA traceback from deep inside torch or Lightning; resolve_device raises InputError)."""
     from omegaconf import OmegaConf
 
     device = OmegaConf.select(cfg, "device")
@@ -273,15 +273,12 @@ def _check_placement(cfg: DictConfig) -> None:
         return
     from polydiff.core.utils import resolve_device
 
-    try:
-        if device is not None:
-            resolve_device(str(device))
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    if device is not None:
+        resolve_device(str(device))
     if accelerator in ("gpu", "cuda", "mps"):
         try:
             resolve_device("mps" if accelerator == "mps" else "cuda")
-        except ValueError:
+        except InputError:
             raise ConfigError(
                 f"trainer.accelerator={accelerator}: this machine has none (use cpu or auto)"
             ) from None

@@ -27,6 +27,7 @@ from torch import Tensor
 from polydiff.core.discrete.sampling import RandomSource, sample_categorical
 from polydiff.core.solvers.base import SolverBase, State, register_solver
 from polydiff.core.torus import sample_von_mises, wrap
+from polydiff.core.utils import append_dims
 
 __all__ = [
     "BFNModel",
@@ -57,7 +58,7 @@ def _normals(like: Tensor, source: RandomSource) -> Tensor:
 def _time(t: Tensor | float, like: Tensor) -> Tensor:
     """A BFN time as a float64 tensor broadcastable against ``like`` (0-dim, [B] or [B, L])."""
     t = torch.as_tensor(t, dtype=torch.float64, device=like.device)
-    return t.reshape(*t.shape, *([1] * (like.dim() - t.dim()))) if t.dim() else t
+    return append_dims(t, like.dim()) if t.dim() else t
 
 
 # ----------------------------------------------------------------------------- continuous data

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polydiff.core.solvers.base import SolverBase, State, get_solver
+from polydiff.core.solvers.base import SolverBase, State, get_solver, select
 
 __all__ = ["ProductModel", "ProductSolver", "ProductState", "product_paths"]
 
@@ -208,9 +208,7 @@ class ProductSolver(SolverBase):
             for k, s in self.solvers.items()
         }
         for k, m in (state.mask or {}).items():  # entries outside the mask keep their values
-            new = fields[k].x
-            keep = m.reshape(*m.shape, *([1] * (new.ndim - m.ndim)))  # stays bool
-            fields[k] = fields[k].replace(x=torch.where(keep, new, state.x[k]))
+            fields[k] = fields[k].replace(x=select(m, fields[k].x, state.x[k]))
         return ProductState(x={k: f.x for k, f in fields.items()}, fields=fields, mask=state.mask)
 
     def __repr__(self) -> str:

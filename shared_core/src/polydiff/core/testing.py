@@ -16,6 +16,7 @@ from torch import Tensor
 
 from polydiff.core.param import from_x0
 from polydiff.core.paths import AffinePath, as_time
+from polydiff.core.utils import append_dims
 
 
 class GaussianMixture:
@@ -95,7 +96,7 @@ class GaussianMixture:
             t = t.squeeze(-1)
         rows = x.reshape(-1, self.dim)
         if t.ndim > 0:  # leading-aligned, like expand_like
-            t = t.reshape(*t.shape, *([1] * (x.ndim - 1 - t.ndim)))
+            t = append_dims(t, x.ndim - 1)
             t = t.expand(x.shape[:-1]).reshape(-1)
         return rows, t, None if mu is None else mu.expand_as(x).reshape(-1, self.dim)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from polydiff.core.utils import append_dims
+
 
 class FiLM(nn.Linear):
     """``h (1 + gamma(c)) + beta(c)`` with ``(gamma, beta)`` one linear map of ``c``.
@@ -29,7 +31,7 @@ class FiLM(nn.Linear):
             params = params.transpose(1, 2)
         # not utils.expand_like: that casts to h's dtype, which changes the rounding of
         # 1 + scale under autocast (bf16 params, fp32 normalised h)
-        params = params.reshape(*params.shape, *([1] * (h.dim() - params.dim())))
+        params = append_dims(params, h.dim())
         scale, shift = params.chunk(2, dim=1)
         return h * (1 + scale) + shift
 

@@ -14,7 +14,8 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import torch
 from torch import Tensor
 
-from polydiff.core.utils import expand_like
+from polydiff.core.errors import InputError
+from polydiff.core.utils import append_dims, expand_like
 
 Noise = Callable[[Tensor], Tensor]
 """``noise(like)`` returns standard normal noise shaped like ``like`` (user generator or list)."""
@@ -83,10 +84,6 @@ def paused_mask(t_cur: Tensor, t_next: Tensor) -> Tensor | None:
     return t_next == t_cur
 
 
-def _mask_like(mask: Tensor, value: Tensor) -> Tensor:
-    return mask.reshape(*mask.shape, *([1] * (value.ndim - mask.ndim)))
-
-
 def hold(paused: Tensor | None, old: Any, new: Any) -> Any:
     """``new`` where the time moved and exactly ``old`` where it is paused (a zero step is the
     identity); tensors or tuples of them (multistep history: a paused position pushes nothing)."""
@@ -94,7 +91,7 @@ def hold(paused: Tensor | None, old: Any, new: Any) -> Any:
         return new
     if isinstance(new, tuple):
         return tuple(hold(paused, o, v) for o, v in zip(old, new))
-    return torch.where(_mask_like(paused, new), old, new)
+    return torch.where(append_dims(paused, new.ndim), old, new)
 
 
 def advance(state: S, x_next: Tensor, t_cur: Tensor, t_next: Tensor) -> S:
@@ -105,7 +102,7 @@ def advance(state: S, x_next: Tensor, t_cur: Tensor, t_next: Tensor) -> S:
 
 def select(mask: Tensor, if_true: Tensor, if_false: Tensor) -> Tensor:
     """``torch.where`` with a per-sample / per-position ``mask`` broadcast over trailing dims."""
-    return torch.where(_mask_like(mask, if_true), if_true, if_false)
+    return torch.where(append_dims(mask, if_true.ndim), if_true, if_false)
 
 
 @runtime_checkable
@@ -246,7 +243,7 @@ def get_solver(name: str | Any, **kwargs: Any) -> Any:
     try:
         return _REGISTRY[name](**kwargs)
     except TypeError as err:  # an option this solver does not take
-        raise ValueError(f"solver {name!r}: {err}") from None
+        raise InputError(f"solver {name!r}: {err}") from None
 
 
 def list_solvers() -> list[str]:
