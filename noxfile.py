@@ -123,5 +123,5 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks (`nox -s bench -- core`): writes docs/benchmarks/<area>.md and .json."""
-    install(session, *editable(*DOMAINS, "apps"), "diffusers>=0.30")
+    install(session, *editable(*DOMAINS, "apps"), "diffusers>=0.30", "librosa")
     session.run("python", "benchmarks/run.py", *session.posargs)

@@ -215,6 +215,23 @@ def test_enhance_without_model_uses_the_shipped_storm(work: Path, corpus: Path):
     assert report["model"] == f"shipped:{shipped_checkpoint('storm').name}"
 
 
+def test_enhance_writes_at_the_input_rate_and_says_the_band_is_narrower(work, corpus):
+    """A 16 kHz file through the 8 kHz shipped model comes back at 16 kHz, with a one-line
+    notice that nothing above 4 kHz was restored (issue 14: audio in the user's band)."""
+    from polydiff.speech.audio import load_audio, save_audio
+
+    audio, _ = load_audio(corpus / "test" / "noisy" / "test_00000.wav", 16000)
+    save_audio(work / "in16k.wav", audio, 16000)
+    out = ok(run(work, "enhance", "in16k.wav", "-o", "out16k.wav", "N=0", "hydra.run.dir=r16"))
+    y, sr = sf.read(work / "out16k.wav")
+    assert sr == 16000 and abs(y.size - audio.size) <= 1 and np.abs(y).max() > 0
+    notes = [line for line in out.stderr.splitlines() if "no content above 4000 Hz" in line]
+    assert notes == [
+        "polydiff: warning: out16k.wav: written at the input's 16000 Hz, but the "
+        "model works at 8000 Hz, so the output has no content above 4000 Hz"
+    ]
+
+
 def test_quick_demo_stage_end_to_end(work: Path):
     from polydiff.speech.data.real import alsa_speech_files
 

@@ -169,6 +169,7 @@ def test_streamed_file_equals_in_memory_chunked(tmp_path, sr_in, channels):
         margin_seconds=0.05,
         channels=channels,
         subtype="FLOAT",
+        out_rate=16000,
     )
     y, sr = sf.read(out, always_2d=True)
     audio, _ = load_audio(tmp_path / "in.wav", 16000, channels=channels)
@@ -177,6 +178,34 @@ def test_streamed_file_equals_in_memory_chunked(tmp_path, sr_in, channels):
     np.testing.assert_allclose(y.T.squeeze(0) if channels == "mix" else y.T, ref, atol=2e-5)
     assert max(sizes) <= 16000 + CFG.hop_length and len(sizes) > 3
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize(("sr_in", "channels"), [(48000, "mix"), (44100, "all"), (8000, "mix")])
+def test_output_is_written_at_the_input_rate(tmp_path, sr_in, channels):
+    """The default output rate is the input's: the model-rate result, resampled; a rate above
+    the model's warns that the top band is empty (issue 14: audio in the user's band)."""
+    from scipy.signal import resample_poly
+
+    x = 0.2 * np.random.default_rng(3).standard_normal((2, int(sr_in * 2.1)))
+    sf.write(tmp_path / "in.wav", x.T, sr_in, "FLOAT")
+    kwargs = dict(chunk_seconds=1.0, margin_seconds=0.05, channels=channels, subtype="FLOAT")
+    model = enhance_file(
+        _spectral_gain, tmp_path / "in.wav", tmp_path / "m.wav", CFG, out_rate=16000, **kwargs
+    )
+    if sr_in > 16000:
+        with pytest.warns(UserWarning, match=f"input's {sr_in} Hz.*no content above 8000 Hz"):
+            out = enhance_file(
+                _spectral_gain, tmp_path / "in.wav", tmp_path / "o.wav", CFG, **kwargs
+            )
+    else:
+        out = enhance_file(_spectral_gain, tmp_path / "in.wav", tmp_path / "o.wav", CFG, **kwargs)
+    y, sr = sf.read(out, always_2d=True)
+    m, _ = sf.read(model, always_2d=True)
+    g = np.gcd(sr_in, 16000)
+    ref = resample_poly(m, sr_in // g, 16000 // g, axis=0)
+    assert sr == sr_in and y.shape == ref.shape and abs(y.shape[0] - x.shape[1]) <= 1
+    np.testing.assert_allclose(y, ref, atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "m.wav", "o.wav"]
 
 
 def test_streamed_file_errors_leave_nothing(tmp_path):

@@ -14,6 +14,7 @@ import inspect
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -44,6 +45,7 @@ class UsageError(Exception):
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (`polydiff = polydiff.apps.cli:main`)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = _one_line_warning
     try:
         code = dispatch(args)
     except UsageError as err:
@@ -53,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
     sys.exit(code)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A library warning (a clipped input, an output above the model's band) is a notice for
+    the user, not a trace for a developer: one line, without the source location."""
+    return f"{PROG}: warning: {message}\n"
 
 
 def dispatch(argv: list[str]) -> int:

@@ -219,20 +219,26 @@ def enhance_file(
     channels: str = "mix",
     subtype: str = "PCM_16",
     on_clip: str = "clip",
+    out_rate: int | None = None,
 ) -> Path:
     """Stream `in_path` through `fn` chunk by chunk into `out_path`, with memory flat in length.
 
-    The result equals `enhance_chunked(fn, load_audio(in_path, cfg.sample_rate, channels))`
-    (exactly up to float rounding), but only one chunk of input and output is held in memory: a
-    first pass finds the global peak for the normalisation, a second reads, resamples (to
-    `cfg.sample_rate`, the output rate), enhances and writes each chunk; a sample is written as
-    soon as no later chunk overlaps it. The output appears atomically when complete. Raises
+    `fn` works at the model's rate `cfg.sample_rate`; the output is written at `out_rate` (None:
+    the input file's rate, so a user's 48 kHz file comes back at 48 kHz). When `out_rate` is
+    above the model's rate a warning says that the output has no content above the model's
+    Nyquist frequency. At the model's rate the result equals
+    `enhance_chunked(fn, load_audio(in_path, cfg.sample_rate, channels))` (exactly up to float
+    rounding); at another rate it is that signal resampled (polyphase, as `load_audio`).
+
+    Only one chunk of input and output is held in memory: a first pass finds the global peak
+    for the normalisation, a second reads, resamples, enhances and writes each chunk (a sample is
+    written as soon as no later chunk overlaps it); a third, when `out_rate` differs, resamples
+    the model-rate result block by block. The output appears atomically when complete. Raises
     FileNotFoundError / ValueError (naming the file) for a missing, unreadable, empty or silent
     input (a clipped one is enhanced with a warning), and ValueError if `fn` produces NaN/inf
-    (nothing is written then). An integer
-    `subtype` cannot hold |x| > 1 and a stream cannot be rescaled after the fact, so such samples
-    are hard-clipped with a warning giving their number (`on_clip="clip"`) or raise ValueError
-    (`on_clip="error"`); use `subtype="FLOAT"` to keep them.
+    (nothing is written then). An integer `subtype` cannot hold |x| > 1 and a stream cannot be
+    rescaled after the fact, so such samples are hard-clipped with a warning giving their number
+    (`on_clip="clip"`) or raise ValueError (`on_clip="error"`); use `subtype="FLOAT"` to keep them.
     """
     import soundfile as sf
 
@@ -245,6 +251,8 @@ def enhance_file(
         raise ValueError(f"on_clip must be 'clip' or 'error', got {on_clip!r}")
     if channels not in ("mix", "first", "all"):
         raise ValueError(f"channels must be 'mix', 'first' or 'all', got {channels!r}")
+    if out_rate is not None and out_rate <= 0:
+        raise ValueError(f"out_rate must be > 0 Hz, got {out_rate}")
     try:
         f = sf.SoundFile(str(in_path))
     except (sf.LibsndfileError, RuntimeError) as err:
@@ -253,49 +261,110 @@ def enhance_file(
         if f.frames == 0:
             raise ValueError(f"{in_path}: empty audio file (0 samples)")
         _warn_if_clipped(f, in_path)
-        reader = _ResampledReader(f, cfg.sample_rate, channels)
-        hop = cfg.hop_length
-        chunk = max(round(chunk_seconds * cfg.sample_rate / hop), 1) * hop
-        margin = math.ceil(margin_seconds * cfg.sample_rate)
-        fade = max(math.ceil(fade_seconds * cfg.sample_rate), 1)
-        chunks = plan_chunks(reader.length, chunk, margin, fade, hop)
-        scale = 0.0
-        for c in chunks:  # pass 1: the global peak of the resampled signal
-            block = reader.read(c.start, c.stop)
-            if not np.isfinite(block).all():
-                raise ValueError(f"{in_path}: audio contains NaN or infinite samples")
-            scale = max(scale, float(np.abs(block).max()))
-        if scale == 0.0:
-            raise ValueError(f"{in_path}: audio is digital silence (all samples are zero)")
+        out_rate = out_rate or f.samplerate
         n_ch = f.channels if channels == "all" else 1
+        fmt = "FLAC" if out_path.suffix.lower() == ".flac" else "WAV"
+        blocks = _enhanced_blocks(
+            fn,
+            _ResampledReader(f, cfg.sample_rate, channels),
+            in_path,
+            cfg,
+            chunk_seconds,
+            margin_seconds,
+            fade_seconds,
+        )
         with atomic_path(out_path) as tmp:
-            fmt = "FLAC" if out_path.suffix.lower() == ".flac" else "WAV"
-            with sf.SoundFile(tmp, "w", cfg.sample_rate, n_ch, subtype, format=fmt) as out:
-                pending = np.zeros((n_ch, 0))  # accumulated output from `done` onwards
-                done = clipped = 0
-                integer = not subtype.startswith(("FLOAT", "DOUBLE"))
-                for i, c in enumerate(chunks):
-                    x = torch.from_numpy(reader.read(c.start, c.stop) / scale)
-                    y = fn(x)
-                    if y.shape != x.shape:
-                        raise ValueError(f"fn returned shape {tuple(y.shape)} for {tuple(x.shape)}")
-                    y = (chunk_weights(chunks, i) * y.double()).cpu().numpy() * scale
-                    if not np.isfinite(y).all():
-                        raise ValueError(
-                            f"{in_path}: the enhancer produced NaN or infinite samples"
+            if out_rate == cfg.sample_rate:
+                clipped = _write_blocks(
+                    tmp, out_path, blocks, cfg.sample_rate, n_ch, subtype, on_clip, fmt
+                )
+            else:
+                model_rate = tmp.with_name(tmp.name + ".model-rate.wav")
+                try:  # enhanced at the model's rate in float, then resampled to out_rate
+                    _write_blocks(
+                        model_rate, out_path, blocks, cfg.sample_rate, n_ch, "FLOAT", on_clip
+                    )
+                    with sf.SoundFile(str(model_rate)) as g:
+                        resampled = _resampled_blocks(_ResampledReader(g, out_rate, "all"))
+                        clipped = _write_blocks(
+                            tmp, out_path, resampled, out_rate, n_ch, subtype, on_clip, fmt
                         )
-                    grow = c.stop - done - pending.shape[1]
-                    if grow > 0:
-                        pending = np.concatenate([pending, np.zeros((n_ch, grow))], axis=1)
-                    pending[:, c.start - done : c.stop - done] += y
-                    final = chunks[i + 1].start if i + 1 < len(chunks) else reader.length
-                    ready, pending = pending[:, : final - done], pending[:, final - done :]
-                    over = int(np.sum(np.abs(ready) > 1.0)) if integer else 0
-                    if over and on_clip == "error":
-                        raise ValueError(f"{out_path}: enhanced audio exceeds full scale")
-                    clipped += over
-                    out.write(np.clip(ready, -1.0, 1.0).T if over else ready.T)
-                    done = final
+                finally:
+                    model_rate.unlink(missing_ok=True)
+    if out_rate > cfg.sample_rate:
+        warnings.warn(band_note(out_rate, cfg.sample_rate, out_path), stacklevel=2)
     if clipped:
         warnings.warn(f"{out_path}: {clipped} samples above full scale were clipped", stacklevel=2)
     return out_path
+
+
+def band_note(out_rate: int, model_rate: int, out_path: str | os.PathLike) -> str:
+    """The notice for a file written above the model's rate: its top band is empty."""
+    return (
+        f"{out_path}: written at the input's {out_rate} Hz, but the model works at {model_rate} "
+        f"Hz, so the output has no content above {model_rate // 2} Hz"
+    )
+
+
+def _enhanced_blocks(fn, reader, in_path, cfg, chunk_seconds, margin_seconds, fade_seconds):
+    """Check the input (pass 1: its global peak) and return a generator of the enhanced
+    signal at the model's rate, (C, n) float64 blocks in order (pass 2)."""
+    hop = cfg.hop_length
+    chunk = max(round(chunk_seconds * cfg.sample_rate / hop), 1) * hop
+    margin = math.ceil(margin_seconds * cfg.sample_rate)
+    fade = max(math.ceil(fade_seconds * cfg.sample_rate), 1)
+    chunks = plan_chunks(reader.length, chunk, margin, fade, hop)
+    scale = 0.0
+    for c in chunks:
+        block = reader.read(c.start, c.stop)
+        if not np.isfinite(block).all():
+            raise ValueError(f"{in_path}: audio contains NaN or infinite samples")
+        scale = max(scale, float(np.abs(block).max()))
+    if scale == 0.0:
+        raise ValueError(f"{in_path}: audio is digital silence (all samples are zero)")
+    return _overlap_add_stream(fn, reader, chunks, scale, in_path)
+
+
+def _overlap_add_stream(fn, reader, chunks, scale, in_path):
+    pending, done = None, 0  # accumulated output from sample `done` onwards
+    for i, c in enumerate(chunks):
+        x = torch.from_numpy(reader.read(c.start, c.stop) / scale)
+        y = fn(x)
+        if y.shape != x.shape:
+            raise ValueError(f"fn returned shape {tuple(y.shape)} for {tuple(x.shape)}")
+        y = (chunk_weights(chunks, i) * y.double()).cpu().numpy() * scale
+        if not np.isfinite(y).all():
+            raise ValueError(f"{in_path}: the enhancer produced NaN or infinite samples")
+        if pending is None:
+            pending = np.zeros((y.shape[0], 0))
+        grow = c.stop - done - pending.shape[1]
+        if grow > 0:
+            pending = np.concatenate([pending, np.zeros((y.shape[0], grow))], axis=1)
+        pending[:, c.start - done : c.stop - done] += y
+        final = chunks[i + 1].start if i + 1 < len(chunks) else reader.length
+        ready, pending = pending[:, : final - done], pending[:, final - done :]
+        done = final
+        yield ready
+
+
+def _resampled_blocks(reader, block: int = 1 << 16):
+    """Yield a `_ResampledReader`'s whole signal in blocks of `block` samples."""
+    for a in range(0, reader.length, block):
+        yield reader.read(a, min(a + block, reader.length))
+
+
+def _write_blocks(tmp, out_path, blocks, rate, n_ch, subtype, on_clip, fmt="WAV") -> int:
+    """Write (C, n) blocks to the sound file `tmp` in format `fmt`; returns the number of
+    samples clipped to full scale (integer subtypes only; errors name `out_path`)."""
+    import soundfile as sf
+
+    integer = not subtype.startswith(("FLOAT", "DOUBLE"))
+    clipped = 0
+    with sf.SoundFile(str(tmp), "w", rate, n_ch, subtype, format=fmt) as out:
+        for ready in blocks:
+            over = int(np.sum(np.abs(ready) > 1.0)) if integer else 0
+            if over and on_clip == "error":
+                raise ValueError(f"{out_path}: enhanced audio exceeds full scale")
+            clipped += over
+            out.write(np.clip(ready, -1.0, 1.0).T if over else ready.T)
+    return clipped

@@ -160,7 +160,7 @@ def enhance_audio_file(
 ) -> str:
     """Enhance the audio file ``src`` into ``dst``: "written", or "exists" (kept unless
     ``overwrite``). Streamed chunk by chunk (`polydiff.speech.chunking.enhance_file`: memory
-    flat in file length, output at the model's sample rate, written atomically, so an interrupted
+    flat in file length, output at the input file's rate, written atomically, so an interrupted
     run leaves no partial file); the sampler noise is seeded with ``seed`` alone. ``kwargs``: the
     file options (chunk_seconds, margin_seconds, fade_seconds, channels, subtype) and the sampler
     setting (`SpeechMethod.options`). ``method``: a method or a saved one's folder. A bad file
