@@ -125,6 +125,14 @@ def test_train_then_every_diffusion_solver(run):
     saved = _json(model / "config.json")
     assert saved["method"] == "slice_prior" and saved["config"]["image_size"] == SIZE
     assert (out / "train" / "checkpoints" / "last.ckpt").is_file()
+    # seeded training repeats on CPU: the same command gives the same weights
+    code, again = run("train", f"prior.image_size={SIZE}", "prior.n_volumes=1", "train.steps=2",
+                      "train.batch_size=4", "train.warmup=1", "trainer.accelerator=cpu",
+                      out="prior_again")  # fmt: skip
+    assert code == 0
+    first = load_safetensors(model / "model.safetensors")
+    second = load_safetensors(again / "model" / "model.safetensors")
+    assert all(torch.equal(first[k], second[k]) for k in first)
     steps = {"dds": 3, "dps": 2, "red_diff": 2, "diffusion_mbir": 2}
     expected_nfe = {"dds": 3, "dps": 2, "red_diff": 2, "diffusion_mbir": 4}
     for method, n in steps.items():

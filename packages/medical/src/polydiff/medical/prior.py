@@ -240,8 +240,12 @@ def training_slices(config: PriorConfig) -> Tensor:
 
 def build_training(config: PriorConfig) -> tuple[DiffusionModule, ResumableLoader]:
     """The :class:`DiffusionModule` (U-Net + :func:`prior_loss`, Adam-W, warmup, EMA) and the
-    resumable loader over :func:`training_slices`."""
-    method = SlicePriorMethod(config)
+    resumable loader over :func:`training_slices`. The U-Net's initial weights follow
+    ``config.seed`` alone (torch's global generator is left as it was), so two runs with one
+    config train the same weights, in one process or two."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        method = SlicePriorMethod(config)
     module = DiffusionModule(
         method.net,
         method.loss_fn,
