@@ -77,10 +77,10 @@ def test_held_out_perplexity_is_exact_or_a_bound_by_model():
     got = mdlm.held_out_perplexity(
         rows.split(2), n_time_samples=2, generator=torch.Generator().manual_seed(1)
     )
-    bound = mdlm.perplexity_bound(
+    bound, error = mdlm.perplexity_bound_estimate(
         rows.split(2), n_time_samples=2, generator=torch.Generator().manual_seed(1)
     )
-    assert got == {"ppl_bound": bound}
+    assert got == {"ppl_bound": bound, "ppl_bound_se": error} and error > 0
 
 
 def test_score_samples_is_gen_ppl_with_its_standard_error_and_entropy():

@@ -190,18 +190,39 @@ def test_nelbo_perplexity_of_a_uniform_model_is_the_vocabulary():
     def model(z_t, t):
         return torch.zeros(*z_t.shape, K + 1)
 
-    ppl = nelbo_perplexity(model, batches, path, generator=torch.Generator().manual_seed(0))
-    assert ppl == pytest.approx(K ** (1 - 1e-3), rel=0.05)
+    ppl, se = nelbo_perplexity(model, batches, path, generator=torch.Generator().manual_seed(0))
+    assert ppl == pytest.approx(K ** (1 - 1e-3), rel=0.05) and 0 < se < 0.05 * ppl
     # the same for a block-diffusion network with a zero head (uniform logits), PAD ignored
     net = DiffusionTransformer(
         TransformerConfig(vocab_size=K + 1, d_model=16, n_layers=1, n_heads=2)
     )
     torch.nn.init.zeros_(net.backbone.head.weight)
     padded = [torch.cat((b, torch.full((256, 2), 0)), dim=1) for b in batches]
-    block_ppl = nelbo_perplexity(
+    block_ppl, _ = nelbo_perplexity(
         net, padded, path, pad_id=0, block_size=2, generator=torch.Generator().manual_seed(1)
     )
     assert block_ppl == pytest.approx(K ** (1 - 1e-3), rel=0.05)
+
+
+def _draw(p: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return SEQS[torch.multinomial(p, n, replacement=True, generator=gen)]
+
+
+def test_the_standard_error_matches_the_spread_over_held_out_sets():
+    """The reported standard error (over sequences, time noise included) predicts how much the
+    bound moves between independent held-out sets of the same distribution."""
+    p = joint(seed=3)
+    path = MaskedDiffusion(K + 1, mask_index=MASK, schedule=LogLinearSchedule(eps=1e-3))
+    exact = ExactMaskedDenoiser(p)
+    ppls, errors = [], []
+    for seed in range(40):
+        ppl, se = nelbo_perplexity(exact, [_draw(p, 64, seed)], path, n_time_samples=2,
+                                   generator=torch.Generator().manual_seed(seed))  # fmt: skip
+        ppls.append(ppl)
+        errors.append(se)
+    observed, predicted = float(torch.tensor(ppls).std()), float(torch.tensor(errors).mean())
+    assert predicted == pytest.approx(observed, rel=0.3)
 
 
 # ---- uniform diffusion -----------------------------------------------------------------------

@@ -127,8 +127,10 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     )  # fmt: skip
     if metrics is not None:  # rank 0 writes
         atomic_write_json(run_dir / "metrics.json", metrics)
-        name, value = list(metrics.items())[-1]
-        print(f"{cfg.method}: {metrics['parameters']} parameters, {name} {value:.3f} -> "
+        score = (f"validation_ppl {metrics['validation_ppl']:.3f}" if "validation_ppl" in metrics
+                 else f"validation_ppl_bound {metrics['validation_ppl_bound']:.3f} ± "
+                      f"{metrics['validation_ppl_bound_se']:.2g}")  # fmt: skip
+        print(f"{cfg.method}: {metrics['parameters']} parameters, {score} -> "
               f"{metrics['checkpoint']}")  # fmt: skip
 
 
@@ -188,7 +190,12 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
     except (ValueError, FileNotFoundError) as err:  # no such split, a long prompt, ...
         raise ConfigError(str(err)) from None
     metrics = {"checkpoint": name, "method": method.name, "split": cfg.data.split, **held}
-    lines = [f"{k}: {v:.4g}" for k, v in held.items() if isinstance(v, float)]
+    lines = [f"{k}: {v:.4g}" for k, v in held.items()
+             if isinstance(v, float) and k not in ("ppl_bound", "ppl_bound_se")]  # fmt: skip
+    if "ppl_bound" in held:
+        lines.insert(0, f"ppl_bound: {held['ppl_bound']:.4g} ± {held['ppl_bound_se']:.2g} "
+                        f"(standard error over {held['rows']} sequences, "
+                        f"{cfg.n_time_samples} time draws each)")  # fmt: skip
     if points:
         metrics["samples"] = [p.to_dict() for p in points]
         ev.plot_frontier({method.name: points}, run_dir / "frontier.png",

@@ -53,7 +53,7 @@ class AR(TextMethod):
         return ar_perplexity(self.net, batches, ignore_ids=(self.tokenizer.pad_id,))
 
     def held_out_perplexity(
-        self, batches: Iterable[Tensor], *, n_time_samples: int = 1, generator=None
+        self, batches: Iterable[Tensor], *, n_time_samples: int = 0, generator=None
     ) -> dict[str, float]:
         """``{"ppl": exact perplexity}`` (a causal LM needs no time draws)."""
         return {"ppl": self.perplexity(batches)}

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from polydiff.core.discrete import MaskedDiffusion, get_discrete_schedule
 from polydiff.core.method import register_method
 from polydiff.text.losses import (
+    HELD_OUT_TIME_SAMPLES,
     block_diffusion_nelbo,
     mixture_nll_bound,
     nelbo_perplexity,
@@ -116,16 +117,17 @@ class BlockGen(TextMethod):
         return {"loss": out.loss, "block_size": torch.tensor(float(b))}
 
     @torch.no_grad()
-    def perplexity_bound(
+    def perplexity_bound_estimate(
         self,
         batches: Iterable[Tensor],
         block_size: int | None = None,
-        n_time_samples: int = 1,
+        n_time_samples: int = HELD_OUT_TIME_SAMPLES,
         generator=None,
-    ) -> float:
+    ) -> tuple[float, float]:
         """exp(NELBO / token) of the block model with ``block_size`` (default: the sampling
-        block size). With block size 1 a token is either clean (no loss) or masked and predicted
-        from its prefix, so the bound is (1 - eps) x the AR mode's NLL in expectation."""
+        block size) and its standard error. With block size 1 a token is either clean (no
+        loss) or masked and predicted from its prefix, so the bound is (1 - eps) x the AR
+        mode's NLL in expectation."""
         return nelbo_perplexity(
             self.net, batches, self.path, pad_id=self.tokenizer.pad_id,
             block_size=block_size or self.config.sample_block_size,

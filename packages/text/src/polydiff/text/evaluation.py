@@ -31,6 +31,7 @@ import torch
 from polydiff.core.io import atomic_path
 from polydiff.text.ar import AR
 from polydiff.text.data import prepare_corpus
+from polydiff.text.losses import HELD_OUT_TIME_SAMPLES
 from polydiff.text.method import TextMethod
 from polydiff.text.metrics import CausalLM, generative_perplexity, unigram_entropy
 from polydiff.text.sampling import SampleResult
@@ -276,7 +277,7 @@ def held_out_scores(
     rows: torch.Tensor,
     *,
     batch_size: int = 32,
-    n_time_samples: int = 1,
+    n_time_samples: int = HELD_OUT_TIME_SAMPLES,
     reference: AR | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:

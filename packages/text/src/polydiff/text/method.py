@@ -34,7 +34,7 @@ from polydiff.core.io import atomic_write_json
 from polydiff.core.method import FORMAT, Config, Method, method_class
 from polydiff.core.method import load_method as core_load_method
 from polydiff.text.data.tokenizer import Tokenizer, load_tokenizer
-from polydiff.text.losses import diffusion_nelbo, nelbo_perplexity
+from polydiff.text.losses import HELD_OUT_TIME_SAMPLES, diffusion_nelbo, nelbo_perplexity
 from polydiff.text.nets import DiffusionTransformer, TransformerConfig
 from polydiff.text.sampling import SampleResult, sample_diffusion
 
@@ -206,16 +206,32 @@ class TextMethod(Method):
     # --- held-out perplexity ------------------------------------------------------------------
 
     def held_out_perplexity(
-        self, batches: Iterable[Tensor], *, n_time_samples: int = 1, generator=None
+        self,
+        batches: Iterable[Tensor],
+        *,
+        n_time_samples: int = HELD_OUT_TIME_SAMPLES,
+        generator=None,
     ) -> dict[str, float]:
         """The model's perplexity on held-out batches as the field reports it: ``{"ppl": x}``
-        (exact: a causal LM) or ``{"ppl_bound": x}`` (an upper bound: a diffusion LM's NELBO
-        with ``n_time_samples`` antithetic time draws; ``generator`` None: torch's global one)."""
-        bound = self.perplexity_bound(batches, n_time_samples=n_time_samples, generator=generator)
-        return {"ppl_bound": bound}
+        (exact: a causal LM) or ``{"ppl_bound": x, "ppl_bound_se": its standard error}`` (an
+        upper bound: a diffusion LM's NELBO with ``n_time_samples`` antithetic time draws per
+        sequence; ``generator`` None: torch's global one)."""
+        bound, error = self.perplexity_bound_estimate(
+            batches, n_time_samples=n_time_samples, generator=generator
+        )
+        return {"ppl_bound": bound, "ppl_bound_se": error}
 
-    def perplexity_bound(self, batches: Iterable[Tensor], **kwargs: Any) -> float:
-        raise NotImplementedError(f"{type(self).__name__}.perplexity_bound")
+    def perplexity_bound(self, batches: Iterable[Tensor], *args: Any, **kwargs: Any) -> float:
+        """exp(NELBO / token) on held-out batches: an upper bound on the model's perplexity
+        (:meth:`perplexity_bound_estimate` without its standard error)."""
+        return self.perplexity_bound_estimate(batches, *args, **kwargs)[0]
+
+    def perplexity_bound_estimate(
+        self, batches: Iterable[Tensor], *args: Any, **kwargs: Any
+    ) -> tuple[float, float]:
+        """The perplexity bound and its standard error
+        (:func:`~polydiff.text.losses.perplexity_with_error`)."""
+        raise NotImplementedError(f"{type(self).__name__}.perplexity_bound_estimate")
 
     # --- saving and loading -------------------------------------------------------------------
 
@@ -288,10 +304,14 @@ class DiffusionLM(TextMethod):
         return {"loss": out.loss}
 
     @torch.no_grad()
-    def perplexity_bound(
-        self, batches: Iterable[Tensor], n_time_samples: int = 1, generator=None
-    ) -> float:
-        """exp(NELBO / token) on held-out batches: an upper bound on the model's perplexity."""
+    def perplexity_bound_estimate(
+        self,
+        batches: Iterable[Tensor],
+        n_time_samples: int = HELD_OUT_TIME_SAMPLES,
+        generator=None,
+    ) -> tuple[float, float]:
+        """exp(NELBO / token) on held-out batches (an upper bound on the model's perplexity)
+        and its standard error."""
         return nelbo_perplexity(
             self.net, batches, self.path, pad_id=self.tokenizer.pad_id,
             n_time_samples=n_time_samples, generator=generator,
