@@ -49,7 +49,16 @@ def tiny_net() -> nn.Module:
     return nn.Sequential(nn.Linear(3, 16), nn.SiLU(), nn.Linear(16, 2))
 
 
-def tiny_run(run_dir, max_steps, *, checkpoint_every=5, callbacks=(), val=False, **module_kw):
+def tiny_run(
+    run_dir,
+    max_steps,
+    *,
+    checkpoint_every=5,
+    callbacks=(),
+    val=False,
+    progress_bar=False,
+    **module_kw,
+):
     """A seeded fit of a 2-D flow-matching MLP; 4 batches per epoch."""
     with torch.random.fork_rng(devices=[]):
         L.seed_everything(0, verbose=False)
@@ -68,7 +77,7 @@ def tiny_run(run_dir, max_steps, *, checkpoint_every=5, callbacks=(), val=False,
             log_every=1,
             accelerator="cpu",
             devices=1,
-            progress_bar=False,
+            progress_bar=progress_bar,
             callbacks=list(callbacks),
         )
     return module, trainer
@@ -384,6 +393,18 @@ def test_fit_writes_checkpoints_logs_and_resumes_exactly(tmp_path):
     assert trainer.global_step == 10
     assert torch.equal(again.net[0].weight, straight.net[0].weight)
     assert last.read_bytes() == before
+
+
+def test_progress_counts_steps_out_of_the_total_and_resumes_at_the_checkpoint(tmp_path, capsys):
+    """Issue 14 item 7: the bar shows optimizer steps of max_steps (not batches of an epoch:
+    4 batches make an epoch here), and a resumed run starts at its checkpoint's step."""
+    tiny_run(tmp_path / "run", 6, progress_bar=True)
+    first = capsys.readouterr().err
+    assert "6/6" in first and "train" in first and "loss" in first
+    assert "4/4" not in first  # an epoch's batches are not the unit
+    tiny_run(tmp_path / "run", 10, progress_bar=True)
+    second = capsys.readouterr().err
+    assert " 6/10" in second and "10/10" in second and " 0/10" not in second
 
 
 def test_fit_argument_errors(tmp_path):

@@ -18,13 +18,14 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from polydiff.core.io import remove_stale_temps
 from polydiff.core.train.checkpoint import AtomicCheckpointIO
 
-__all__ = ["LAST_CHECKPOINT", "StepCheckpoint", "auto_precision", "fit"]
+__all__ = ["LAST_CHECKPOINT", "StepCheckpoint", "StepProgressBar", "auto_precision", "fit"]
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -36,6 +37,44 @@ def auto_precision(accelerator: str = "auto") -> str:
     if not on_cuda:
         return "32-true"
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+class StepProgressBar(ProgressBar):
+    """Training progress as optimizer steps out of `max_steps` (a run is sized in steps, and
+    Lightning's bar counts batches of the current epoch), with the latest logged loss; a resumed
+    run starts at its checkpoint's step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled, self._bar = True, None
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not (self._enabled and trainer.is_global_zero):
+            return
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=trainer.max_steps, initial=trainer.global_step, desc="train",
+                         unit="step", dynamic_ncols=True)  # fmt: skip
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self._bar is None:
+            return
+        self._bar.update(trainer.global_step - self._bar.n)
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None and trainer.global_step % trainer.log_every_n_steps == 0:
+            # read at the logging interval only: float() waits for the device
+            self._bar.set_postfix_str(f"loss {float(loss):.4g}", refresh=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 class StepCheckpoint(ModelCheckpoint):
@@ -131,7 +170,7 @@ def fit(
         seed: if given, `lightning.seed_everything(seed)` before training (for fresh runs; a
             resumed run restores the RNG state of its checkpoint).
         resume: continue from `last.ckpt` when it exists.
-        progress_bar: show Lightning's progress bar.
+        progress_bar: show the training progress (`StepProgressBar`: steps out of `max_steps`).
         callbacks: extra Lightning callbacks.
         loggers: replace the default CSV (+ TensorBoard) loggers.
         **trainer_kwargs: any other `lightning.Trainer` argument.
@@ -172,6 +211,7 @@ def fit(
         callbacks=[
             StepCheckpoint(ckpt_dir, checkpoint_every, keep_checkpoints),
             *([LearningRateMonitor(logging_interval="step")] if loggers else []),
+            *([StepProgressBar()] if progress_bar else []),
             *callbacks,
         ],
         logger=loggers or False,
