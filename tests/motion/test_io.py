@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from polydiff.core.errors import InputError
+from polydiff.motion.features import canonicalize, motion_to_features
 from polydiff.motion.io import Motion, read_bvh, read_npy, write_bvh, write_npy
 from polydiff.motion.rotations import euler_to_matrix
 from polydiff.motion.skeleton import JOINT_NAMES, forward_kinematics, smpl22
@@ -65,6 +66,14 @@ def test_motion_from_positions_measures_the_bones(tmp_path):
     assert torch.allclose(motion.positions, positions, atol=1e-12)
     again = read_bvh(write_bvh(tmp_path / "p.bvh", motion))
     assert torch.allclose(again.positions, positions, atol=1e-12)
+
+
+def test_motion_from_features_writes_the_encoded_positions(tmp_path):
+    source = sample_motion(frames=6, seed=4)
+    features = motion_to_features(source.positions, source.rotations)
+    motion = Motion.from_features(features, fps=20)
+    again = read_bvh(write_bvh(tmp_path / "f.bvh", motion))
+    assert torch.allclose(again.positions, canonicalize(source.positions)[:-1], atol=1e-12)
 
 
 def test_npy_round_trip(tmp_path):

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from polydiff.core.errors import InputError
 from polydiff.core.io import atomic_path
+from polydiff.motion.features import features_to_positions
 from polydiff.motion.rotations import euler_to_matrix, matrix_to_euler
 from polydiff.motion.skeleton import (
     Skeleton,
@@ -66,6 +67,16 @@ class Motion:
             skeleton = skeleton.with_offsets(bone_offsets_from_positions(skeleton, positions[0]))
         rotations = inverse_kinematics(skeleton, positions)
         return cls(positions[:, 0].clone(), rotations, skeleton, float(fps))
+
+    @classmethod
+    def from_features(
+        cls, features: Tensor, fps: float, skeleton: Skeleton | None = None
+    ) -> Motion:
+        """A motion for BVH from features ``[T, D]`` (e.g. generated ones): the joint positions
+        they encode, put on the skeleton by IK. Positions are used rather than the 6D part, since
+        a generated sample may not keep the two consistent."""
+        positions = features_to_positions(torch.as_tensor(features, dtype=torch.float64))
+        return cls.from_positions(positions, fps, skeleton or smpl22())
 
 
 @dataclass
