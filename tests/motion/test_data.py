@@ -9,10 +9,12 @@ from polydiff.motion.data import (
     STYLES,
     MotionDataset,
     action_index,
+    clips_from_bvh,
     generate_clip,
     generate_corpus,
 )
 from polydiff.motion.features import canonicalize, features_to_positions
+from polydiff.motion.io import write_bvh
 from polydiff.motion.metrics import floor_penetration, foot_skating_ratio
 from polydiff.motion.skeleton import PARENTS, smpl22
 
@@ -65,6 +67,17 @@ def test_gaits_lift_their_feet_and_move_at_their_speed(corpus):
     assert speed(by_label[("walk", "neutral")]) < speed(by_label[("run", "neutral")])
     jump = by_label[("jump", "neutral")].positions
     assert jump[:, [7, 8], 1].amin(-1).max() > 0.15  # both feet in the air at once
+
+
+def test_clips_from_a_bvh_folder_are_resampled_to_20_fps(tmp_path):
+    fast = generate_clip("run", "energetic", seconds=2.0, fps=40.0, seed=6)
+    write_bvh(tmp_path / "run.bvh", fast.motion())
+    (clip,) = clips_from_bvh(sorted(tmp_path.glob("*.bvh")), "run", "energetic")
+    expected = generate_clip("run", "energetic", seconds=2.0, fps=20.0, seed=6)
+    assert clip.fps == 20.0 and clip.positions.shape == (40, 22, 3)
+    assert torch.allclose(clip.positions, expected.positions, atol=1e-9)
+    with pytest.raises(InputError, match="action: unknown label"):
+        clips_from_bvh([tmp_path / "run.bvh"], "dance")
 
 
 def test_unknown_labels_are_input_errors():

@@ -11,6 +11,8 @@ the joint positions come from forward kinematics, so bone lengths never change.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +22,7 @@ from torch.utils.data import Dataset
 
 from polydiff.core.errors import InputError
 from polydiff.motion.features import canonicalize, motion_to_features
-from polydiff.motion.io import Motion
+from polydiff.motion.io import Motion, read_bvh
 from polydiff.motion.rotations import axis_rotation
 from polydiff.motion.skeleton import Skeleton, forward_kinematics, smpl22
 
@@ -317,6 +319,32 @@ def generate_corpus(
     ]
 
 
+def clips_from_bvh(
+    paths: list[str | os.PathLike],
+    action: str,
+    style: str = "neutral",
+    *,
+    scale: float = 1.0,
+    joint_map: Mapping[str, str] | None = None,
+    fps: float = FPS,
+) -> list[Clip]:
+    """Clips from BVH files of the 22-joint body (see `read_bvh` for ``scale`` and
+    ``joint_map``), labelled ``action`` / ``style``, resampled to ``fps`` by taking the nearest
+    frame (the features' contact threshold assumes 20 fps)."""
+    action_index(action)
+    style_index(style)
+    clips = []
+    for path in paths:
+        motion = read_bvh(path, scale=scale, joint_map=joint_map)
+        duration = len(motion.root) / motion.fps
+        frames = torch.arange(int(duration * fps + 1e-9)) / fps
+        index = (frames * motion.fps).round().long().clamp_max(len(motion.root) - 1)
+        root, rotations = motion.root[index], motion.rotations[index]
+        positions = forward_kinematics(motion.skeleton, root, rotations)
+        clips.append(Clip(positions, rotations, root, action, style, fps))
+    return clips
+
+
 @dataclass
 class Normalizer:
     """Per-feature mean and standard deviation (floored, so constant features map to 0)."""
@@ -384,6 +412,7 @@ __all__ = [
     "MotionDataset",
     "Normalizer",
     "action_index",
+    "clips_from_bvh",
     "generate_clip",
     "generate_corpus",
     "style_index",
