@@ -7,7 +7,7 @@ from polydiff.core import load_method
 from polydiff.core.errors import InputError
 from polydiff.motion.data import MotionDataset, generate_corpus
 from polydiff.motion.features import FeatureLayout
-from polydiff.motion.mdm import MDMConfig, MotionDiffusion
+from polydiff.motion.mdm import MDMConfig, MotionDiffusion, train_mdm
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +82,15 @@ def test_unknown_actions_are_input_errors(dataset):
         method.sample(["dance"], steps=2)
     with pytest.raises(InputError, match="indices must lie"):
         method.sample([99], steps=2)
+
+
+def test_train_mdm_exports_the_ema_weights_with_the_normaliser(dataset, tmp_path):
+    method = tiny(dataset)
+    folder = train_mdm(
+        method, dataset, tmp_path / "run", max_steps=3, batch_size=8, accelerator="cpu", log_every=1
+    )
+    loaded = load_method(folder)
+    assert torch.equal(loaded.net.mean, dataset.normalizer.mean.float())
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    features = loaded.sample(["run"], steps=2, generator=torch.Generator().manual_seed(0))
+    assert features.shape == (1, 16, 263) and torch.isfinite(features).all()

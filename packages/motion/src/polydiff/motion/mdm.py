@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +24,7 @@ from torch import Tensor, nn
 from polydiff.core import CFG, Config, Method, VPCosine, register_method, sample
 from polydiff.core.errors import InputError
 from polydiff.core.nn import TimeMLP, TransformerBlock, rotary_cos_sin, sinusoidal_embedding
-from polydiff.motion.data import ACTIONS, Normalizer, action_index
+from polydiff.motion.data import ACTIONS, MotionDataset, Normalizer, action_index
 from polydiff.motion.features import FeatureLayout, features_to_positions
 from polydiff.motion.skeleton import FOOT_JOINTS
 
@@ -188,4 +190,29 @@ class MotionDiffusion(Method):
         return features_to_positions(features.double())
 
 
-__all__ = ["MDMConfig", "MotionDenoiser", "MotionDiffusion"]
+def train_mdm(
+    method: MotionDiffusion,
+    dataset: MotionDataset,
+    run_dir: str | Path,
+    *,
+    max_steps: int,
+    batch_size: int = 32,
+    lr: float = 2e-4,
+    ema_decay: float = 0.999,
+    seed: int = 0,
+    **fit_kwargs: Any,
+) -> Path:
+    """Train (or resume) ``method`` on ``dataset`` with the core's `DiffusionModule` (AdamW,
+    gradient clipping, EMA) and `fit` in ``run_dir``; the dataset's normaliser goes into the
+    network and the EMA weights are exported to ``run_dir/model`` (returned)."""
+    from polydiff.core.train import DiffusionModule, ResumableLoader, fit
+
+    method.set_normalizer(dataset.normalizer)
+    module = DiffusionModule(method.net, method.loss_fn, lr=lr, ema_decay=ema_decay)
+    loader = ResumableLoader(dataset, batch_size=min(batch_size, len(dataset)), seed=seed)
+    fit_kwargs.setdefault("progress_bar", False)
+    fit(module, loader, run_dir, max_steps=max_steps, seed=seed, **fit_kwargs)
+    return method.save(Path(run_dir) / "model", module)
+
+
+__all__ = ["MDMConfig", "MotionDenoiser", "MotionDiffusion", "train_mdm"]
