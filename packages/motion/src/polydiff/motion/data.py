@@ -292,7 +292,8 @@ def _pose_arms(local: np.ndarray, action: str, style: dict, phase: np.ndarray) -
     elif action == "idle":
         swing, bend = 0.05 * np.sin(phase), np.full_like(phase, 0.25)
     else:
-        swing = style["arms"] * np.sin(phase) * (1.6 if action == "run" else 1.0)
+        # phase 0: the left foot lands ahead, so the left arm is furthest back
+        swing = -style["arms"] * np.cos(phase) * (1.6 if action == "run" else 1.0)
         bend = np.full_like(phase, 1.3 if action == "run" else 0.3) + 0.15 * np.cos(phase)
     down = 1.35  # from horizontal to hanging, slightly away from the body
     for shoulder, elbow, side in ((16, 18, 1.0), (17, 19, -1.0)):
