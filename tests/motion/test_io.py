@@ -8,7 +8,7 @@ from polydiff.core.errors import InputError
 from polydiff.motion.features import canonicalize, motion_to_features
 from polydiff.motion.io import Motion, read_bvh, read_npy, write_bvh, write_npy
 from polydiff.motion.rotations import euler_to_matrix
-from polydiff.motion.skeleton import JOINT_NAMES, forward_kinematics, smpl22
+from polydiff.motion.skeleton import JOINT_NAMES, PARENTS, Skeleton, forward_kinematics, smpl22
 
 
 def sample_motion(frames=8, seed=0):
@@ -74,6 +74,37 @@ def test_motion_from_features_writes_the_encoded_positions(tmp_path):
     motion = Motion.from_features(features, fps=20)
     again = read_bvh(write_bvh(tmp_path / "f.bvh", motion))
     assert torch.allclose(again.positions, canonicalize(source.positions)[:-1], atol=1e-12)
+
+
+def richer_skeleton():
+    """Our skeleton with an extra spine joint 'mid' between spine2 and spine3 and a toe end."""
+    base = smpl22()
+    new = [i if i < 9 else i + 1 for i in range(22)]
+    names = [*JOINT_NAMES[:9], "mid", *JOINT_NAMES[9:], "left_toe_end"]
+    parents = [-1] * 24
+    for old, parent in enumerate(PARENTS):
+        parents[new[old]] = new[parent] if parent >= 0 else -1
+    parents[9], parents[10], parents[23] = 6, 9, new[10]
+    mid = torch.tensor([0.0, 0.02, 0.01], dtype=torch.float64)
+    offsets = torch.zeros(24, 3, dtype=torch.float64)
+    offsets[new] = base.offsets
+    offsets[9], offsets[10] = mid, base.offsets[9] - mid
+    offsets[23] = torch.tensor([0.0, 0.0, 0.05], dtype=torch.float64)
+    return Skeleton(tuple(names), tuple(parents), offsets), new
+
+
+def test_a_richer_skeleton_reads_with_its_extra_joints_dropped(tmp_path):
+    skeleton, keep = richer_skeleton()
+    generator = torch.Generator().manual_seed(5)
+    angles = torch.randn(6, 24, 3, generator=generator, dtype=torch.float64) * 0.7
+    angles[:, 9] = 0.0  # the extra spine joint does not bend, so bone lengths stay fixed
+    root = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    motion = Motion(root, euler_to_matrix(angles, "ZXY"), skeleton, 20.0)
+    path = write_bvh(tmp_path / "rich.bvh", motion)
+    with pytest.raises(InputError, match="unknown joints \\['left_toe_end', 'mid'\\]"):
+        read_bvh(path)
+    read = read_bvh(path, drop_other_joints=True)
+    assert torch.allclose(read.positions, motion.positions[:, keep], atol=1e-12)
 
 
 def test_npy_round_trip(tmp_path):

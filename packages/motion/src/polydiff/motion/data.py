@@ -327,16 +327,19 @@ def clips_from_bvh(
     *,
     scale: float = 1.0,
     joint_map: Mapping[str, str] | None = None,
+    drop_other_joints: bool = False,
     fps: float = FPS,
 ) -> list[Clip]:
-    """Clips from BVH files of the 22-joint body (see `read_bvh` for ``scale`` and
-    ``joint_map``), labelled ``action`` / ``style``, resampled to ``fps`` by taking the nearest
-    frame (the features' contact threshold assumes 20 fps)."""
+    """Clips from BVH files of the 22-joint body (see `read_bvh` for ``scale``, ``joint_map``
+    and ``drop_other_joints``), labelled ``action`` / ``style``, resampled to ``fps`` by taking
+    the nearest frame (the features' contact threshold assumes 20 fps)."""
     action_index(action)
     style_index(style)
     clips = []
     for path in paths:
-        motion = read_bvh(path, scale=scale, joint_map=joint_map)
+        motion = read_bvh(
+            path, scale=scale, joint_map=joint_map, drop_other_joints=drop_other_joints
+        )
         duration = len(motion.root) / motion.fps
         frames = torch.arange(int(duration * fps + 1e-9)) / fps
         index = (frames * motion.fps).round().long().clamp_max(len(motion.root) - 1)

@@ -26,7 +26,7 @@ from torch import Tensor
 from polydiff.core.errors import InputError
 from polydiff.core.io import atomic_path
 from polydiff.motion.features import features_to_positions
-from polydiff.motion.rotations import euler_to_matrix, matrix_to_euler
+from polydiff.motion.rotations import axis_rotation, euler_to_matrix, matrix_to_euler
 from polydiff.motion.skeleton import (
     Skeleton,
     bone_offsets_from_positions,
@@ -140,18 +140,25 @@ def _parse_joint(tokens: _Tokens, joints: list[_Joint], parent: int) -> None:
             raise tokens.fail(f"unexpected {word!r} in joint {name!r}")
 
 
-def _match_skeleton(path: str, joints: list[_Joint], skeleton: Skeleton) -> list[int]:
-    """For each skeleton joint, its index in the file; the file must have the same tree."""
+def _match_skeleton(
+    path: str, joints: list[_Joint], skeleton: Skeleton, drop_others: bool = False
+) -> list[int]:
+    """For each skeleton joint, its index in the file; the file must have the same tree (with
+    ``drop_others``: once the joints of other names are taken out)."""
     lookup = {name.lower(): j for j, name in enumerate(skeleton.names)}
     unknown = [joint.name for joint in joints if joint.name.lower() not in lookup]
-    if unknown:
+    if unknown and not drop_others:
         raise InputError(
             f"{path}: unknown joints {unknown[:5]} (another skeleton?); expected the "
             f"{skeleton.n_joints} joints {', '.join(skeleton.names)} (rename with joint_map)"
         )
-    where = {lookup[joint.name.lower()]: i for i, joint in enumerate(joints)}
-    if len(where) < len(joints):
-        raise InputError(f"{path}: a joint name appears twice")
+    where: dict[int, int] = {}
+    for i, joint in enumerate(joints):
+        j = lookup.get(joint.name.lower())
+        if j is not None and j in where:
+            raise InputError(f"{path}: joint {joint.name!r} appears twice")
+        if j is not None:
+            where[j] = i
     missing = [skeleton.names[j] for j in range(skeleton.n_joints) if j not in where]
     if missing:
         raise InputError(
@@ -159,6 +166,8 @@ def _match_skeleton(path: str, joints: list[_Joint], skeleton: Skeleton) -> list
         )
     for j, parent in enumerate(skeleton.parents):
         found = joints[where[j]].parent
+        while found >= 0 and joints[found].name.lower() not in lookup:  # a dropped joint
+            found = joints[found].parent
         found_name = joints[found].name if found >= 0 else None
         wanted = skeleton.names[parent] if parent >= 0 else None
         if (found_name or "").lower() != (wanted or ""):
@@ -169,8 +178,8 @@ def _match_skeleton(path: str, joints: list[_Joint], skeleton: Skeleton) -> list
     return [where[j] for j in range(skeleton.n_joints)]
 
 
-def _check_channels(path: str, joint: _Joint, root: bool) -> None:
-    needed = ROTATION_CHANNELS + (POSITION_CHANNELS if root else ())
+def _check_channels(path: str, joint: _Joint, root: bool, rotates: bool = True) -> None:
+    needed = (ROTATION_CHANNELS if rotates else ()) + (POSITION_CHANNELS if root else ())
     missing = [c for c in needed if c not in joint.channels]
     unknown = [c for c in joint.channels if c not in ROTATION_CHANNELS + POSITION_CHANNELS]
     if missing or unknown or len(set(joint.channels)) < len(joint.channels):
@@ -184,11 +193,17 @@ def read_bvh(
     scale: float = 1.0,
     joint_map: Mapping[str, str] | None = None,
     skeleton: Skeleton | None = None,
+    drop_other_joints: bool = False,
 ) -> Motion:
     """Read a BVH file of the 22-joint body (joint names as in `skeleton.JOINT_NAMES`, any case,
     or renamed by ``joint_map`` {file name: our name}; any rotation channel order). Lengths are
     multiplied by ``scale`` (0.01 for files in centimetres). The bone offsets are the file's.
-    Non-root position channels must stay at the joint's offset (some exporters write them)."""
+    Non-root position channels must stay at the joint's offset (some exporters write them).
+
+    ``drop_other_joints``: a richer skeleton (extra spine joints, fingers, toe ends: CMU,
+    Mixamo) is accepted when its 22 named joints form our tree once the others are taken out;
+    the file's joint positions are then put on our skeleton by IK (`Motion.from_positions`,
+    bone lengths measured in the first frame), so twist about a bone is lost."""
     where = str(path)
     skeleton = skeleton or smpl22()
     try:
@@ -201,9 +216,9 @@ def read_bvh(
     _parse_joint(tokens, joints, -1)
     for joint in joints:
         joint.name = (joint_map or {}).get(joint.name, joint.name)
-    order = _match_skeleton(where, joints, skeleton)
+    order = _match_skeleton(where, joints, skeleton, drop_other_joints)
     for i, joint in enumerate(joints):
-        _check_channels(where, joint, root=i == 0)
+        _check_channels(where, joint, root=i == 0, rotates=not drop_other_joints)
     tokens.expect("MOTION", "Frames:")
     frames = tokens.number("the frame count")
     tokens.expect("Frame", "Time:")
@@ -215,6 +230,10 @@ def read_bvh(
     if not (math.isfinite(frame_time) and frame_time > 0):
         raise InputError(f"{where}: the frame time must be positive, got {frame_time:g}")
     values = _frame_values(where, tokens, int(frames), sum(len(j.channels) for j in joints))
+    if drop_other_joints:
+        positions = _file_positions(joints, values, scale)[:, order]
+        measured = skeleton.with_offsets(bone_offsets_from_positions(skeleton, positions[0]))
+        return Motion.from_positions(positions, 1.0 / frame_time, measured)
     root, rotations = _decode_channels(where, joints, order, values, scale)
     offsets = torch.tensor([joints[i].offset for i in order], dtype=torch.float64) * scale
     return Motion(root, rotations, skeleton.with_offsets(offsets), 1.0 / frame_time)
@@ -263,6 +282,39 @@ def _decode_channels(
         rotations.append(euler_to_matrix(torch.deg2rad(angles), rotation_order))
     assert root is not None
     return root, torch.stack(rotations, 1)
+
+
+def _file_positions(joints: list[_Joint], values: np.ndarray, scale: float) -> Tensor:
+    """World positions ``[T, N, 3]`` of every joint of the file (forward kinematics over its own
+    tree, any channels: position channels replace the offset, missing rotations are zero)."""
+    data = torch.from_numpy(values)
+    frames = len(data)
+    start, world, positions = 0, [], []
+    for joint in joints:
+        cols = {c: data[:, start + k] for k, c in enumerate(joint.channels)}
+        start += len(joint.channels)
+        move = (
+            torch.stack(
+                [
+                    cols.get(c, torch.full((frames,), o, dtype=data.dtype))
+                    for c, o in zip(POSITION_CHANNELS, joint.offset, strict=True)
+                ],
+                -1,
+            )
+            * scale
+        )
+        rotation = torch.eye(3, dtype=data.dtype).expand(frames, 3, 3)
+        for channel in joint.channels:
+            if channel in ROTATION_CHANNELS:
+                rotation = rotation @ axis_rotation(channel[0], torch.deg2rad(cols[channel]))
+        if joint.parent < 0:
+            world.append(rotation)
+            positions.append(move)
+        else:
+            parent = world[joint.parent]
+            world.append(parent @ rotation)
+            positions.append(positions[joint.parent] + (parent @ move.unsqueeze(-1))[..., 0])
+    return torch.stack(positions, 1)
 
 
 def _bvh_number(x: float) -> str:
