@@ -1,1 +1,2 @@
-"""polydiff.motion (skeleton: filled by its domain issue; see docs/motion.md)."""
+"""polydiff.motion: human motion synthesis (skeleton, features, files, corpus, metrics) and,
+in `polydiff.motion.policy`, diffusion policies and planners. See docs/motion.md."""
