@@ -68,6 +68,7 @@ def test_quick_demo_end_to_end(polydiff, tmp_path: Path):
     assert out.returncode == 0, out.stderr[-3000:]
     (run,) = (tmp_path / "runs" / "demo").iterdir()
     check_demo_report(run, "core", ["core/samples.png"])
+    assert "No demo stage yet: " in (run / "report.md").read_text()
 
     metrics = json.loads((run / "core" / "metrics.json").read_text())
     solvers = ["ddim", "dpmpp_2m", "unipc", "euler", "heun", "sde_dpmpp_2m"]

@@ -77,6 +77,27 @@ def test_plot_frontier_writes_an_image(tmp_path):
         plot_frontier({"empty": []}, tmp_path / "x.png")
 
 
+@pytest.mark.parametrize(("low", "high"), [(16.0, 18.0), (2.5, 3.1), (40.0, 900.0), (1.0, 1e4)])
+def test_a_log_axis_has_labelled_ticks_inside_the_data(low, high):
+    """Issue 14 item 7: points at 16-18 got labels only at 10 (outside the data)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from polydiff.text.evaluation import readable_log_ticks
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [low, high])
+    ax.set_yscale("log")
+    readable_log_ticks(ax.yaxis, [low, high])
+    fig.canvas.draw()
+    inside = [t for t in ax.yaxis.get_majorticklabels()
+              if t.get_text() and low * 0.99 <= t.get_position()[1] <= high * 1.01]  # fmt: skip
+    plt.close(fig)
+    assert len(inside) >= 2
+
+
 def test_plot_frontier_without_matplotlib_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match="pip install matplotlib"):

@@ -93,14 +93,23 @@ class ToyMLP(nn.Module):
 # ----------------------------------------------------------------------------- plot
 
 
+def diverged(swd: float, swd_prior: float) -> bool:
+    """A sample set farther from the data than the prior noise itself (or not finite) failed."""
+    return not swd <= swd_prior
+
+
 def plot_samples(
     path: Path,
     data: Tensor,
     samples: dict[tuple[str, int], Tensor],
     swd: dict[tuple[str, int], float],
     title: str,
+    spent: dict[tuple[str, int], int] | None = None,
+    swd_prior: float = float("inf"),
 ) -> None:
-    """Grid of scatter plots (rows: solvers, columns: NFE): samples over the data, SWD in titles.
+    """Grid of scatter plots (rows: solvers, columns: NFE budgets): samples over the data; the
+    titles give the NFE actually spent and the SWD, and say "diverged" (in red, with how many
+    points fell outside the view) when a set is farther from the data than the prior noise.
 
     With no samples, one panel of the data alone.
     """
@@ -125,7 +134,16 @@ def plot_samples(
             if (solver, nfe) in samples:
                 x = samples[solver, nfe].cpu().numpy()
                 ax.scatter(x[:, 0], x[:, 1], s=1, c="tab:blue", rasterized=True)
-                ax.set_title(f"{solver}, NFE {nfe}\nSWD {swd[solver, nfe]:.3f}", fontsize=8)
+                used = (spent or {}).get((solver, nfe), nfe)
+                score = f"SWD {swd[solver, nfe]:.3g}"
+                if diverged(swd[solver, nfe], swd_prior):
+                    outside = int((~(abs(x) <= lim).all(axis=1)).sum())
+                    score += f", diverged ({outside} of {len(x)} points off view)"
+                ax.set_title(
+                    f"{solver}, NFE {used}\n{score}",
+                    fontsize=7,
+                    color="red" if diverged(swd[solver, nfe], swd_prior) else "black",
+                )
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
             ax.set_xticks([])
@@ -181,7 +199,9 @@ def train_toy(cfg: DictConfig, data: Tensor, run_dir: Path):
     from polydiff.core.train import DiffusionModule, ResumableLoader, fit
 
     path = getattr(paths, PATHS[cfg.path])()
-    net = ToyMLP(hidden=cfg.net.hidden, depth=cfg.net.depth)
+    with torch.random.fork_rng(devices=[]):  # the initial weights follow `seed` alone
+        torch.manual_seed(cfg.seed)
+        net = ToyMLP(hidden=cfg.net.hidden, depth=cfg.net.depth)
 
     def loss_fn(net: nn.Module, batch: list[Tensor]) -> Tensor:
         return losses.diffusion_loss(net, batch[0], path, prediction=cfg.prediction).mean()
@@ -259,17 +279,23 @@ def _markdown(
         "| solver | " + " | ".join(f"NFE {k}" for k in budgets) + " |",
         "|---|" + "---|" * len(budgets),
     ]
+    failed = []
     for s in cfg.sample.solvers:
         cells = []
         for k in budgets:
             cell = f"{swd[s, k]:.4f}" + ("" if spent[s, k] == k else f" ({spent[s, k]})")
+            if diverged(swd[s, k], swd_prior):
+                cell += " diverged"
+                failed.append(f"{s} at NFE {spent[s, k]} (SWD {swd[s, k]:.4g})")
             cells.append(f"**{cell}**" if best[k] == s else cell)
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Bold: best per budget; (n): NFE actually spent when the budget is not a "
-        "whole number of steps.",
+        "whole number of steps; diverged: farther from the data than the prior noise.",
     ]
+    if failed:
+        lines += ["", f"**Diverged** (worse than the prior noise): {', '.join(failed)}."]
     return "\n".join(lines)
 
 
@@ -345,12 +371,16 @@ def run_toy(cfg: DictConfig, run_dir: Path) -> StageResult | None:
         run_dir / "samples.safetensors", {f"{s}/nfe{k}": x for (s, k), x in samples.items()}
     )
     plot = run_dir / "samples.png"
-    plot_samples(plot, held_out, samples, swd, f"{cfg.data.name}: samples (blue) vs data (grey)")
+    plot_samples(plot, held_out, samples, swd, f"{cfg.data.name}: samples (blue) vs data (grey)",
+                 spent, refs["swd_prior"])  # fmt: skip
 
     headline: dict[str, float | int | str] = {"SWD floor": refs["swd_floor"]}
     for k in budgets:
         best = min(solvers, key=lambda s: swd[s, k])
         headline[f"best SWD @NFE {k}"] = f"{best} {swd[best, k]:.4f}"
+    n_diverged = sum(diverged(v, refs["swd_prior"]) for v in swd.values())
+    if n_diverged:
+        headline["diverged"] = f"{n_diverged} of {len(swd)} solver x NFE cells"
     floor = (refs["swd_floor"], refs["swd_floor_std"])
     return StageResult(
         headline=headline,

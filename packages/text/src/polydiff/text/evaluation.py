@@ -229,12 +229,14 @@ def plot_frontier(
         if not points:
             raise ValueError(f"plot_frontier: curve {label!r} has no points")
         ax.plot([p.entropy for p in points], [p.gen_ppl for p in points], "o-", label=label)
-        for p in points:
+        for i, p in enumerate(points):  # labels alternate above / below their point
             note = f"T={p.temperature:g}" + ("" if p.top_p >= 1 else f",p={p.top_p:g}")
-            ax.annotate(note, (p.entropy, p.gen_ppl), fontsize=6, alpha=0.7)
+            ax.annotate(note, (p.entropy, p.gen_ppl), fontsize=6, alpha=0.7,
+                        textcoords="offset points", xytext=(3, 4 if i % 2 else -9))  # fmt: skip
     if reference_entropy is not None and math.isfinite(reference_entropy):
         ax.axvline(reference_entropy, color="gray", ls="--", lw=1, label="held-out text")
     ax.set_yscale("log")
+    readable_log_ticks(ax.yaxis, [p.gen_ppl for pts in curves.values() for p in pts])
     ax.set_xlabel("mean unigram entropy per sample (nats)")
     ax.set_ylabel("generative perplexity")
     ax.set_title(title)
@@ -244,6 +246,18 @@ def plot_frontier(
         fig.savefig(tmp, format=fmt, dpi=120)
     plt.close(fig)
     return path
+
+
+def readable_log_ticks(axis, values: Sequence[float]) -> None:
+    """Labelled ticks inside the data on a log axis that spans less than two decades
+    (matplotlib labels only the powers of ten: 10 alone when the points sit at 16-18)."""
+    from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
+
+    finite = [v for v in values if v > 0 and math.isfinite(v)]
+    if finite and max(finite) / min(finite) < 100:
+        axis.set_major_locator(MaxNLocator(nbins=5))
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
 
 
 def held_out_entropy(tokens: torch.Tensor, ignore_ids: Sequence[int] = ()) -> float:
