@@ -69,7 +69,7 @@ def corpus(work: Path) -> Path:
 @pytest.fixture(scope="module")
 def model(work: Path, corpus: Path) -> Path:
     args = (f"data_root={corpus}", *TINY_MODEL, "train.steps=2", "train.batch_size=2")
-    ok(
+    out = ok(
         run(
             work,
             "train",
@@ -79,6 +79,7 @@ def model(work: Path, corpus: Path) -> Path:
             "hydra.run.dir=t",
         )
     )
+    (work / "t" / "console.txt").write_text(out.stdout + out.stderr)
     return work / "t" / "model"
 
 
@@ -110,6 +111,13 @@ def test_train_exports_a_loadable_model(model: Path):
     assert metrics["steps"] == 2 and metrics["method"] == "sgmse"
     assert np.isfinite(metrics["train_loss"])
     assert (model.parent / "train" / "checkpoints" / "last.ckpt").is_file()  # resumable
+    # the run scores itself against the noisy input on the validation clips and says when it
+    # lost (two steps of training lose: issue 14 item 6, a run worse than its baseline says so)
+    report = metrics["validation"]
+    assert report["files"] == 1 and set(report["noisy"]) == {"pesq", "estoi", "si_sdr"}
+    console = (model.parent / "console.txt").read_text()
+    assert "validation (1 files, noisy -> enhanced): pesq " in console
+    assert report["worse"] and f"warning: the model makes {', '.join(report['worse'])}" in console
 
 
 def test_the_same_train_command_repeats_exactly(work: Path, corpus: Path, model: Path):

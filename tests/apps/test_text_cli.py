@@ -102,6 +102,8 @@ def test_train_exports_loadable_checkpoints(runs):
         assert model.name == method == metrics["method"]
         assert metrics["parameters"] == sum(p.numel() for p in model.net.parameters())
         assert model.config.transformer.max_seq_len == SEQ_LEN
+        # every run reports the unigram baseline its perplexity must beat
+        assert 1 < metrics["validation_unigram_ppl"] < 260
     assert model.config.transformer.d_model == 32
     # UDLM needs the time: its default time_conditioning=none becomes adaLN
     assert load_method(runs["udlm"] / "train" / "export").config.transformer.time_conditioning == (

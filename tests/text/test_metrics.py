@@ -13,6 +13,7 @@ from polydiff.text.metrics import (
     generative_perplexity,
     sequence_nll,
     unigram_entropy,
+    unigram_perplexity,
 )
 from polydiff.text.nets import CausalTransformer, TransformerConfig
 
@@ -100,3 +101,16 @@ def test_unigram_entropy_by_hand():
         unigram_entropy(torch.tensor([[1, 2, 9, 9]]), ignore_ids=(9,)),
         torch.tensor([math.log(2)], dtype=torch.float64),
     )
+
+
+def test_unigram_perplexity_is_the_smoothed_frequency_model():
+    """Train counts (0: 3, 1: 1; PAD=3 ignored) + add-one over V=4: p = (4, 2, 1, 1) / 8."""
+    train = torch.tensor([[0, 0, 0, 1, 3, 3]])
+    held = torch.tensor([[0, 1, 3], [2, 0, 3]])
+    p = {0: 4 / 8, 1: 2 / 8, 2: 1 / 8}
+    nll = -(math.log(p[0]) * 2 + math.log(p[1]) + math.log(p[2])) / 4
+    assert unigram_perplexity(train, held, 4, ignore_ids=(3,)) == pytest.approx(math.exp(nll))
+    # a uniform train text over V symbols gives perplexity V on any held-out text
+    assert unigram_perplexity(torch.arange(5).repeat(3)[None], held % 5, 5) == pytest.approx(5)
+    with pytest.raises(ValueError, match="no held-out tokens"):
+        unigram_perplexity(train, torch.full((1, 2), 3), 4, ignore_ids=(3,))

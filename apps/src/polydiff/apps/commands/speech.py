@@ -5,6 +5,7 @@ Plumbing only: options -> `polydiff.speech` (methods by name, enhance, train, ev
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,28 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     )
     if module.global_rank == 0:  # under DDP only rank 0 exports
         path = run_dir / "model"
-        _write_json(run_dir / "metrics.json", {**training_summary(module), "model": str(path)})
+        summary = {**training_summary(module), "model": str(path)}
+        if cfg.report_files and (root / "valid").is_dir():
+            summary["validation"] = _report_validation(method, root, cfg)
+        _write_json(run_dir / "metrics.json", summary)
         print(f"model exported to {path} (polydiff speech enhance model={path} input=...)")
+
+
+def _report_validation(method, root: Path, cfg: DictConfig) -> dict[str, Any]:
+    """Enhance a few validation clips with the trained model; print the numbers against the
+    noisy input, and a warning when enhancing made any of them worse."""
+    from polydiff.speech.train import validation_report
+
+    method.net.eval()
+    report = validation_report(method, root, num_files=int(cfg.report_files), seed=int(cfg.seed))
+    noisy, enhanced = report["noisy"], report["enhanced"]
+    cells = ", ".join(f"{k} {noisy[k]:.3g} -> {enhanced[k]:.3g}" for k in noisy)
+    print(f"validation ({report['files']} files, noisy -> enhanced): {cells}")
+    if report["worse"]:
+        print(f"warning: the model makes {', '.join(report['worse'])} worse than the noisy "
+              f"input: train longer (train.steps={cfg.train.steps}) or use the shipped model "
+              "(leave model= unset in enhance)", file=sys.stderr)  # fmt: skip
+    return report
 
 
 def _load(cfg: DictConfig):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -127,11 +128,17 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     )  # fmt: skip
     if metrics is not None:  # rank 0 writes
         atomic_write_json(run_dir / "metrics.json", metrics)
-        score = (f"validation_ppl {metrics['validation_ppl']:.3f}" if "validation_ppl" in metrics
-                 else f"validation_ppl_bound {metrics['validation_ppl_bound']:.3f} ± "
-                      f"{metrics['validation_ppl_bound_se']:.2g}")  # fmt: skip
-        print(f"{cfg.method}: {metrics['parameters']} parameters, {score} -> "
-              f"{metrics['checkpoint']}")  # fmt: skip
+        exact = "validation_ppl" in metrics
+        ppl = metrics["validation_ppl" if exact else "validation_ppl_bound"]
+        score = (f"validation_ppl {ppl:.3f}" if exact else f"validation_ppl_bound {ppl:.3f} ± "
+                 f"{metrics['validation_ppl_bound_se']:.2g}")  # fmt: skip
+        baseline = metrics["validation_unigram_ppl"]
+        print(f"{cfg.method}: {metrics['parameters']} parameters, {score} (unigram baseline "
+              f"{baseline:.3f}) -> {metrics['checkpoint']}")  # fmt: skip
+        if ppl >= baseline:
+            print(f"warning: {cfg.method} is no better than the unigram model of its training "
+                  f"text on validation: train longer (train.steps={cfg.train.steps}) or check "
+                  "the learning rate and the data", file=sys.stderr)  # fmt: skip
 
 
 @verb("sample")

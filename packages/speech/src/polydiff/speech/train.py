@@ -147,6 +147,38 @@ def train(
     return module
 
 
+def validation_report(
+    model: SpeechMethod,
+    data_root: str | os.PathLike,
+    *,
+    subset: str = "valid",
+    num_files: int = 4,
+    seed: int = 0,
+    **sampler_kwargs: Any,
+) -> dict[str, Any]:
+    """How a trained model does against doing nothing: the mean PESQ / ESTOI / SI-SDR of the
+    noisy input and of the enhanced files over the first ``num_files`` pairs of ``subset``
+    (:class:`EnhanceValidation`), and ``worse``: the metrics on which enhancing lost."""
+    check = EnhanceValidation(data_root, subset=subset, num_files=num_files, seed=seed,
+                              **sampler_kwargs)  # fmt: skip
+    if not check.pairs:
+        raise ValueError(f"{data_root}: no {subset}/ pairs to validate on")
+    sr = model.spec.sample_rate
+    rows = []
+    for pair in check.pairs:
+        clean, _ = load_audio(pair.clean, sr, allow_silence=True)
+        noisy, _ = load_audio(pair.noisy, sr)
+        rows.append(evaluate_pair(clean, noisy, sr))
+    noisy_means = {
+        k: float(np.mean([r[k] for r in rows if math.isfinite(r[k])] or [math.nan]))
+        for k in ("pesq", "estoi", "si_sdr")
+    }
+    enhanced = check.evaluate(model)
+    worse = [k for k in noisy_means if not enhanced[k] > noisy_means[k]]
+    return {"files": len(check.pairs), "noisy": noisy_means, "enhanced": enhanced,
+            "worse": worse}  # fmt: skip
+
+
 def training_summary(module: DiffusionModule) -> dict[str, Any]:
     """Steps, parameter count and last training loss of a finished `train` run."""
     loss = module.trainer.callback_metrics.get("train/loss")
@@ -158,4 +190,10 @@ def training_summary(module: DiffusionModule) -> dict[str, Any]:
     }
 
 
-__all__ = ["EnhanceValidation", "train", "training_module", "training_summary"]
+__all__ = [
+    "EnhanceValidation",
+    "train",
+    "training_module",
+    "training_summary",
+    "validation_report",
+]

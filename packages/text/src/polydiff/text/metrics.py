@@ -113,6 +113,23 @@ def generative_perplexity(
     return GenerativePerplexity(pooled, (nll / count.clamp_min(1)).exp(), nll, count)
 
 
+def unigram_perplexity(
+    train: Tensor, held_out: Tensor, vocab_size: int, ignore_ids: Sequence[int] = ()
+) -> float:
+    """Perplexity on ``held_out`` of the unigram model of ``train`` (token frequencies with
+    add-one smoothing over ``vocab_size`` symbols; ``ignore_ids`` neither counted nor scored):
+    the baseline any trained language model must beat."""
+    keep_train = _ignore_mask(train, ignore_ids).to(torch.float64)
+    counts = torch.ones(vocab_size, dtype=torch.float64, device=train.device)
+    counts.scatter_add_(0, train.reshape(-1), keep_train.reshape(-1))
+    log_p = (counts / counts.sum()).log()
+    keep = _ignore_mask(held_out, ignore_ids).reshape(-1)
+    nll = -log_p.to(held_out.device)[held_out.reshape(-1)[keep]]
+    if nll.numel() == 0:
+        raise ValueError("unigram_perplexity: no held-out tokens to score")
+    return float(nll.mean().exp())
+
+
 def unigram_entropy(samples: Tensor, ignore_ids: Sequence[int] = ()) -> Tensor:
     """Entropy ``-sum_v p_v log p_v`` (nats) of each sample's token histogram, shape ``[B]``.
 

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from polydiff.text.method import TextMethod
+from polydiff.text.metrics import unigram_perplexity
 
 __all__ = ["EXPORT_DIR", "train_and_score", "train_method"]
 
@@ -86,13 +87,17 @@ def train_and_score(
     (exact or a bound, by model: :meth:`~polydiff.text.method.TextMethod.held_out_perplexity`;
     time draws from torch's global generator). Returns what a run records (method, steps,
     parameters, validation rows, export folder, ``validation_ppl`` or
-    ``validation_ppl_bound``), or None on a process other than rank 0 of a distributed run."""
+    ``validation_ppl_bound`` and its ``_se``, and ``validation_unigram_ppl``: the perplexity of
+    the training text's unigram model, the baseline to beat), or None on a process other than
+    rank 0 of a distributed run."""
     module = train_method(
         method, train, run_dir, max_steps=max_steps, batch_size=batch_size, **kwargs
     )
     if module.global_rank != 0:  # under DDP only rank 0 evaluates
         return None
     scores = method.held_out_perplexity(validation.split(batch_size))
+    tok = method.tokenizer
+    baseline = unigram_perplexity(train, validation, tok.vocab_size, (tok.pad_id, tok.mask_id))
     return {
         "method": method.name,
         "steps": max_steps,
@@ -100,4 +105,5 @@ def train_and_score(
         "validation_rows": validation.shape[0],
         "checkpoint": str(Path(run_dir) / EXPORT_DIR),
         **{f"validation_{k}": v for k, v in scores.items()},
+        "validation_unigram_ppl": baseline,
     }
