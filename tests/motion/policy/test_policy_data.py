@@ -20,6 +20,13 @@ from polydiff.motion.policy.data import (
     write_d4rl,
 )
 
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    """MuJoCo writes MUJOCO_LOG.TXT into the working folder on model warnings."""
+    monkeypatch.chdir(tmp_path)
+
+
 OBS, ACT = 11, 3  # Hopper-v5's sizes
 
 

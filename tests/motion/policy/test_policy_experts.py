@@ -8,6 +8,12 @@ from polydiff.motion.policy.data import read_d4rl, write_d4rl
 from polydiff.motion.policy.experts import cell_distances, pointmaze_dataset
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    """MuJoCo writes MUJOCO_LOG.TXT into the working folder on model warnings."""
+    monkeypatch.chdir(tmp_path)
+
+
 def test_bfs_distances_on_a_small_grid():
     free = np.array(
         [
