@@ -418,12 +418,13 @@ def test_windows_never_cross_episodes():
         ({"horizon": 0}, "horizon must be a positive integer"),
         ({"horizon": 4, "n_obs_steps": 2, "n_action_steps": 4}, "horizon: 4 is shorter"),
         ({"horizon": 4, "n_action_steps": 1.5}, "n_action_steps must be"),
+        ({"horizon": 6}, "horizon: no window of 6 steps fits"),
         ({"horizon": 4, "keys": ("observations", "values")}, r"keys: \['values'\]"),
     ],
 )
 def test_bad_window_options(kwargs, match):
     with pytest.raises(InputError, match=match):
-        SequenceWindows(make_data(), **kwargs)
+        SequenceWindows(make_data((5, 3, 4)), **kwargs)
 
 
 # ---- D4RL reference scores ---------------------------------------------------------------

@@ -62,34 +62,38 @@ def cell_distances(free: np.ndarray, goal: tuple[int, int]) -> np.ndarray:
 
 
 class PointMazeExpert:
-    """BFS waypoints + PD control for a PointMaze env (actions are forces in [-1, 1]^2)."""
+    """BFS waypoints + PD control for a PointMaze env (actions are forces in [-1, 1]^2). It
+    reads the goal from each observation (the distance field is cached per goal cell), so one
+    expert serves any number of episodes and environments of the same maze."""
 
     def __init__(self, env: gym.Env, kp: float = 10.0, kd: float = 1.0):
         self.maze = env.unwrapped.maze
         self.free = np.array([[cell != 1 for cell in row] for row in self.maze.maze_map])
         self.kp, self.kd = kp, kd
-        self.dist = None
-        self.goal = None
+        self._fields: dict[tuple[int, int], np.ndarray] = {}
 
     def reset(self, obs) -> None:
-        self.goal = np.asarray(obs["desired_goal"], dtype=np.float64)
-        self.dist = cell_distances(self.free, tuple(self.maze.cell_xy_to_rowcol(self.goal)))
+        pass
 
-    def waypoint(self, pos: np.ndarray) -> np.ndarray:
+    def distances(self, goal: np.ndarray) -> np.ndarray:
+        cell = tuple(int(v) for v in self.maze.cell_xy_to_rowcol(goal))
+        if cell not in self._fields:
+            self._fields[cell] = cell_distances(self.free, cell)
+        return self._fields[cell]
+
+    def waypoint(self, pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        dist = self.distances(goal)
         r, c = self.maze.cell_xy_to_rowcol(pos)
-        if self.dist[r, c] <= 0:  # in the goal's cell (or cut off from it): go straight
-            return self.goal
-        closer = [
-            (r + dr, c + dc)
-            for dr, dc in _STEPS
-            if 0 <= self.dist[r + dr, c + dc] < self.dist[r, c]
-        ]
+        if dist[r, c] <= 0:  # in the goal's cell (or cut off from it): go straight
+            return goal
+        closer = [(r + dr, c + dc) for dr, dc in _STEPS if 0 <= dist[r + dr, c + dc] < dist[r, c]]
         nxt = closer[0]
-        return self.goal if self.dist[nxt] == 0 else self.maze.cell_rowcol_to_xy(np.array(nxt))
+        return goal if dist[nxt] == 0 else self.maze.cell_rowcol_to_xy(np.array(nxt))
 
-    def __call__(self, obs, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, obs, rng: np.random.Generator | None = None) -> np.ndarray:
         pos, vel = obs["observation"][:2], obs["observation"][2:4]
-        return np.clip(self.kp * (self.waypoint(pos) - pos) - self.kd * vel, -1.0, 1.0)
+        goal = np.asarray(obs["desired_goal"], dtype=np.float64)
+        return np.clip(self.kp * (self.waypoint(pos, goal) - pos) - self.kd * vel, -1.0, 1.0)
 
 
 class NoisyPolicy:

@@ -58,7 +58,13 @@ class SequenceWindows:
             length = stop - start
             first = np.arange(-pad_before, length - horizon + pad_after + 1)
             rows.append(start + np.clip(first[:, None] + offsets, 0, length - 1))
-        self.index = np.concatenate(rows) if rows else np.zeros((0, horizon), dtype=np.int64)
+        self.index = np.concatenate(rows)
+        if len(self.index) == 0:
+            raise InputError(
+                f"horizon: no window of {horizon} steps fits: every episode is shorter than "
+                f"horizon - (n_obs_steps - 1) - (n_action_steps - 1) = "
+                f"{horizon - pad_before - pad_after}"
+            )
 
     def __len__(self) -> int:
         return len(self.index)
