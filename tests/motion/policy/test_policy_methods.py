@@ -131,3 +131,13 @@ def test_bc_trained_on_expert_data_reaches_goals():
     result = evaluate(policy, UMAZE, range(6), env_kwargs=EPISODIC)
     assert result.success_rate >= 5 / 6, result.summary()
     assert result.network_calls == result.steps // 4 + (result.steps % 4 > 0)
+
+
+def test_a_policy_for_another_task_is_refused():
+    data = pointmaze_dataset("umaze", "expert", episodes=1, seed=0)
+    policy = BCPolicy.for_data(data, hidden=8, horizon=4, n_obs_steps=1, n_action_steps=1)
+    with pytest.raises(InputError, match="env_id: the policy was trained for PointMaze_UMaze-v3"):
+        evaluate(policy, "PointMaze_Medium-v3", [0])
+    policy.config.env_id = None
+    with pytest.raises(InputError, match="takes 8 observations / 2 actions, Hopper-v5 has 11 / 3"):
+        evaluate(policy, "Hopper-v5", [0])

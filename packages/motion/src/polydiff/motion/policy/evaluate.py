@@ -19,9 +19,16 @@ import numpy as np
 
 from polydiff.core.errors import InputError
 from polydiff.motion.policy.data.scores import reference_scores
-from polydiff.motion.policy.envs import flat_obs, make_env
+from polydiff.motion.policy.envs import env_dims, flat_obs, make_env
 
-__all__ = ["ChunkPolicy", "RolloutResult", "ScriptedChunkPolicy", "evaluate", "wilson_interval"]
+__all__ = [
+    "ChunkPolicy",
+    "RolloutResult",
+    "ScriptedChunkPolicy",
+    "check_policy_fits",
+    "evaluate",
+    "wilson_interval",
+]
 
 
 class ChunkPolicy(Protocol):
@@ -113,12 +120,30 @@ def evaluate(
     with batched policy calls, until each terminates or truncates (or ``max_steps``). Success:
     the env's ``success`` / ``is_success`` info at any step."""
     seeds = list(seeds)
+    check_policy_fits(policy, env_id)
     envs = [make_env(env_id, **(env_kwargs or {})) for _ in seeds]
     try:
         return _run(policy, env_id, envs, seeds, max_steps)
     finally:
         for env in envs:
             env.close()
+
+
+def check_policy_fits(policy: ChunkPolicy, env_id: str) -> None:
+    """InputError when a trained policy (its ``config``) was made for another environment or
+    other observation / action sizes than ``env_id``'s."""
+    config = getattr(policy, "config", None)
+    if config is None:
+        return
+    trained_for = getattr(config, "env_id", None)
+    if trained_for is not None and trained_for != env_id:
+        raise InputError(f"env_id: the policy was trained for {trained_for}, not {env_id}")
+    obs_dim, act_dim = env_dims(env_id)
+    if (config.obs_dim, config.act_dim) != (obs_dim, act_dim):
+        raise InputError(
+            f"env_id: the policy takes {config.obs_dim} observations / {config.act_dim} actions, "
+            f"{env_id} has {obs_dim} / {act_dim}"
+        )
 
 
 def _run(policy, env_id, envs, seeds, max_steps) -> RolloutResult:
