@@ -11,7 +11,7 @@ from polydiff.motion.policy.data import OfflineData
 from polydiff.motion.policy.envs import make_env
 from polydiff.motion.policy.evaluate import ScriptedChunkPolicy, evaluate, wilson_interval
 from polydiff.motion.policy.experts import PointMazeExpert, pointmaze_dataset
-from polydiff.motion.policy.methods import BCPolicy, DiffusionPolicy
+from polydiff.motion.policy.methods import BCPolicy, DiffusionPolicy, FlowPolicy
 
 UMAZE = "PointMaze_UMaze-v3"
 EPISODIC = {"continuing_task": False}
@@ -90,15 +90,22 @@ def test_receding_horizon_executes_the_actions_after_the_current_observation():
         policy.act(np.zeros((5, 2, 2)))
 
 
-def test_diffusion_policy_learns_a_deterministic_map_and_samples_with_core_solvers():
+@pytest.mark.parametrize(
+    ("cls", "samplers"),
+    [
+        (DiffusionPolicy, [("ddim", 10, 10), ("dpmpp_2m", 5, 5), ("ddpm", 20, 20)]),
+        (FlowPolicy, [("flow_euler", 1, 1), ("flow_euler", 2, 2)]),
+    ],
+)
+def test_generative_policies_learn_a_deterministic_map(cls, samplers):
     data = toy_data()
-    policy = DiffusionPolicy.for_data(
+    policy = cls.for_data(
         data, horizon=4, n_obs_steps=1, n_action_steps=4, channels=16, channel_mult=(1, 2)
     )
     losses = train_policy(policy, data, steps=800, batch_size=64, lr=2e-3, seed=0)
     assert np.mean(losses[-50:]) < 0.3 * np.mean(losses[:20])
     obs = data.observations[:32, None]
-    for solver, steps, nfe in (("ddim", 10, 10), ("dpmpp_2m", 5, 5), ("ddpm", 20, 20)):
+    for solver, steps, nfe in samplers:  # (solver, steps, network calls per chunk)
         policy.network_calls = 0
         chunk = policy.act(obs, solver=solver, steps=steps)
         assert policy.network_calls == nfe and chunk.shape == (32, 4, 2)
@@ -111,6 +118,9 @@ def test_saved_policies_load_with_their_normalizers(tmp_path):
     for policy in (
         BCPolicy.for_data(data, hidden=16, horizon=4, n_obs_steps=1, n_action_steps=2),
         DiffusionPolicy.for_data(
+            data, channels=8, channel_mult=(1, 2), horizon=4, n_obs_steps=1, n_action_steps=4
+        ),
+        FlowPolicy.for_data(
             data, channels=8, channel_mult=(1, 2), horizon=4, n_obs_steps=1, n_action_steps=4
         ),
     ):

@@ -13,7 +13,7 @@ from torch import Tensor
 from polydiff.core.losses import diffusion_loss
 from polydiff.core.method import register_method
 from polydiff.core.nn import TemporalUNet, TemporalUNetConfig
-from polydiff.core.paths import VPCosine
+from polydiff.core.paths import AffinePath, VPCosine
 from polydiff.core.sample import sample
 from polydiff.motion.policy.common import PolicyConfig, PolicyMethod
 
@@ -39,10 +39,14 @@ class DiffusionPolicy(PolicyMethod):
     the U-Net's FiLM condition."""
 
     name, config_class = "diffusion_policy", DiffusionPolicyConfig
+    prediction = "eps"
 
     def __init__(self, config: DiffusionPolicyConfig, net=None):
         super().__init__(config, net)
-        self.path = VPCosine()
+        self.path = self.make_path()
+
+    def make_path(self) -> AffinePath:
+        return VPCosine()
 
     def build_net(self) -> TemporalUNet:
         c = self.config
@@ -58,7 +62,9 @@ class DiffusionPolicy(PolicyMethod):
 
     def loss_fn(self, net, batch) -> Tensor:
         cond = batch["obs"].flatten(1)
-        return diffusion_loss(lambda x, t: net(x, t, cond), batch["action"], self.path).mean()
+        return diffusion_loss(
+            lambda x, t: net(x, t, cond), batch["action"], self.path, prediction=self.prediction
+        ).mean()
 
     def _model(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         self.network_calls += 1
@@ -84,6 +90,7 @@ class DiffusionPolicy(PolicyMethod):
             path=self.path,
             solver=solver or c.solver,
             steps=steps or c.steps,
+            prediction=self.prediction,
             cond=obs.flatten(1),
             x0_hook=self._clip if self.config.clip_sample else None,
             generator=generator,

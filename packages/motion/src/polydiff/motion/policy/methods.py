@@ -2,5 +2,13 @@
 
 from polydiff.motion.policy.bc import BCConfig, BCPolicy
 from polydiff.motion.policy.diffusion_policy import DiffusionPolicy, DiffusionPolicyConfig
+from polydiff.motion.policy.flow_policy import FlowPolicy, FlowPolicyConfig
 
-__all__ = ["BCConfig", "BCPolicy", "DiffusionPolicy", "DiffusionPolicyConfig"]
+__all__ = [
+    "BCConfig",
+    "BCPolicy",
+    "DiffusionPolicy",
+    "DiffusionPolicyConfig",
+    "FlowPolicy",
+    "FlowPolicyConfig",
+]
