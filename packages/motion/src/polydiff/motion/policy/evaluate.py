@@ -37,7 +37,8 @@ class ChunkPolicy(Protocol):
     """Network evaluations so far (one per batched call), read before and after a rollout."""
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """(B, To, obs) -> (B, k, act) actions to execute next."""
+        """(B, To, obs) -> (B, k, act) actions to execute next. A policy with ``stateful =
+        True`` also has ``reset(n_envs)`` and gets ``rows=`` (the running envs' indices)."""
         ...
 
 
@@ -150,6 +151,9 @@ def _run(policy, env_id, envs, seeds, max_steps) -> RolloutResult:
     n, space = len(envs), envs[0].observation_space
     raw = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
     history = np.stack([np.repeat(flat_obs(space, o)[None], policy.n_obs_steps, 0) for o in raw])
+    stateful = getattr(policy, "stateful", False)  # keeps a buffer per environment
+    if stateful:
+        policy.reset(n)
     done = np.zeros(n, bool)
     success, returns, lengths = np.zeros(n, bool), np.zeros(n), np.zeros(n, int)
     queue: np.ndarray | None = None
@@ -158,7 +162,8 @@ def _run(policy, env_id, envs, seeds, max_steps) -> RolloutResult:
         running = np.flatnonzero(~done)
         if queue is None or queue.shape[1] == 0:
             start = time.perf_counter()
-            chunk = np.asarray(policy.act(history[running]))
+            rows = {"rows": running} if stateful else {}
+            chunk = np.asarray(policy.act(history[running], **rows))
             seconds += time.perf_counter() - start
             queue = np.zeros((n, chunk.shape[1], chunk.shape[2]), np.float32)
             queue[running] = chunk

@@ -3,6 +3,7 @@
 from polydiff.motion.policy.bc import BCConfig, BCPolicy
 from polydiff.motion.policy.diffusion_policy import DiffusionPolicy, DiffusionPolicyConfig
 from polydiff.motion.policy.flow_policy import FlowPolicy, FlowPolicyConfig
+from polydiff.motion.policy.streaming_policy import StreamingPolicy, StreamingPolicyConfig
 
 __all__ = [
     "BCConfig",
@@ -11,4 +12,6 @@ __all__ = [
     "DiffusionPolicyConfig",
     "FlowPolicy",
     "FlowPolicyConfig",
+    "StreamingPolicy",
+    "StreamingPolicyConfig",
 ]
