@@ -151,3 +151,17 @@ def test_a_policy_for_another_task_is_refused():
     policy.config.env_id = None
     with pytest.raises(InputError, match="takes 8 observations / 2 actions, Hopper-v5 has 11 / 3"):
         evaluate(policy, "Hopper-v5", [0])
+
+
+@pytest.mark.parametrize(
+    ("cls", "options", "match"),
+    [
+        (BCPolicy, {"horizon": 4, "n_obs_steps": 2, "n_action_steps": 4}, "horizon: 4 is shorter"),
+        (BCPolicy, {"n_action_steps": 0}, "n_action_steps must be a positive integer"),
+        (DiffusionPolicy, {"horizon": 10, "n_action_steps": 4}, "horizon: 10 must be a multiple"),
+        (FlowPolicy, {"n_obs_steps": 2.5}, "n_obs_steps must be a positive integer"),
+    ],
+)
+def test_bad_policy_options(cls, options, match):
+    with pytest.raises(InputError, match=match):
+        cls.for_data(toy_data(10), **options)

@@ -34,6 +34,19 @@ class PolicyConfig(Config):
     action_normalizer: dict | None = None
 
 
+def check_horizons(c: PolicyConfig) -> None:
+    """InputError naming the option when sizes or horizons cannot work together."""
+    for option in ("obs_dim", "act_dim", "horizon", "n_obs_steps", "n_action_steps"):
+        value = getattr(c, option)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{option} must be a positive integer, got {value!r}")
+    if c.n_obs_steps - 1 + c.n_action_steps > c.horizon:
+        raise InputError(
+            f"horizon: {c.horizon} is shorter than n_obs_steps - 1 + n_action_steps "
+            f"= {c.n_obs_steps - 1 + c.n_action_steps}"
+        )
+
+
 class PolicyMethod(Method):
     """Base of the policy methods: ``predict(obs)`` maps normalized observations (B, To, obs)
     to normalized actions (B, H, act); ``act`` wraps it for the rollout evaluator."""
@@ -41,11 +54,7 @@ class PolicyMethod(Method):
     domain = "policy"
 
     def __init__(self, config: PolicyConfig, net=None):
-        if config.obs_dim < 1 or config.act_dim < 1:
-            raise InputError(
-                f"obs_dim / act_dim must be positive, got {config.obs_dim} / "
-                f"{config.act_dim} (build the method with for_data)"
-            )
+        check_horizons(config)
         super().__init__(config, net)
         self.network_calls = 0
         self.obs_norm = self._normalizer(config.obs_normalizer, config.obs_dim)

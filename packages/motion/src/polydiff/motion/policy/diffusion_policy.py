@@ -10,6 +10,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from polydiff.core.errors import InputError
 from polydiff.core.losses import diffusion_loss
 from polydiff.core.method import register_method
 from polydiff.core.nn import TemporalUNet, TemporalUNetConfig
@@ -50,6 +51,12 @@ class DiffusionPolicy(PolicyMethod):
 
     def build_net(self) -> TemporalUNet:
         c = self.config
+        multiple = 2 ** (len(c.channel_mult) - 1)
+        if c.horizon % multiple:
+            raise InputError(
+                f"horizon: {c.horizon} must be a multiple of {multiple} for a U-Net with "
+                f"{len(c.channel_mult)} levels"
+            )
         return TemporalUNet(
             TemporalUNetConfig(
                 in_channels=c.act_dim,
