@@ -57,6 +57,20 @@ def test_variants_differ_as_intended():
     np.testing.assert_array_equal(again.actions, noisy.actions)
 
 
+def test_multimodal_variant_takes_other_shortest_routes():
+    expert = pointmaze_dataset("medium", "expert", episodes=12, seed=0).episodes()
+    multi = pointmaze_dataset("medium", "multimodal", episodes=12, seed=0).episodes()
+    differ = [
+        i
+        for i, (a, b) in enumerate(zip(expert, multi))
+        if len(a) != len(b) or not np.array_equal(a.actions, b.actions)
+    ]
+    assert len(differ) >= 2  # start / goal pairs with two shortest routes
+    for a, b in zip(expert, multi):  # the same start, goal and success; lengths about equal
+        np.testing.assert_array_equal(a.observations[0], b.observations[0])
+        assert b.terminals[-1] and abs(len(a) - len(b)) <= 0.1 * len(a)
+
+
 def test_written_dataset_reads_back_identically(tmp_path):
     data = pointmaze_dataset("umaze", "noisy", episodes=3, seed=1)
     back = read_d4rl(write_d4rl(tmp_path / "pointmaze-umaze-noisy.hdf5", data))

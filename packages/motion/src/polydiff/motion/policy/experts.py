@@ -4,8 +4,9 @@ PointMaze (gymnasium-robotics): breadth-first search over the maze cells gives, 
 point's cell, the next cell on a shortest path to the goal's cell; a PD controller steers to that
 cell's centre (to the goal itself inside the goal's cell), as D4RL's maze2d waypoint controller
 did. Variants: ``expert``; ``noisy`` (Gaussian noise on every action, the "medium" kind of data);
-``random`` (uniform actions). Episodes end at the goal (``continuing_task=False``) or at the
-time limit.
+``random`` (uniform actions); ``multimodal`` (the expert breaking ties between equally short
+routes in a random order drawn per episode). Episodes end at the goal
+(``continuing_task=False``) or at the time limit.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "NoisyPolicy",
     "PointMazeExpert",
     "RandomPolicy",
+    "RandomRoutes",
     "collect",
     "pointmaze_dataset",
 ]
@@ -35,7 +37,7 @@ POINTMAZE_IDS = {
     "medium": "PointMaze_Medium-v3",
     "large": "PointMaze_Large-v3",
 }
-VARIANTS = ("expert", "noisy", "random")
+VARIANTS = ("expert", "noisy", "random", "multimodal")
 _STEPS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 
 
@@ -70,6 +72,8 @@ class PointMazeExpert:
         self.maze = env.unwrapped.maze
         self.free = np.array([[cell != 1 for cell in row] for row in self.maze.maze_map])
         self.kp, self.kd = kp, kd
+        self.preference = _STEPS
+        """Which of several equally short next cells to take: the first in this order."""
         self._fields: dict[tuple[int, int], np.ndarray] = {}
 
     def reset(self, obs) -> None:
@@ -86,7 +90,9 @@ class PointMazeExpert:
         r, c = self.maze.cell_xy_to_rowcol(pos)
         if dist[r, c] <= 0:  # in the goal's cell (or cut off from it): go straight
             return goal
-        closer = [(r + dr, c + dc) for dr, dc in _STEPS if 0 <= dist[r + dr, c + dc] < dist[r, c]]
+        closer = [
+            (r + dr, c + dc) for dr, dc in self.preference if 0 <= dist[r + dr, c + dc] < dist[r, c]
+        ]
         nxt = closer[0]
         return goal if dist[nxt] == 0 else self.maze.cell_rowcol_to_xy(np.array(nxt))
 
@@ -108,6 +114,20 @@ class NoisyPolicy:
     def __call__(self, obs, rng: np.random.Generator) -> np.ndarray:
         action = self.policy(obs, rng)
         return action + self.std * rng.standard_normal(np.shape(action))
+
+
+class RandomRoutes:
+    """The PointMaze expert with a new random tie-break order each episode: where several
+    shortest routes exist the demonstrations take different ones (a multimodal dataset)."""
+
+    def __init__(self, expert: PointMazeExpert, seed: int = 0):
+        self.expert, self.rng = expert, np.random.default_rng(seed)
+
+    def reset(self, obs) -> None:
+        self.expert.preference = tuple(_STEPS[i] for i in self.rng.permutation(len(_STEPS)))
+
+    def __call__(self, obs, rng: np.random.Generator) -> np.ndarray:
+        return self.expert(obs, rng)
 
 
 class RandomPolicy:
@@ -170,7 +190,8 @@ def pointmaze_dataset(
     noise: float = 0.5,
 ) -> OfflineData:
     """A PointMaze dataset (``maze`` in umaze / medium / large) of ``episodes`` episodes made
-    by the BFS + PD expert, its noisy variant (action noise std ``noise``) or random actions."""
+    by the BFS + PD expert, its noisy variant (action noise std ``noise``), random actions or
+    the expert taking random ones of equally short routes (``multimodal``)."""
     if maze not in POINTMAZE_IDS:
         raise InputError(f"maze: unknown maze {maze!r} (one of {', '.join(POINTMAZE_IDS)})")
     if variant not in VARIANTS:
@@ -183,6 +204,7 @@ def pointmaze_dataset(
             "expert": expert,
             "noisy": NoisyPolicy(expert, noise),
             "random": RandomPolicy(env.action_space),
+            "multimodal": RandomRoutes(expert, seed),
         }[variant]
         return collect(env, policy, episodes, seed, env_id)
     finally:
