@@ -12,7 +12,7 @@ from torch import Tensor
 
 from polydiff.core.errors import InputError
 from polydiff.core.method import Config, Method
-from polydiff.core.train.ema import make_ema, update_ema
+from polydiff.core.train.ema import ema_decay_at, make_ema, update_ema
 from polydiff.motion.policy.data import Normalizer, OfflineData, SequenceWindows
 
 __all__ = ["PolicyConfig", "PolicyMethod", "train_policy"]
@@ -124,8 +124,9 @@ def train_policy(
     ema_decay: float | None = 0.995,
     seed: int = 0,
 ) -> list[float]:
-    """Train ``method.net`` on windows of ``data`` with AdamW and an EMA of the weights (copied
-    into ``method.net`` at the end); returns the loss per step. For long runs with checkpoints
+    """Train ``method.net`` on windows of ``data`` with AdamW and an EMA of the weights (with
+    warm-up, so short runs forget the initial weights; copied into ``method.net`` at the end);
+    returns the loss per step. For long runs with checkpoints
     and resume use ``polydiff.core.train.fit`` with ``DiffusionModule(method.net,
     method.loss_fn)`` on the same batches."""
     windows = method.windows(data)
@@ -135,7 +136,7 @@ def train_policy(
     ema = make_ema(net) if ema_decay is not None else None
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-6)
     losses = []
-    for _ in range(steps):
+    for step in range(steps):
         batch = method.batch(windows, rng.integers(0, len(windows), batch_size))
         loss = method.loss_fn(net, batch)
         opt.zero_grad(set_to_none=True)
@@ -143,7 +144,7 @@ def train_policy(
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         if ema is not None:
-            update_ema(ema, net, ema_decay)
+            update_ema(ema, net, ema_decay_at(step, ema_decay, warmup=True))
         losses.append(float(loss.detach()))
     if ema is not None:
         net.load_state_dict(ema.state_dict())

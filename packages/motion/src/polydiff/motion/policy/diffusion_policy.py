@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from polydiff.core.errors import InputError
+from polydiff.core.hooks import clamp
 from polydiff.core.losses import diffusion_loss
 from polydiff.core.method import register_method
 from polydiff.core.nn import TemporalUNet, TemporalUNetConfig
@@ -99,11 +100,13 @@ class DiffusionPolicy(PolicyMethod):
             steps=steps or c.steps,
             prediction=self.prediction,
             cond=obs.flatten(1),
-            x0_hook=self._clip if self.config.clip_sample else None,
+            x0_hook=self.x0_hook(),
             generator=generator,
         )
 
-    def _clip(self, x0: Tensor, x: Tensor, t: Tensor) -> Tensor:
-        return x0.clamp(-1.0, 1.0) if self.action_norm.kind == "limits" else x0
+    def x0_hook(self):
+        """Clamp x0 predictions to [-1, 1] (core ``hooks.clamp``) when ``clip_sample`` is on
+        and actions are limits-normalized."""
+        return clamp() if self.config.clip_sample and self.action_norm.kind == "limits" else None
 
     predict = sample

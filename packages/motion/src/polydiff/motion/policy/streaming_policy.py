@@ -117,7 +117,7 @@ class StreamingPolicy(DiffusionPolicy):
             grid=grid,
             cond=obs.flatten(1),
             prediction=self.prediction,
-            x0_hook=self._clip if c.clip_sample else None,
+            x0_hook=self.x0_hook(),
         )
         fresh = torch.randn(len(x), c.n_action_steps, c.act_dim, device=x.device)
         self.buffer[rows] = torch.cat([out[:, c.n_action_steps :], fresh], 1)
