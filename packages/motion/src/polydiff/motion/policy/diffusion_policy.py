@@ -50,7 +50,7 @@ class DiffusionPolicy(PolicyMethod):
     def make_path(self) -> AffinePath:
         return VPCosine()
 
-    def build_net(self) -> TemporalUNet:
+    def check_horizon(self) -> None:
         c = self.config
         multiple = 2 ** (len(c.channel_mult) - 1)
         if c.horizon % multiple:
@@ -58,6 +58,10 @@ class DiffusionPolicy(PolicyMethod):
                 f"horizon: {c.horizon} must be a multiple of {multiple} for a U-Net with "
                 f"{len(c.channel_mult)} levels"
             )
+
+    def build_net(self) -> TemporalUNet:
+        c = self.config
+        self.check_horizon()
         return TemporalUNet(
             TemporalUNetConfig(
                 in_channels=c.act_dim,
