@@ -1,0 +1,152 @@
+"""What every policy method shares: sizes and normalizers in its config, training windows as
+tensors, the receding-horizon ``act`` the rollout evaluator calls, and a small training loop."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from polydiff.core.errors import InputError
+from polydiff.core.method import Config, Method
+from polydiff.core.train.ema import ema_decay_at, make_ema, update_ema
+from polydiff.motion.policy.data import Normalizer, OfflineData, SequenceWindows
+
+__all__ = ["PolicyConfig", "PolicyMethod", "train_policy"]
+
+
+@dataclasses.dataclass
+class PolicyConfig(Config):
+    """Sizes and horizons: actions for ``horizon`` (H) steps are predicted from the last
+    ``n_obs_steps`` (To) observations; actions To - 1 .. To - 2 + Ta (``n_action_steps``) are
+    executed before the next prediction (receding horizon, Chi et al. 2023)."""
+
+    obs_dim: int = 0
+    act_dim: int = 0
+    horizon: int = 16
+    n_obs_steps: int = 2
+    n_action_steps: int = 8
+    env_id: str | None = None
+    obs_normalizer: dict | None = None
+    action_normalizer: dict | None = None
+
+
+def check_horizons(c: PolicyConfig) -> None:
+    """InputError naming the option when sizes or horizons cannot work together."""
+    for option in ("obs_dim", "act_dim", "horizon", "n_obs_steps", "n_action_steps"):
+        value = getattr(c, option)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{option} must be a positive integer, got {value!r}")
+    if c.n_obs_steps - 1 + c.n_action_steps > c.horizon:
+        raise InputError(
+            f"horizon: {c.horizon} is shorter than n_obs_steps - 1 + n_action_steps "
+            f"= {c.n_obs_steps - 1 + c.n_action_steps}"
+        )
+
+
+class PolicyMethod(Method):
+    """Base of the policy methods: ``predict(obs)`` maps normalized observations (B, To, obs)
+    to normalized actions (B, H, act); ``act`` wraps it for the rollout evaluator."""
+
+    domain = "policy"
+
+    def __init__(self, config: PolicyConfig, net=None):
+        check_horizons(config)
+        super().__init__(config, net)
+        self.network_calls = 0
+        self.obs_norm = self._normalizer(config.obs_normalizer, config.obs_dim)
+        self.action_norm = self._normalizer(config.action_normalizer, config.act_dim)
+
+    @staticmethod
+    def _normalizer(d: dict | None, dim: int) -> Normalizer:
+        if d is None:
+            return Normalizer("limits", np.ones(dim), np.zeros(dim))
+        return Normalizer.from_dict(d, "config.json")
+
+    @property
+    def n_obs_steps(self) -> int:
+        return self.config.n_obs_steps
+
+    @classmethod
+    def for_data(cls, data: OfflineData, normalizer: str = "limits", **options: Any):
+        """The method sized for ``data``, with normalizers fitted to it (``options``: config
+        fields)."""
+        config = cls.config_class(
+            obs_dim=data.obs_dim,
+            act_dim=data.act_dim,
+            env_id=data.env_id,
+            obs_normalizer=Normalizer.fit(normalizer, data.observations).to_dict(),
+            action_normalizer=Normalizer.fit(normalizer, data.actions).to_dict(),
+            **options,
+        )
+        return cls(config)
+
+    def windows(self, data: OfflineData) -> SequenceWindows:
+        c = self.config
+        return SequenceWindows(data, c.horizon, c.n_obs_steps, c.n_action_steps)
+
+    def batch(self, windows: SequenceWindows, indices) -> dict[str, Tensor]:
+        """Normalized training tensors: ``obs`` (B, To, obs), ``action`` (B, H, act)."""
+        raw = windows.batch(indices)
+        obs = self.obs_norm.normalize(raw["observations"][:, : self.config.n_obs_steps])
+        action = self.action_norm.normalize(raw["actions"])
+        return {
+            "obs": torch.as_tensor(obs, dtype=torch.float32, device=self.device),
+            "action": torch.as_tensor(action, dtype=torch.float32, device=self.device),
+        }
+
+    def predict(self, obs: Tensor, **options: Any) -> Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, **options: Any) -> np.ndarray:
+        """(B, To, obs) raw observations -> (B, Ta, act) raw actions to execute now."""
+        c = self.config
+        if obs.ndim != 3 or obs.shape[1:] != (c.n_obs_steps, c.obs_dim):
+            raise InputError(
+                f"observations: expected (batch, {c.n_obs_steps}, {c.obs_dim}), got {obs.shape}"
+            )
+        x = torch.as_tensor(self.obs_norm.normalize(obs), dtype=torch.float32, device=self.device)
+        actions = self.action_norm.unnormalize(self.predict(x, **options)).cpu().numpy()
+        return actions[:, c.n_obs_steps - 1 : c.n_obs_steps - 1 + c.n_action_steps]
+
+
+def train_policy(
+    method: PolicyMethod,
+    data: OfflineData,
+    *,
+    steps: int = 1000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    ema_decay: float | None = 0.995,
+    seed: int = 0,
+) -> list[float]:
+    """Train ``method.net`` on windows of ``data`` with AdamW and an EMA of the weights (with
+    warm-up, so short runs forget the initial weights; copied into ``method.net`` at the end);
+    returns the loss per step. For long runs with checkpoints
+    and resume use ``polydiff.core.train.fit`` with ``DiffusionModule(method.net,
+    method.loss_fn)`` on the same batches."""
+    windows = method.windows(data)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    net = method.net.train()
+    ema = make_ema(net) if ema_decay is not None else None
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-6)
+    losses = []
+    for step in range(steps):
+        batch = method.batch(windows, rng.integers(0, len(windows), batch_size))
+        loss = method.loss_fn(net, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        if ema is not None:
+            update_ema(ema, net, ema_decay_at(step, ema_decay, warmup=True))
+        losses.append(float(loss.detach()))
+    if ema is not None:
+        net.load_state_dict(ema.state_dict())
+    net.eval()
+    return losses

@@ -1,0 +1,188 @@
+"""Rollout evaluation: a policy runs in several environments in lockstep with fixed seeds.
+
+A policy sees the last ``n_obs_steps`` flat observations of every running environment at once,
+(B, To, obs) (at reset the first observation is repeated, as diffusion policy's multi-step
+wrapper does), and returns a chunk of actions (B, k, act); the k actions are executed one by one
+(receding horizon) before it is asked again. Metrics: success rate (with a 95% Wilson interval),
+mean return, episode length, network calls and milliseconds of policy time per executed action.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from polydiff.core.errors import InputError
+from polydiff.motion.policy.data.scores import reference_scores
+from polydiff.motion.policy.envs import env_dims, flat_obs, make_env
+
+__all__ = [
+    "ChunkPolicy",
+    "RolloutResult",
+    "ScriptedChunkPolicy",
+    "check_policy_fits",
+    "evaluate",
+    "wilson_interval",
+]
+
+
+class ChunkPolicy(Protocol):
+    n_obs_steps: int
+    network_calls: int
+    """Network evaluations so far (one per batched call), read before and after a rollout."""
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """(B, To, obs) -> (B, k, act) actions to execute next. A policy with ``stateful =
+        True`` also has ``reset(n_envs)`` and gets ``rows=`` (the running envs' indices)."""
+        ...
+
+
+class ScriptedChunkPolicy:
+    """A scripted policy on raw observations (``policy(raw_obs, rng) -> action``, reading
+    everything it needs from the observation) as a one-action :class:`ChunkPolicy`."""
+
+    n_obs_steps = 1
+    network_calls = 0
+
+    def __init__(self, policy, observation_space, seed: int = 0):
+        self.policy, self.space = policy, observation_space
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        raw = [gym.spaces.unflatten(self.space, o[-1].astype(np.float64)) for o in obs]
+        return np.stack([self.policy(o, self.rng) for o in raw])[:, None]
+
+
+@dataclasses.dataclass
+class RolloutResult:
+    env_id: str
+    seeds: list[int]
+    successes: list[bool]
+    returns: list[float]
+    lengths: list[int]
+    network_calls: int
+    policy_seconds: float
+    steps: int
+    """Lockstep control steps (each executes one action in every running env)."""
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean(self.successes))
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean(self.returns))
+
+    def summary(self) -> dict[str, Any]:
+        low, high = wilson_interval(sum(self.successes), len(self.successes))
+        out = {
+            "env_id": self.env_id,
+            "episodes": len(self.seeds),
+            "success_rate": self.success_rate,
+            "success_ci95": [low, high],
+            "mean_return": self.mean_return,
+            "mean_length": float(np.mean(self.lengths)),
+            "network_calls_per_action": self.network_calls / max(self.steps, 1),
+            "ms_per_action": 1000 * self.policy_seconds / max(self.steps, 1),
+        }
+        try:
+            random, expert, indicative = reference_scores(self.env_id)
+        except InputError:
+            return out
+        out["normalized_score"] = (self.mean_return - random) / (expert - random)
+        out["normalized_score_indicative"] = indicative
+        return out
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a success rate (95% for z = 1.96)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def evaluate(
+    policy: ChunkPolicy,
+    env_id: str,
+    seeds: list[int] | range,
+    *,
+    env_kwargs: dict[str, Any] | None = None,
+    max_steps: int | None = None,
+) -> RolloutResult:
+    """Roll ``policy`` out once per seed (env i reset with ``seeds[i]``), all envs in lockstep
+    with batched policy calls, until each terminates or truncates (or ``max_steps``). Success:
+    the env's ``success`` / ``is_success`` info at any step."""
+    seeds = list(seeds)
+    check_policy_fits(policy, env_id)
+    envs = [make_env(env_id, **(env_kwargs or {})) for _ in seeds]
+    try:
+        return _run(policy, env_id, envs, seeds, max_steps)
+    finally:
+        for env in envs:
+            env.close()
+
+
+def check_policy_fits(policy: ChunkPolicy, env_id: str) -> None:
+    """InputError when a trained policy (its ``config``) was made for another environment or
+    other observation / action sizes than ``env_id``'s."""
+    config = getattr(policy, "config", None)
+    if config is None:
+        return
+    trained_for = getattr(config, "env_id", None)
+    if trained_for is not None and trained_for != env_id:
+        raise InputError(f"env_id: the policy was trained for {trained_for}, not {env_id}")
+    obs_dim, act_dim = env_dims(env_id)
+    if (config.obs_dim, config.act_dim) != (obs_dim, act_dim):
+        raise InputError(
+            f"env_id: the policy takes {config.obs_dim} observations / {config.act_dim} actions, "
+            f"{env_id} has {obs_dim} / {act_dim}"
+        )
+
+
+def _run(policy, env_id, envs, seeds, max_steps) -> RolloutResult:
+    n, space = len(envs), envs[0].observation_space
+    raw = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
+    history = np.stack([np.repeat(flat_obs(space, o)[None], policy.n_obs_steps, 0) for o in raw])
+    stateful = getattr(policy, "stateful", False)  # keeps a buffer per environment
+    if stateful:
+        policy.reset(n)
+    done = np.zeros(n, bool)
+    success, returns, lengths = np.zeros(n, bool), np.zeros(n), np.zeros(n, int)
+    queue: np.ndarray | None = None
+    calls0, seconds, steps = policy.network_calls, 0.0, 0
+    while not done.all() and (max_steps is None or steps < max_steps):
+        running = np.flatnonzero(~done)
+        if queue is None or queue.shape[1] == 0:
+            start = time.perf_counter()
+            rows = {"rows": running} if stateful else {}
+            chunk = np.asarray(policy.act(history[running], **rows))
+            seconds += time.perf_counter() - start
+            queue = np.zeros((n, chunk.shape[1], chunk.shape[2]), np.float32)
+            queue[running] = chunk
+        action, queue = queue[:, 0], queue[:, 1:]
+        for i in running:
+            raw[i], reward, terminated, truncated, info = envs[i].step(action[i])
+            returns[i] += reward
+            lengths[i] += 1
+            success[i] |= bool(info.get("success", info.get("is_success", False)))
+            history[i] = np.concatenate([history[i, 1:], flat_obs(space, raw[i])[None]])
+            done[i] = terminated or truncated
+        steps += 1
+    return RolloutResult(
+        env_id,
+        seeds,
+        success.tolist(),
+        returns.tolist(),
+        lengths.tolist(),
+        policy.network_calls - calls0,
+        seconds,
+        steps,
+    )
