@@ -1,5 +1,8 @@
 """Rollout evaluator, diffusion policy and BC baseline: chunking, sampling, training, saving."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -127,6 +130,13 @@ def test_saved_policies_load_with_their_normalizers(tmp_path):
         folder = policy.save(tmp_path / policy.name)
         again = load_method(folder)
         assert type(again) is type(policy) and again.config == policy.config
+        # a fresh process finds the class from the saved domain name alone
+        code = "import sys; from polydiff.core.method import load_method; "
+        code += "print(load_method(sys.argv[1]).name)"
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(folder)], capture_output=True, text=True
+        )
+        assert out.stdout.strip() == policy.name, out.stderr[-2000:]
         obs = data.observations[:3, None]
         torch.manual_seed(0)
         a = policy.act(obs)

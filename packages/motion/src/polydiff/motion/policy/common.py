@@ -51,7 +51,7 @@ class PolicyMethod(Method):
     """Base of the policy methods: ``predict(obs)`` maps normalized observations (B, To, obs)
     to normalized actions (B, H, act); ``act`` wraps it for the rollout evaluator."""
 
-    domain = "policy"
+    domain = "motion.policy"  # load_method imports polydiff.motion.policy.methods by this name
 
     def __init__(self, config: PolicyConfig, net=None):
         check_horizons(config)
