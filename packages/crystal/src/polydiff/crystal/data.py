@@ -70,15 +70,13 @@ class ElementVocab:
 
     def encode(self, numbers: Tensor) -> Tensor:
         """Atomic numbers -> type indices (InputError for an element outside the vocabulary)."""
-        lookup = torch.full(
-            (max(max(self.numbers), int(numbers.max()) if numbers.numel() else 0) + 1,), -1
-        )
-        lookup[list(self.numbers)] = torch.arange(len(self.numbers))
-        idx = lookup[numbers.long()]
-        if (idx < 0).any():
-            z = int(numbers[idx < 0][0])
-            raise InputError(f"element {Element.from_Z(z).symbol} is outside the vocabulary")
-        return idx
+        match = numbers.long().reshape(-1, 1) == torch.tensor(self.numbers, device=numbers.device)
+        known = match.any(-1)
+        if not known.all():
+            z = int(numbers.reshape(-1)[~known][0])
+            symbol = Element.from_Z(z).symbol if 0 < z < 119 else f"Z={z}"
+            raise InputError(f"element {symbol} is outside the vocabulary")
+        return match.long().argmax(-1).reshape(numbers.shape)
 
     def decode(self, types: Tensor) -> Tensor:
         return torch.tensor(self.numbers, dtype=torch.long, device=types.device)[types.long()]
