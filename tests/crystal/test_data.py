@@ -23,6 +23,7 @@ from polydiff.crystal.data import (
     to_batch,
     write_cifs,
 )
+from polydiff.crystal.data import write_csv as write_crystals_csv
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "crystal"
 
@@ -66,10 +67,10 @@ def test_cif_folder_round_trip(crystals, tmp_path):
 
 def test_csv_reader_matches_structures(crystals, tmp_path):
     structures = crystals.structures()
-    got = read_csv(write_csv(tmp_path / "set.csv", structures))
+    got = read_csv(write_crystals_csv(crystals, tmp_path / "set.csv"))
     matcher = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
     assert all(matcher.fit(a, b) for a, b in zip(got.structures(), structures))
-    assert got.names[2].endswith("set.csv:row 2 (mp-2)")
+    assert got.names[2].endswith("set.csv:row 2 (synthetic 2)")
     assert len(read_csv(tmp_path / "set.csv", limit=2)) == 2
 
 

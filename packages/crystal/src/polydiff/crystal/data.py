@@ -11,6 +11,7 @@ vocabulary, more atoms than allowed.
 from __future__ import annotations
 
 import csv
+import io
 import sys
 import warnings
 from collections.abc import Iterable, Sequence
@@ -37,6 +38,7 @@ __all__ = [
     "to_batch",
     "to_graphs",
     "write_cifs",
+    "write_csv",
 ]
 
 MIN_DISTANCE = 0.5  # Å: closer atoms overlap (CDVAE's structural-validity threshold)
@@ -254,6 +256,18 @@ def write_cifs(crystals: Crystals, folder: str | Path, prefix: str = "crystal") 
         atomic_write_text(path, str(CifWriter(s)))
         paths.append(path)
     return paths
+
+
+def write_csv(crystals: Crystals, path: str | Path) -> Path:
+    """A CDVAE/DiffCSP-style CSV (``material_id`` = the crystal's name, ``cif``), atomic."""
+    from pymatgen.io.cif import CifWriter
+
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["material_id", "cif"])
+    for name, s in zip(crystals.names, crystals.structures()):
+        writer.writerow([name, str(CifWriter(s))])
+    return atomic_write_text(path, rows.getvalue())
 
 
 def synthetic(
