@@ -92,6 +92,9 @@ def test_predict_keeps_compositions_and_makes_n_calls(data):
     assert ((out.frac >= 0) & (out.frac < 1)).all() and torch.isfinite(out.lattice).all()
     again = method.predict(data[:3], generator=torch.Generator().manual_seed(0))
     assert torch.equal(again.frac, out.frac) and torch.equal(again.lattice, out.lattice)
+    chunked = method.predict(data[:3], generator=torch.Generator().manual_seed(0), batch_size=2)
+    assert method.net.calls == 7 * 4 and chunked.formulas() == out.formulas()
+    assert torch.equal(chunked.num_atoms, out.num_atoms)
     by_formula = method.predict(["Li2O", "MgSiO3"], generator=torch.Generator().manual_seed(0))
     assert by_formula.formulas() == ["Li2O1", "Mg1Si1O3"]
 

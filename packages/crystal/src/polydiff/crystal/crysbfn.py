@@ -205,6 +205,19 @@ class CrysBFN(Method):
                 raise InputError(f"composition {name}: {err}") from None
         return numbers.long(), counts.long()
 
+    def _sample_chunks(self, types, counts, generator, batch_size: int) -> Crystals:
+        """:meth:`_sample` on at most ``batch_size`` crystals at a time (the fully connected
+        graphs grow with the square of the atom counts)."""
+        check_number("batch_size", batch_size, positive=True)
+        ends = torch.cumsum(counts, 0)
+        parts = []
+        for start in range(0, len(counts), int(batch_size)):
+            stop = min(start + int(batch_size), len(counts))
+            a, b = int(ends[start] - counts[start]), int(ends[stop - 1])
+            chunk_types = None if types is None else types[a:b]
+            parts.append(self._sample(chunk_types, counts[start:stop], generator))
+        return Crystals.cat(parts)
+
     @torch.no_grad()
     def _sample(self, types: Tensor | None, counts: Tensor, generator) -> Crystals:
         """CrysBFN's end-back loop: N network calls; ``types`` None generates them."""
@@ -247,18 +260,20 @@ class CrysBFN(Method):
         )
         return replace(crystals, names=tuple(crystals.formulas()))
 
-    def predict(self, compositions: Sequence[str] | Crystals, *, generator=None) -> Crystals:
+    def predict(
+        self, compositions: Sequence[str] | Crystals, *, generator=None, batch_size: int = 256
+    ) -> Crystals:
         """Crystal structure prediction: one structure per composition (formula strings such as
         "SrTiO3", pymatgen Compositions, or the compositions of a Crystals set) in
-        ``config.steps`` network calls."""
+        ``config.steps`` network calls per batch of ``batch_size`` crystals."""
         if self.config.task != "csp":
             raise InputError(
                 f"predict needs a model trained for task 'csp', not {self.config.task!r}"
             )
         numbers, counts = self._compositions(compositions)
-        return self._sample(self.vocab.encode(numbers), counts, generator)
+        return self._sample_chunks(self.vocab.encode(numbers), counts, generator, batch_size)
 
-    def generate(self, n: int, *, generator=None) -> Crystals:
+    def generate(self, n: int, *, generator=None, batch_size: int = 256) -> Crystals:
         """Ab-initio generation of ``n`` crystals, atom counts drawn from ``config.atom_counts``."""
         if self.config.task != "gen":
             raise InputError(
@@ -269,10 +284,10 @@ class CrysBFN(Method):
             raise InputError("generate: the config has no atom_counts (fit it with config_for)")
         weights = torch.tensor(self.config.atom_counts, dtype=torch.float64)
         counts = torch.multinomial(weights, int(n), replacement=True, generator=generator)
-        return self._sample(None, counts, generator)
+        return self._sample_chunks(None, counts, generator, batch_size)
 
-    def sample(self, compositions=None, *, n: int | None = None, generator=None) -> Crystals:
+    def sample(self, compositions=None, *, n: int | None = None, **options) -> Crystals:
         """:meth:`predict` for the compositions given, else :meth:`generate` ``n`` crystals."""
         if compositions is not None:
-            return self.predict(compositions, generator=generator)
-        return self.generate(n or 1, generator=generator)
+            return self.predict(compositions, **options)
+        return self.generate(n or 1, **options)

@@ -122,6 +122,17 @@ class Crystals:
             tuple(self.names[i] for i in keep),
         )
 
+    @staticmethod
+    def cat(parts: Sequence[Crystals]) -> Crystals:
+        """The crystals of ``parts`` in order, as one set."""
+        return Crystals(
+            torch.cat([p.frac for p in parts]),
+            torch.cat([p.lattice for p in parts]),
+            torch.cat([p.numbers for p in parts]),
+            torch.cat([p.num_atoms for p in parts]),
+            tuple(name for p in parts for name in p.names),
+        )
+
     def structure(self, i: int) -> Structure:
         o, n = int(self.offsets[i]), int(self.num_atoms[i])
         return Structure(
