@@ -167,10 +167,13 @@ def _check(structure: Structure, name: str, vocab, max_atoms) -> None:
             raise InputError(f"{name}: overlapping atoms ({d.min():.3f} Å apart)")
 
 
-def _canonical(structure: Structure) -> Structure:
+def _canonical(structure: Structure, name: str) -> Structure:
     """Niggli-reduced cell rebuilt from its lengths and angles (DiffCSP's canonical frame, a
     defined orientation of the lattice)."""
-    reduced = structure.get_reduced_structure()
+    try:
+        reduced = structure.get_reduced_structure()
+    except Exception as err:  # pymatgen's reduction gives up on extreme cells
+        raise InputError(f"{name}: Niggli reduction failed ({err})") from None
     return Structure(
         Lattice.from_parameters(*reduced.lattice.parameters),
         reduced.species,
@@ -193,7 +196,7 @@ def read_crystals(
     frac, lattice, numbers, counts = [], [], [], []
     for s, name in zip(structures, names, strict=True):
         _check(s, name, vocab, max_atoms)
-        s = _canonical(s) if niggli else s
+        s = _canonical(s, name) if niggli else s
         frac.append(torch.from_numpy(np.mod(s.frac_coords, 1.0)))
         lattice.append(torch.from_numpy(s.lattice.matrix.copy()))
         numbers.append(torch.tensor(s.atomic_numbers, dtype=torch.long))
