@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
-from pymatgen.core import Composition
 from torch import Tensor, nn
 from torch.nn.functional import one_hot
 
@@ -29,7 +28,12 @@ from polydiff.core.discrete.sampling import sample_categorical
 from polydiff.core.errors import InputError, check_number
 from polydiff.core.method import Config, Method, register_method
 from polydiff.core.torus import wrap
-from polydiff.crystal.data import Crystals, ElementVocab, fully_connected_edges
+from polydiff.crystal.data import (
+    Crystals,
+    ElementVocab,
+    fully_connected_edges,
+    parse_compositions,
+)
 from polydiff.crystal.nets import CSPNet
 
 __all__ = ["CrysBFN", "CrysBFNConfig", "config_for"]
@@ -86,6 +90,19 @@ def config_for(crystals: Crystals, **options) -> CrysBFNConfig:
         atom_counts=tuple(int(c) for c in counts),
     )
     return CrysBFNConfig(**{**fitted, **options})
+
+
+def sample_in_chunks(sample, types, counts: Tensor, generator, batch_size: int) -> Crystals:
+    """``sample(types, counts, generator)`` on at most ``batch_size`` crystals at a time (the
+    fully connected graphs grow with the square of the atom counts); ``types`` may be None."""
+    check_number("batch_size", batch_size, positive=True)
+    ends = torch.cumsum(counts, 0)
+    parts = []
+    for start in range(0, len(counts), int(batch_size)):
+        stop = min(start + int(batch_size), len(counts))
+        a, b = int(ends[start] - counts[start]), int(ends[stop - 1])
+        parts.append(sample(None if types is None else types[a:b], counts[start:stop], generator))
+    return Crystals.cat(parts)
 
 
 @register_method
@@ -171,53 +188,6 @@ class CrysBFN(Method):
 
     # --- sampling ------------------------------------------------------------------------------
 
-    def _compositions(self, compositions) -> tuple[Tensor, Tensor]:
-        """(atomic numbers [N], atoms per crystal [B]) of formulas, Compositions or Crystals."""
-        if isinstance(compositions, Crystals):
-            numbers, counts = compositions.numbers, compositions.num_atoms
-            names = list(compositions.names)
-        else:
-            numbers, counts, names = [], [], [str(f) for f in compositions]
-            for name, formula in zip(names, compositions):
-                try:
-                    comp = Composition(formula)
-                except Exception:
-                    comp = None
-                if comp is None or not comp.valid:  # invalid: holds dummy species ("Xx")
-                    raise InputError(f"composition {name}: not a chemical formula")
-                amounts = [(el.Z, comp[el]) for el in comp]
-                if not amounts or any(a != round(a) or a < 1 for _, a in amounts):
-                    raise InputError(f"composition {name}: needs whole atom counts")
-                atoms = [z for z, a in sorted(amounts) for _ in range(round(a))]
-                numbers += atoms
-                counts.append(len(atoms))
-            numbers, counts = torch.tensor(numbers), torch.tensor(counts)
-        if not names:
-            raise InputError("no compositions given")
-        for o, k, name in zip((counts.cumsum(0) - counts).tolist(), counts.tolist(), names):
-            if k > self.config.max_atoms:
-                raise InputError(
-                    f"composition {name}: {k} atoms, more than the maximum {self.config.max_atoms}"
-                )
-            try:
-                self.vocab.encode(numbers[o : o + k])
-            except InputError as err:
-                raise InputError(f"composition {name}: {err}") from None
-        return numbers.long(), counts.long()
-
-    def _sample_chunks(self, types, counts, generator, batch_size: int) -> Crystals:
-        """:meth:`_sample` on at most ``batch_size`` crystals at a time (the fully connected
-        graphs grow with the square of the atom counts)."""
-        check_number("batch_size", batch_size, positive=True)
-        ends = torch.cumsum(counts, 0)
-        parts = []
-        for start in range(0, len(counts), int(batch_size)):
-            stop = min(start + int(batch_size), len(counts))
-            a, b = int(ends[start] - counts[start]), int(ends[stop - 1])
-            chunk_types = None if types is None else types[a:b]
-            parts.append(self._sample(chunk_types, counts[start:stop], generator))
-        return Crystals.cat(parts)
-
     @torch.no_grad()
     def _sample(self, types: Tensor | None, counts: Tensor, generator) -> Crystals:
         """CrysBFN's end-back loop: N network calls; ``types`` None generates them."""
@@ -270,8 +240,9 @@ class CrysBFN(Method):
             raise InputError(
                 f"predict needs a model trained for task 'csp', not {self.config.task!r}"
             )
-        numbers, counts = self._compositions(compositions)
-        return self._sample_chunks(self.vocab.encode(numbers), counts, generator, batch_size)
+        numbers, counts = parse_compositions(compositions, self.vocab, self.config.max_atoms)
+        types = self.vocab.encode(numbers)
+        return sample_in_chunks(self._sample, types, counts, generator, batch_size)
 
     def generate(self, n: int, *, generator=None, batch_size: int = 256) -> Crystals:
         """Ab-initio generation of ``n`` crystals, atom counts drawn from ``config.atom_counts``."""
@@ -284,7 +255,7 @@ class CrysBFN(Method):
             raise InputError("generate: the config has no atom_counts (fit it with config_for)")
         weights = torch.tensor(self.config.atom_counts, dtype=torch.float64)
         counts = torch.multinomial(weights, int(n), replacement=True, generator=generator)
-        return self._sample_chunks(None, counts, generator, batch_size)
+        return sample_in_chunks(self._sample, None, counts, generator, batch_size)
 
     def sample(self, compositions=None, *, n: int | None = None, **options) -> Crystals:
         """:meth:`predict` for the compositions given, else :meth:`generate` ``n`` crystals."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pymatgen.core import Element, Lattice, Structure
+from pymatgen.core import Composition, Element, Lattice, Structure
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
@@ -31,6 +31,7 @@ __all__ = [
     "Crystals",
     "ElementVocab",
     "fully_connected_edges",
+    "parse_compositions",
     "read_cif_folder",
     "read_crystals",
     "read_csv",
@@ -282,6 +283,41 @@ def write_csv(crystals: Crystals, path: str | Path) -> Path:
     for name, s in zip(crystals.names, crystals.structures()):
         writer.writerow([name, str(CifWriter(s))])
     return atomic_write_text(path, rows.getvalue())
+
+
+def parse_compositions(compositions, vocab: ElementVocab, max_atoms: int) -> tuple[Tensor, Tensor]:
+    """(atomic numbers [N], atoms per crystal [B]) of formula strings, pymatgen Compositions or
+    the compositions of a Crystals set; InputError naming a bad one (not a formula, fractional
+    counts, an element outside ``vocab``, more than ``max_atoms`` atoms)."""
+    if isinstance(compositions, Crystals):
+        numbers, counts = compositions.numbers, compositions.num_atoms
+        names = list(compositions.names)
+    else:
+        numbers, counts, names = [], [], [str(f) for f in compositions]
+        for name, formula in zip(names, compositions):
+            try:
+                comp = Composition(formula)
+            except Exception:
+                comp = None
+            if comp is None or not comp.valid:  # invalid: holds dummy species ("Xx")
+                raise InputError(f"composition {name}: not a chemical formula")
+            amounts = [(el.Z, comp[el]) for el in comp]
+            if not amounts or any(a != round(a) or a < 1 for _, a in amounts):
+                raise InputError(f"composition {name}: needs whole atom counts")
+            atoms = [z for z, a in sorted(amounts) for _ in range(round(a))]
+            numbers += atoms
+            counts.append(len(atoms))
+        numbers, counts = torch.tensor(numbers), torch.tensor(counts)
+    if not names:
+        raise InputError("no compositions given")
+    for o, k, name in zip((counts.cumsum(0) - counts).tolist(), counts.tolist(), names):
+        if k > max_atoms:
+            raise InputError(f"composition {name}: {k} atoms, more than the maximum {max_atoms}")
+        try:
+            vocab.encode(numbers[o : o + k])
+        except InputError as err:
+            raise InputError(f"composition {name}: {err}") from None
+    return numbers.long(), counts.long()
 
 
 def synthetic(
