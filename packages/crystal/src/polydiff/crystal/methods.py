@@ -3,5 +3,6 @@
 """
 
 from polydiff.crystal.crysbfn import CrysBFN, CrysBFNConfig, config_for
+from polydiff.crystal.diffcsp import DiffCSP, DiffCSPConfig
 
-__all__ = ["CrysBFN", "CrysBFNConfig", "config_for"]
+__all__ = ["CrysBFN", "CrysBFNConfig", "DiffCSP", "DiffCSPConfig", "config_for"]
