@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,52 +37,70 @@ from polydiff.crystal.data import (
 )
 from polydiff.crystal.nets import CSPNet
 
-__all__ = ["CrysBFN", "CrysBFNConfig", "config_for"]
+__all__ = ["CrysBFN", "CrysBFNConfig", "CrystalConfig", "config_for", "sample_in_chunks"]
 
 TASKS = ("csp", "gen")
 
 
-@dataclass(frozen=True)
-class CrysBFNConfig(Config):
-    """CrysBFN settings (defaults: the paper's flows; a small CPU-sized CSPNet).
+def check_positive_ints(config, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
 
-    ``elements``: the type vocabulary (atomic numbers); ``steps``: N, shared by training and
-    sampling; ``lattice_std``: the scale of vec(L) (MP-20: 3.866); ``atom_counts``: how many
-    training crystals have n atoms (index n), for ``gen``; ``loss_weights``: coordinates,
-    lattice, types."""
+
+@dataclass(frozen=True)
+class CrystalConfig(Config):
+    """What every crystal method shares: ``elements`` (the type vocabulary, atomic numbers),
+    ``lattice_std`` (the scale of vec(L); MP-20: 3.866), ``max_atoms`` and the CSPNet size."""
 
     elements: tuple[int, ...] = ElementVocab().numbers
+    lattice_std: float = 3.866
+    max_atoms: int = 64
+    hidden: int = 128
+    layers: int = 4
+    n_freq: int = 32
+    time_dim: int = 64
+
+    def __post_init__(self) -> None:
+        check_positive_ints(self, ("hidden", "layers", "n_freq", "time_dim", "max_atoms"))
+        check_number("lattice_std", self.lattice_std, positive=True)
+
+    def build_net(self, cond_dim: int) -> CSPNet:
+        return CSPNet(
+            len(self.elements), self.hidden, self.layers, self.n_freq, cond_dim, self.time_dim
+        )
+
+
+@dataclass(frozen=True)
+class CrysBFNConfig(CrystalConfig):
+    """CrysBFN settings (defaults: the paper's flows; a small CPU-sized CSPNet). ``steps``: N,
+    shared by training and sampling; ``atom_counts``: how many training crystals have n atoms
+    (index n), for ``gen``; ``loss_weights``: coordinates, lattice, types."""
+
     task: str = "csp"
     steps: int = 10
     coord_beta_1: float = 1e3
     lattice_sigma_1: float = math.sqrt(1e-3)
     type_beta_1: float = 0.5
-    lattice_std: float = 3.866
-    hidden: int = 128
-    layers: int = 4
-    n_freq: int = 32
-    time_dim: int = 64
-    max_atoms: int = 64
     atom_counts: tuple[int, ...] = ()
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     bank_size: int = 1 << 16
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.task not in TASKS:
             raise InputError(f"task must be one of {TASKS}, got {self.task!r}")
-        for name in ("steps", "hidden", "layers", "n_freq", "max_atoms", "bank_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("coord_beta_1", "type_beta_1", "lattice_std"):
+        check_positive_ints(self, ("steps", "bank_size"))
+        for name in ("coord_beta_1", "type_beta_1"):
             check_number(name, getattr(self, name), positive=True)
         if not 0 < self.lattice_sigma_1 < 1:
             raise InputError(f"lattice_sigma_1 must be in (0, 1), got {self.lattice_sigma_1}")
 
 
-def config_for(crystals: Crystals, **options) -> CrysBFNConfig:
-    """A config fitted to a training set: its elements, lattice scale, atom counts and maximum
-    (``options`` override any field)."""
+def config_for(crystals: Crystals, config_class: type = CrysBFNConfig, **options) -> Any:
+    """A ``config_class`` (CrysBFN's or DiffCSP's) fitted to a training set: its elements,
+    lattice scale, maximum and (where a field) atom counts; ``options`` override any field."""
     counts = torch.bincount(crystals.num_atoms).tolist()
     fitted = dict(
         elements=ElementVocab.covering(crystals).numbers,
@@ -89,7 +108,8 @@ def config_for(crystals: Crystals, **options) -> CrysBFNConfig:
         max_atoms=int(crystals.num_atoms.max()),
         atom_counts=tuple(int(c) for c in counts),
     )
-    return CrysBFNConfig(**{**fitted, **options})
+    names = {f.name for f in fields(config_class)}
+    return config_class(**{**{k: v for k, v in fitted.items() if k in names}, **options})
 
 
 def sample_in_chunks(sample, types, counts: Tensor, generator, batch_size: int) -> Crystals:
@@ -123,8 +143,7 @@ class CrysBFN(Method):
         self._bank: tuple[Tensor, Tensor] | None = None
 
     def build_net(self) -> nn.Module:
-        c = self.config
-        return CSPNet(len(c.elements), c.hidden, c.layers, c.n_freq, 3, c.time_dim)
+        return self.config.build_net(cond_dim=3)  # the three coordinate entropies
 
     # --- one network call on the flows' parameters ---------------------------------------------
 

@@ -20,17 +20,16 @@ from torch import Tensor, nn
 from torch.nn.functional import one_hot
 
 from polydiff.core.errors import InputError, check_number
-from polydiff.core.method import Config, Method, register_method
+from polydiff.core.method import Method, register_method
 from polydiff.core.paths import VPCosine
 from polydiff.core.torus import wrap
-from polydiff.crystal.crysbfn import sample_in_chunks
+from polydiff.crystal.crysbfn import CrystalConfig, check_positive_ints, sample_in_chunks
 from polydiff.crystal.data import (
     Crystals,
     ElementVocab,
     fully_connected_edges,
     parse_compositions,
 )
-from polydiff.crystal.nets import CSPNet
 
 __all__ = ["DiffCSP", "DiffCSPConfig", "wrapped_normal_score"]
 
@@ -49,35 +48,25 @@ def wrapped_normal_score(d: Tensor, sigma: Tensor, windings: int = 3) -> Tensor:
 
 
 @dataclass(frozen=True)
-class DiffCSPConfig(Config):
+class DiffCSPConfig(CrystalConfig):
     """DiffCSP settings: ``steps`` T, ``sigma_begin`` / ``sigma_end`` of the coordinates,
-    ``step_lr`` and ``corrector_steps`` of the Langevin corrector; the rest as CrysBFN's."""
+    ``step_lr`` and ``corrector_steps`` of the Langevin corrector."""
 
-    elements: tuple[int, ...] = ElementVocab().numbers
     steps: int = 1000
     sigma_begin: float = 0.005
     sigma_end: float = 0.5
     step_lr: float = 1e-5
     corrector_steps: int = 1
-    lattice_std: float = 3.866
-    hidden: int = 128
-    layers: int = 4
-    n_freq: int = 32
-    time_dim: int = 64
-    max_atoms: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("steps", "hidden", "layers", "n_freq", "max_atoms"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        super().__post_init__()
+        check_positive_ints(self, ("steps",))
         if not 0 < self.sigma_begin < self.sigma_end:
             raise InputError(
                 f"need 0 < sigma_begin < sigma_end, got {self.sigma_begin}, {self.sigma_end}"
             )
         check_number("corrector_steps", self.corrector_steps, minimum=0)
-        for name in ("step_lr", "lattice_std"):
-            check_number(name, getattr(self, name), positive=True)
+        check_number("step_lr", self.step_lr, positive=True)
 
 
 @register_method
@@ -93,8 +82,7 @@ class DiffCSP(Method):
         self.lattice_path = VPCosine()
 
     def build_net(self) -> nn.Module:
-        c = self.config
-        return CSPNet(len(c.elements), c.hidden, c.layers, c.n_freq, 0, c.time_dim)
+        return self.config.build_net(cond_dim=0)
 
     def sigma(self, u: Tensor) -> Tensor:
         """Coordinate noise at normalised time u in (0, 1]: sigma_begin^(1 - u) sigma_end^u."""
