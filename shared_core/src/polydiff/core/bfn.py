@@ -24,7 +24,7 @@ from scipy.optimize import brentq
 from scipy.special import i0e, i1e
 from torch import Tensor
 
-from polydiff.core.discrete.sampling import RandomSource, sample_categorical
+from polydiff.core.discrete.sampling import RandomSource, sample_categorical, uniforms
 from polydiff.core.solvers.base import SolverBase, State, register_solver
 from polydiff.core.torus import sample_von_mises, wrap
 from polydiff.core.utils import append_dims
@@ -255,6 +255,34 @@ class CircularBFN:
             y = sample_von_mises(x, torch.tensor(a, dtype=torch.float64), noise)
             re, im = re + a * torch.cos(y), im + a * torch.sin(y)
         return torch.atan2(im, re), torch.sqrt(re**2 + im**2)
+
+    def flow_bank(self, size: int, noise: RandomSource = None) -> tuple[Tensor, Tensor]:
+        """Flow draws at x = 0 for every step count k = 0..n, ``size`` each: (m0, c0), [n + 1,
+        size] float64; row 0 is the prior (m uniform, c = 0). The sender is equivariant under
+        rotations, so (m - x, c) of the flow does not depend on x: a flow sample at any x is a
+        bank entry rotated by x (exact in distribution; CrysBFN's trick to avoid drawing
+        k x atoms x 3 von Mises variates per training batch). See :meth:`flow_from_bank`."""
+        zero = torch.zeros(size, dtype=torch.float64)
+        m = [(2 * uniforms(zero.shape, zero.device, noise) - 1) * math.pi]
+        c = [zero]
+        re, im = zero.clone(), zero.clone()
+        for a in self.alphas.tolist():
+            y = sample_von_mises(zero, torch.tensor(a, dtype=torch.float64), noise)
+            re, im = re + a * torch.cos(y), im + a * torch.sin(y)
+            m.append(torch.atan2(im, re))
+            c.append(torch.sqrt(re**2 + im**2))
+        return torch.stack(m), torch.stack(c)
+
+    @staticmethod
+    def flow_from_bank(
+        x: Tensor, k: Tensor | int, bank: tuple[Tensor, Tensor], generator=None
+    ) -> tuple[Tensor, Tensor]:
+        """(m, c) after k updates (int or a tensor broadcastable to x) drawn from a
+        :meth:`flow_bank`: an independent bank entry per element, rotated by x."""
+        m0, c0 = (b.to(x.device) for b in bank)
+        k = torch.as_tensor(k, device=x.device).long().expand(x.shape)
+        j = torch.randint(m0.shape[1], x.shape, generator=generator, device=x.device)
+        return wrap(x.double() + m0[k, j], -math.pi, 2 * math.pi), c0[k, j]
 
     def entropy_condition(self, c: Tensor) -> Tensor:
         """Network input for the concentration:

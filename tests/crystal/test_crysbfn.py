@@ -1,0 +1,164 @@
+"""CrysBFN: the loss is periodic, a tiny training run lowers it, sampling makes N network calls and
+returns the given compositions, an oracle network is reproduced exactly, save/load round trips,
+bad options are refused by name."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from polydiff.core.errors import InputError
+from polydiff.core.method import load_method
+from polydiff.crystal.crysbfn import CrysBFN, CrysBFNConfig, config_for
+from polydiff.crystal.data import synthetic, to_batch
+from polydiff.crystal.nets import CSPNetOutput
+
+SMALL = dict(hidden=32, layers=2, n_freq=8, bank_size=4096)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(8, seed=2)
+
+
+def make(data, **options) -> CrysBFN:
+    torch.manual_seed(0)
+    return CrysBFN(config_for(data, **{**SMALL, **options}))
+
+
+def seeded_loss(method, batch, seed=5):
+    torch.manual_seed(seed)
+    return method.loss_fn(method.net, batch)
+
+
+@pytest.mark.parametrize("task", ["csp", "gen"])
+def test_loss_is_periodic_in_the_coordinates(data, task):
+    """Integer translations of single atoms and one shift of a whole crystal leave the loss as
+    it is (same draws): the flows, the network and the loss all live on the torus."""
+    method = make(data, task=task)
+    batch = to_batch(data, method.vocab)
+    base = seeded_loss(method, batch)
+    moved = batch.clone()
+    moved.frac = batch.frac + torch.randint(-2, 3, batch.frac.shape)
+    shifted = batch.clone()
+    shifted.frac = (batch.frac + torch.rand(len(data), 3)[batch.batch]) % 1
+    for other in (moved, shifted):
+        got = seeded_loss(method, other)
+        for key in base:
+            assert got[key].item() == pytest.approx(base[key].item(), rel=1e-3, abs=1e-3), key
+    assert set(base) == (
+        {"loss", "coord", "lattice", "type"} if task == "gen" else {"loss", "coord", "lattice"}
+    )
+
+
+def test_tiny_training_run_lowers_the_loss(data):
+    method = make(data)
+    batch = to_batch(data, method.vocab)
+
+    def held_out() -> float:  # the same draws each time
+        with torch.no_grad():
+            return sum(seeded_loss(method, batch, s)["loss"].item() for s in range(4)) / 4
+
+    before = held_out()
+    torch.manual_seed(1)
+    opt = torch.optim.AdamW(method.net.parameters(), lr=1e-3)
+    for _ in range(40):
+        opt.zero_grad()
+        method.loss_fn(method.net, batch)["loss"].backward()
+        opt.step()
+    after = held_out()
+    assert after < 0.5 * before, (before, after)
+
+
+class CountingNet(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls = net, 0
+
+    def forward(self, *args):
+        self.calls += 1
+        return self.net(*args)
+
+
+def test_predict_keeps_compositions_and_makes_n_calls(data):
+    method = make(data, steps=7)
+    method.net = CountingNet(method.net)
+    out = method.predict(data[:3], generator=torch.Generator().manual_seed(0))
+    assert method.net.calls == 7
+    assert out.formulas() == data[:3].formulas() and out.names == tuple(out.formulas())
+    assert ((out.frac >= 0) & (out.frac < 1)).all() and torch.isfinite(out.lattice).all()
+    again = method.predict(data[:3], generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.frac, out.frac) and torch.equal(again.lattice, out.lattice)
+    chunked = method.predict(data[:3], generator=torch.Generator().manual_seed(0), batch_size=2)
+    assert method.net.calls == 7 * 4 and chunked.formulas() == out.formulas()
+    assert torch.equal(chunked.num_atoms, out.num_atoms)
+    by_formula = method.predict(["Li2O", "MgSiO3"], generator=torch.Generator().manual_seed(0))
+    assert by_formula.formulas() == ["Li2O1", "Mg1Si1O3"]
+
+
+class Oracle(nn.Module):
+    """Outputs that make x_hat and l_hat the target crystal whatever the input."""
+
+    def __init__(self, target, method):
+        super().__init__()
+        self.target, self.method = target, method
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, type_in, frac, lattice, cond, t, batch, edge_index):
+        coords = 2 * math.pi * (self.target.frac.double() - frac)
+        lat = self.target.lattice.reshape(-1, 9).double() / self.method.config.lattice_std
+        g = self.method.lattice_flow.gamma(t.double().clamp_min(1e-6))[:, None]
+        eps = (lattice.reshape(-1, 9) - g * lat) / torch.sqrt(g * (1 - g))
+        return CSPNetOutput(coords, type_in, eps.reshape(-1, 3, 3))
+
+
+def test_oracle_network_is_reproduced(data):
+    method = make(data)
+    target = data[:4]
+    method.net = Oracle(target, method)
+    out = method.predict(target, generator=torch.Generator().manual_seed(1))
+    diff = (out.frac - target.frac + 0.5) % 1 - 0.5
+    assert diff.abs().max() < 1e-5
+    assert torch.allclose(out.lattice, target.lattice, atol=1e-4)
+    assert torch.equal(out.numbers, target.numbers)
+
+
+def test_generate_draws_counts_and_types_from_the_training_support(data):
+    method = make(data, task="gen", steps=4)
+    out = method.generate(5, generator=torch.Generator().manual_seed(0))
+    seen = {n for n, k in enumerate(method.config.atom_counts) if k}
+    assert len(out) == 5 and set(out.num_atoms.tolist()) <= seen
+    assert set(out.numbers.tolist()) <= set(method.vocab.numbers)
+
+
+def test_save_and_load_round_trip(data, tmp_path):
+    method = make(data, steps=3)
+    method.save(tmp_path / "model")
+    loaded = load_method(tmp_path / "model")
+    assert isinstance(loaded, CrysBFN) and loaded.config == method.config
+    a = method.predict(data[:2], generator=torch.Generator().manual_seed(0))
+    b = loaded.predict(data[:2], generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(a.frac, b.frac) and torch.allclose(a.lattice, b.lattice)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: m.predict(["UO2"]), "composition UO2: element U is outside the vocabulary"),
+        (lambda m: m.predict(["Li80O40"]), "composition Li80O40: 120 atoms, more than the max"),
+        (lambda m: m.predict(["Li2.5O"]), "composition Li2.5O: needs whole atom counts"),
+        (lambda m: m.predict(["Xx2"]), "composition Xx2: not a chemical formula"),
+        (lambda m: m.predict([]), "no compositions given"),
+        (lambda m: m.generate(2), "generate needs a model trained for task 'gen'"),
+        (lambda m: CrysBFNConfig(task="dft"), "task must be one of"),
+        (lambda m: CrysBFNConfig(steps=0), "steps must be a positive integer"),
+        (lambda m: CrysBFNConfig(lattice_sigma_1=1.5), "lattice_sigma_1 must be in"),
+    ],
+)
+def test_bad_options_are_refused_by_name(data, call, message):
+    method = make(data, steps=2)
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        call(method)
