@@ -1,1 +1,5 @@
-"""polydiff.pde (skeleton: filled by its domain issue; see docs/pde.md)."""
+"""polydiff.pde: PDE trajectories and control (toward WDNO); see docs/pde.md.
+
+Modules: ``solvers`` (1D advection and forced viscous Burgers), ``data`` (generators, HDF5
+files), ``wavelets`` (a differentiable periodized DWT with subbands as channels).
+"""
