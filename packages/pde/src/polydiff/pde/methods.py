@@ -1,0 +1,5 @@
+"""The registered methods of polydiff.pde (imported by ``polydiff.core.load_method``)."""
+
+from polydiff.pde.wdno import WDNO
+
+__all__ = ["WDNO"]
