@@ -98,3 +98,5 @@ def test_bad_sizes_raise_input_error(data):
         method.sample(u[:2, 0, :8], f[:2])
     with pytest.raises(InputError, match=r"^f: expected shape \[B, 8, 16\]"):
         method.sample(u[:2, 0], f[:2, :4])
+    with pytest.raises(InputError, match=r"^u0: contains NaN"):
+        method.sample(u[:2, 0] * float("nan"), f[:2])

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from polydiff.core import Method, register_method
 from polydiff.core.errors import InputError
 from polydiff.core.method import Config
+from polydiff.pde.checks import batch_of
 from polydiff.pde.nets import FNO1d
 
 
@@ -43,20 +44,11 @@ class FNO(Method):
         x = torch.linspace(0, 1, u.shape[-1], dtype=u.dtype, device=u.device).expand_as(u)
         return u + net(torch.stack([u, f_now, f_next, x], 1))[:, 0]
 
-    def _check(self, name: str, value: Tensor, shape: tuple[int, ...]) -> Tensor:
-        value = torch.as_tensor(value)
-        if tuple(value.shape[1:]) != shape:
-            raise InputError(
-                f"{name}: expected shape [B, {', '.join(map(str, shape))}] for this model, "
-                f"got {tuple(value.shape)}"
-            )
-        return value.float()
-
     def loss_fn(self, net: nn.Module, batch: dict) -> Tensor:
         """One-step-ahead MSE over every consecutive pair of times."""
         c = self.config
-        u = self._check("u", batch["u"], (c.nt, c.nx))
-        f = self._check("f", batch["f"], (c.nt, c.nx))
+        u = batch_of("u", batch["u"], (c.nt, c.nx), torch.float32)
+        f = batch_of("f", batch["f"], (c.nt, c.nx), torch.float32)
         pred = self.step(
             net, u[:, :-1].flatten(0, 1), f[:, :-1].flatten(0, 1), f[:, 1:].flatten(0, 1)
         )
@@ -66,8 +58,8 @@ class FNO(Method):
     def sample(self, u0: Tensor, f: Tensor) -> Tensor:
         """Roll out from u0 [B, nx] under f [B, nt, nx]: u [B, nt, nx] with u[:, 0] = u0."""
         c = self.config
-        u = [self._check("u0", u0, (c.nx,))]
-        f = self._check("f", f, (c.nt, c.nx))
+        u = [batch_of("u0", u0, (c.nx,), torch.float32)]
+        f = batch_of("f", f, (c.nt, c.nx), torch.float32)
         for k in range(c.nt - 1):
             u.append(self.step(self.net, u[-1], f[:, k], f[:, k + 1]))
         return torch.stack(u, 1)

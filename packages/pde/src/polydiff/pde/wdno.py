@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from polydiff.core import Method, VPCosine, register_method, sample
 from polydiff.core.errors import InputError
 from polydiff.core.method import Config
+from polydiff.pde.checks import batch_of
 from polydiff.pde.nets import CoefficientUNet, CoefficientUNetConfig
 from polydiff.pde.wavelets import WaveletTransform
 
@@ -90,21 +91,12 @@ class WDNO(Method):
 
     # --- coefficients --------------------------------------------------------------------------
 
-    def _check(self, name: str, value: Tensor, shape: tuple[int, ...]) -> Tensor:
-        value = torch.as_tensor(value)
-        if tuple(value.shape[1:]) != shape:
-            raise InputError(
-                f"{name}: expected shape [B, {', '.join(map(str, shape))}] for this model "
-                f"(nt={self.config.nt}, nx={self.config.nx}), got {tuple(value.shape)}"
-            )
-        return value.to(self.net.scale.dtype)
-
     def encode(self, u: Tensor, f: Tensor, u0: Tensor) -> Tensor:
         """[B, nt, nx] trajectory and forcing, [B, nx] initial state -> scaled coefficients."""
         c = self.config
-        u = self._check("u", u, (c.nt, c.nx))
-        f = self._check("f", f, (c.nt, c.nx))
-        u0 = self._check("u0", u0, (c.nx,))
+        u = batch_of("u", u, (c.nt, c.nx), self.net.scale.dtype)
+        f = batch_of("f", f, (c.nt, c.nx), self.net.scale.dtype)
+        u0 = batch_of("u0", u0, (c.nx,), self.net.scale.dtype)
         fields = torch.stack([u, f, u0[:, None].expand_as(u)], 1)
         coeffs = self.dwt(fields)
         return coeffs / self.net.scale[:, None, None]
@@ -146,8 +138,8 @@ class WDNO(Method):
     ) -> Tensor:
         """The scaled coefficients of all fields, sampled with the known channels (those of f
         and u0) held at their clean values."""
-        u0 = self._check("u0", u0, (self.config.nx,))
-        f = self._check("f", f, (self.config.nt, self.config.nx))
+        u0 = batch_of("u0", u0, (self.config.nx,), self.net.scale.dtype)
+        f = batch_of("f", f, (self.config.nt, self.config.nx), self.net.scale.dtype)
         known = self.encode(torch.zeros_like(f), f, u0)
         lim = self.config.clamp
 
