@@ -1,5 +1,7 @@
 """WDNO (simulation): coefficients round trip, known channels held, training lowers the loss."""
 
+import dataclasses
+
 import pytest
 import torch
 from helpers import assert_close
@@ -25,25 +27,30 @@ def fitted(data, config=TINY):
     return method
 
 
-def test_coefficients_round_trip_and_scales(data):
+@pytest.mark.parametrize(
+    ("wavelet", "shape"), [("bior2.4", (48, 12, 4, 8)), ("none", (48, 3, 8, 16))]
+)
+def test_coefficients_round_trip_and_scales(data, wavelet, shape):
     u, f = data
-    method = fitted(data)
+    method = fitted(data, dataclasses.replace(TINY, wavelet=wavelet))
     coeffs = method.encode(u, f, u[:, 0])
-    assert coeffs.shape == (48, 12, 4, 8)
+    assert coeffs.shape == shape
     assert_close(coeffs.abs().amax((0, 2, 3)).max(), torch.tensor(1.0), atol=1e-6)
     u_back, f_back = method.decode(coeffs)
     assert_close(u_back, u, atol=1e-5)
     assert_close(f_back, f, atol=1e-5)
 
 
-def test_sampling_holds_the_known_channels(data):
+@pytest.mark.parametrize("wavelet", ["bior2.4", "none"])
+def test_sampling_holds_the_known_channels(data, wavelet):
     u, f = data
-    method = fitted(data)
+    method = fitted(data, dataclasses.replace(TINY, wavelet=wavelet))
     gen = torch.Generator().manual_seed(0)
     coeffs = method.sample_coefficients(u[:4, 0], f[:4], steps=4, generator=gen)
     known = method.encode(u[:4], f[:4], u[:4, 0])
     assert_close(coeffs[:, method.known], known[:, method.known], atol=1e-6)
     assert coeffs[:, ~method.known].abs().max() <= TINY.clamp + 1e-6
+    assert_close(method.decode(coeffs)[1], f[:4], atol=1e-5)
     sim = method.sample(u[:4, 0], f[:4], steps=4, generator=torch.Generator().manual_seed(0))
     assert sim.shape == (4, 8, 16)
     assert_close(sim[:, 0], u[:4, 0])

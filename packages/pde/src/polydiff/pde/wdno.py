@@ -12,6 +12,9 @@ Diffusion. Cosine VP path, the network predicts x0 (the reference note's tiny ru
 with noise prediction). The channels of f and c are known: before every network call they are
 overwritten with their clean values, the loss is zero on them, and the x0 hook returns them
 exactly (with WDNO's clamp of x0 to [-1, 1] on the rest). Sampling: DDIM, eta = 1, 50 steps.
+
+``wavelet="none"`` runs the same diffusion on the physical (t, x) grid: the physical-space
+baseline.
 """
 
 from __future__ import annotations
@@ -31,11 +34,25 @@ from polydiff.pde.wavelets import WaveletTransform
 FIELDS = ("u", "f", "c")  # trajectory, forcing, condition (u0 repeated over t)
 
 
+class PhysicalSpace(nn.Module):
+    """The identity in place of the wavelet transform: diffusion on the (t, x) grid itself, the
+    DiffPhyCon-style baseline (Wei et al. 2024) of the same method."""
+
+    bands = 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def inverse(self, x: Tensor) -> Tensor:
+        return x
+
+
 @dataclass(frozen=True)
 class WDNOConfig(Config):
     nx: int = 128
     nt: int = 16
     wavelet: str = "bior2.4"
+    """A PyWavelets name, or "none": the physical-space baseline (no transform)."""
     levels: int = 1
     channels: int = 32
     channel_mult: tuple[int, ...] = (1, 2)
@@ -63,7 +80,11 @@ class WDNO(Method):
     domain, name, config_class = "pde", "wdno", WDNOConfig
 
     def __init__(self, config: WDNOConfig, net: nn.Module | None = None) -> None:
-        self.dwt = WaveletTransform(config.wavelet, ndim=2, levels=config.levels)
+        self.dwt = (
+            PhysicalSpace()
+            if config.wavelet == "none"
+            else WaveletTransform(config.wavelet, ndim=2, levels=config.levels)
+        )
         super().__init__(config, net)
         self.path = VPCosine()
         bands = self.dwt.bands
@@ -74,11 +95,12 @@ class WDNO(Method):
     def build_net(self) -> nn.Module:
         c = self.config
         for name, size in (("nt", c.nt), ("nx", c.nx)):
-            multiple = 2**c.levels * 2 ** (len(c.channel_mult) - 1)
+            levels = 0 if c.wavelet == "none" else c.levels
+            multiple = 2**levels * 2 ** (len(c.channel_mult) - 1)
             if size % multiple:
                 raise InputError(
                     f"{name}: {size} must be a multiple of {multiple} "
-                    f"(2**levels times the U-Net's {len(c.channel_mult)} levels)"
+                    f"(2**{levels} wavelet levels times the U-Net's {len(c.channel_mult)} levels)"
                 )
         channels = len(FIELDS) * self.dwt.bands
         unet = CoefficientUNet(
@@ -164,4 +186,4 @@ class WDNO(Method):
         return torch.cat([u0[:, None], u[:, 1:]], 1)
 
 
-__all__ = ["FIELDS", "WDNO", "WDNOConfig", "WDNONet"]
+__all__ = ["FIELDS", "WDNO", "PhysicalSpace", "WDNOConfig", "WDNONet"]
