@@ -13,6 +13,9 @@ the explicit solver is the discrete adjoint method.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -34,33 +37,30 @@ def control_objective(
     return tracking + energy_weight * f.square().mean((-2, -1))
 
 
-def evaluate_control(
-    u0: Tensor,
-    f: Tensor,
-    target: Tensor,
-    *,
-    t_end: float = 1.0,
-    nu: float = 0.01,
-    energy_weight: float = 0.0,
-    **solver_options,
-) -> Tensor:
+@dataclass(frozen=True)
+class ControlProblem:
+    """The physics and the objective of a control task (``dt=None``: see each function)."""
+
+    t_end: float = 1.0
+    nu: float = 0.01
+    energy_weight: float = 0.0
+    dt: float | None = None
+    boundary: str = "dirichlet"
+
+    def solve(self, u0: Tensor, f: Tensor) -> Tensor:
+        """The trajectory [B, nt, nx] from u0 under f by ``solve_burgers``."""
+        options = {"nu": self.nu, "dt": self.dt, "boundary": self.boundary}
+        return solve_burgers(u0, self.t_end, f.shape[1], forcing=f, **options)
+
+
+def evaluate_control(u0: Tensor, f: Tensor, target: Tensor, problem=ControlProblem()) -> Tensor:
     """J [B] of the forcing f [B, nt, nx] with the trajectory from the true solver."""
-    u = solve_burgers(u0, t_end, f.shape[1], nu=nu, forcing=f, **solver_options)
-    return control_objective(u[:, -1], target.to(u.dtype), f.to(u.dtype), energy_weight)
+    u = problem.solve(u0, f)
+    return control_objective(u[:, -1], target.to(u.dtype), f.to(u.dtype), problem.energy_weight)
 
 
 def optimize_control(
-    u0: Tensor,
-    target: Tensor,
-    nt: int,
-    *,
-    t_end: float = 1.0,
-    nu: float = 0.01,
-    energy_weight: float = 0.0,
-    steps: int = 100,
-    lr: float = 0.1,
-    f_init: Tensor | None = None,
-    **solver_options,
+    u0: Tensor, target: Tensor, nt: int, problem=ControlProblem(), *, steps=100, lr=0.1, f_init=None
 ) -> tuple[Tensor, list[float]]:
     """The gradient baseline: Adam on f [B, nt, nx] (from ``f_init`` or zero) minimising
     ``evaluate_control`` (mean over the batch). The solver step defaults to half the stable step
@@ -69,19 +69,18 @@ def optimize_control(
     check_number("steps", steps, minimum=1)
     check_number("lr", lr, positive=True)
     u0 = torch.as_tensor(u0).double()
-    if solver_options.get("dt") is None:  # one step for every iteration, with room for growth
+    dt = problem.dt
+    if dt is None:  # one step for every iteration, with room for growth
         u_max = 2 * max(float(u0.abs().max()), float(torch.as_tensor(target).abs().max()))
-        boundary = solver_options.get("boundary", "dirichlet")
-        solver_options["dt"] = 0.5 * burgers_stable_dt(u0.shape[-1], nu, u_max, boundary)
+        dt = 0.5 * burgers_stable_dt(u0.shape[-1], problem.nu, u_max, problem.boundary)
+    fixed = dataclasses.replace(problem, dt=dt)
     shape = (u0.shape[0], nt, u0.shape[-1])
     f = torch.zeros(shape, dtype=u0.dtype) if f_init is None else f_init.detach().double().clone()
     f.requires_grad_(True)
     opt = torch.optim.Adam([f], lr=lr)
     history = []
     for _ in range(steps):
-        cost = evaluate_control(
-            u0, f, target, t_end=t_end, nu=nu, energy_weight=energy_weight, **solver_options
-        ).mean()
+        cost = evaluate_control(u0, f, target, fixed).mean()
         opt.zero_grad()
         cost.backward()
         opt.step()
@@ -89,4 +88,4 @@ def optimize_control(
     return f.detach(), history
 
 
-__all__ = ["control_objective", "evaluate_control", "optimize_control"]
+__all__ = ["ControlProblem", "control_objective", "evaluate_control", "optimize_control"]
