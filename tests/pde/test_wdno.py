@@ -5,9 +5,12 @@ import dataclasses
 import pytest
 import torch
 from helpers import assert_close
+from torch import nn
 
 from polydiff.core import load_method
 from polydiff.core.errors import InputError
+from polydiff.core.utils import expand_like
+from polydiff.pde.control import control_objective
 from polydiff.pde.data import BurgersConfig, generate_burgers
 from polydiff.pde.wdno import WDNO, WDNOConfig
 
@@ -107,3 +110,38 @@ def test_bad_sizes_raise_input_error(data):
         method.sample(u[:2, 0], f[:2, :4])
     with pytest.raises(InputError, match=r"^u0: contains NaN"):
         method.sample(u[:2, 0] * float("nan"), f[:2])
+
+
+class FlatPriorDenoiser(nn.Module):
+    """x0 = x_t / alpha(t): the exact denoiser of a flat (improper) prior, so that guided
+    sampling is plain descent on the objective."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def forward(self, x, t):
+        return x / expand_like(self.path.alpha(t), x).to(x.dtype)
+
+
+def test_control_guidance_lowers_the_objective_and_holds_the_states(data):
+    u, f = data
+    method = fitted(data, dataclasses.replace(TINY, task="control"))
+    method.net.unet = FlatPriorDenoiser(method.path)
+    u0, target = u[:8, 0], u[:8, -1]
+
+    def objective(guidance):
+        gen = torch.Generator().manual_seed(0)
+        options = {"guidance": guidance, "energy_weight": 0.01, "eta": 0.0, "steps": 10}
+        u_gen, f_gen = method.control(u0, target, generator=gen, **options)
+        return float(control_objective(u_gen[:, -1], target, f_gen, 0.01).mean())
+
+    costs = [objective(g) for g in (0.0, 3.0, 30.0)]
+    assert costs[0] > costs[1] > costs[2] and costs[2] < 0.2 * costs[0], costs
+    coeffs = method.control_coefficients(u0, target, guidance=3.0, steps=4)
+    known = method.encode(u[:8], f[:8], u0, target)
+    assert_close(coeffs[:, method.known], known[:, method.known], atol=1e-6)
+    with pytest.raises(InputError, match=r"^task: this model was trained for 'control'"):
+        method.sample(u0, f[:8])
+    with pytest.raises(InputError, match=r"^task: expected one of"):
+        WDNOConfig(task="optimise")
