@@ -123,7 +123,7 @@ class WaveletTransform(nn.Module):
         """[..., C, *S] -> [..., C * bands, *S / 2^levels]."""
         self._check(x, "x")
         y, lead = self._flat(x)
-        weight = self.analysis_weight.to(x.dtype)
+        weight = self.analysis_weight.to(device=x.device, dtype=x.dtype)
         for _ in range(self.levels):
             for axis in range(2, 2 + self.ndim):
                 y = _analysis_axis(y, weight, axis)
@@ -137,7 +137,7 @@ class WaveletTransform(nn.Module):
                 f"got {tuple(coeffs.shape)}"
             )
         y, lead = self._flat(coeffs)
-        weight = self.synthesis_weight.to(coeffs.dtype)
+        weight = self.synthesis_weight.to(device=coeffs.device, dtype=coeffs.dtype)
         for _ in range(self.levels):
             for axis in reversed(range(2, 2 + self.ndim)):
                 y = _synthesis_axis(y, weight, axis)
