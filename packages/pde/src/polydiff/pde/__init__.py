@@ -4,5 +4,5 @@ Modules: ``solvers`` (1D advection and forced viscous Burgers), ``data`` (genera
 files), ``wavelets`` (a differentiable periodized DWT with subbands as channels), ``nets``
 (the coefficient U-Net and the FNO), ``wdno`` (WDNO: simulation and guided control), ``fno``
 (the FNO baseline), ``control`` (the control objective and the gradient baseline), ``metrics``,
-``train`` (training any of them with the core's Lightning scaffold).
+``train`` (training any of them with the core's Lightning scaffold), ``plots`` (heat maps).
 """

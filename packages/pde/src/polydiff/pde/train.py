@@ -13,7 +13,6 @@ from torch.utils.data import TensorDataset
 
 from polydiff.core import Method
 from polydiff.core.method import Config
-from polydiff.core.train import DiffusionModule, ResumableLoader, fit
 from polydiff.pde.data import PDEData
 
 
@@ -36,11 +35,14 @@ def _as_batch(items: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch
 
 def train_method(
     method: Method, data: PDEData, run_dir: str | Path, config=TrainConfig(), **fit_kwargs: Any
-) -> DiffusionModule:
+) -> Any:  # the DiffusionModule
     """Train (or resume) ``method`` on ``data`` (u, and f or zeros) in ``run_dir`` and save it
     (the EMA weights when there is an EMA) to ``run_dir/model``. A method with ``fit_scale``
     (WDNO) measures its coefficient scales on the data first. ``fit_kwargs`` go to
     ``polydiff.core.train.fit``."""
+    # Lightning is imported here, so that importing polydiff.pde stays light
+    from polydiff.core.train import DiffusionModule, ResumableLoader, fit
+
     u = torch.as_tensor(data.u, dtype=torch.float32)
     f = torch.zeros_like(u) if data.f is None else torch.as_tensor(data.f, dtype=torch.float32)
     if hasattr(method, "fit_scale"):
