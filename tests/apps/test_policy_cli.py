@@ -55,8 +55,9 @@ def bc_model(work: Path, dataset: Path) -> Path:
 def test_console_script_lists_the_verbs(polydiff):
     out = polydiff("policy", "--help")
     assert out.returncode == 0, out.stderr
-    for name in ("data", "train", "rollout", "evaluate"):
-        assert f"  {name} " in out.stdout and verbs("policy")[name].summary in out.stdout
+    listed = {name: v.summary for name, v in verbs("policy").items()}
+    assert set(listed) == {"data", "train", "rollout", "evaluate"}
+    assert all(f"  {n} " in out.stdout and line in out.stdout for n, line in listed.items())
 
 
 def test_data_writes_the_expert_dataset_of_the_library(dataset: Path):
