@@ -116,12 +116,14 @@ def test_train_every_generative_method_and_roll_it_out(work: Path, dataset: Path
 
 
 def test_rollout_of_the_expert_succeeds_and_plots(work: Path):
-    folder = ok(work, "rollout", "model=expert", f"env_id={UMAZE}", "episodes=3", out="expert")
+    args = ("model=expert", f"env_id={UMAZE}", "episodes=3", "gif=true")
+    folder = ok(work, "rollout", *args, out="expert")
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["success_rate"] == 1.0 and metrics["network_calls_per_action"] == 0
     low, high = metrics["success_ci95"]
     assert 0.4 < low < 1.0 == high
     assert (folder / "rollout.png").read_bytes()[:4] == b"\x89PNG"
+    assert (folder / "rollout.gif").read_bytes()[:6] == b"GIF89a"
     assert "success rate" in (folder / "report.md").read_text()
 
 

@@ -11,7 +11,7 @@ from polydiff.motion.policy.common import CHECKPOINTS, load_policy, make_policy
 from polydiff.motion.policy.data import OfflineData, read_d4rl, write_d4rl
 from polydiff.motion.policy.evaluate import policy_for, rollout
 from polydiff.motion.policy.experts import pointmaze_dataset
-from polydiff.motion.policy.render import plot_rollouts
+from polydiff.motion.policy.render import animate_rollouts, plot_rollouts
 
 UMAZE = "PointMaze_UMaze-v3"
 
@@ -32,6 +32,11 @@ def test_rollout_records_each_episode_path_and_plots_it(tmp_path):
         np.testing.assert_array_equal(obs[:, 2:4], np.repeat(obs[:1, 2:4], len(obs), 0))
     png = plot_rollouts(result, tmp_path / "paths.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+    gif = animate_rollouts(result, tmp_path / "paths.gif", frames=5)
+    from PIL import Image
+
+    with Image.open(gif) as image:
+        assert image.format == "GIF" and image.n_frames == 5
 
 
 def test_stats_count_episodes_and_successes(maze):

@@ -170,13 +170,16 @@ def rollout(cfg: DictConfig, run_dir: Path) -> StageResult:
 
     The same rollouts and metrics as `polydiff policy evaluate` (model= a saved folder, null
     the shipped UMaze diffusion policy, or expert), plus rollout.png: the paths taken (on
-    PointMaze drawn over the maze, green when the goal was reached).
+    PointMaze drawn over the maze, green when the goal was reached); with gif=true also
+    rollout.gif, the paths growing step by step.
     """
     from polydiff.core.io import atomic_write_json
-    from polydiff.motion.policy.render import plot_rollouts
+    from polydiff.motion.policy.render import animate_rollouts, plot_rollouts
 
     result, summary = _rollouts(cfg)
     plot = plot_rollouts(result, run_dir / "rollout.png")
+    if cfg.gif:
+        animate_rollouts(result, run_dir / "rollout.gif")
     atomic_write_json(run_dir / "metrics.json", summary)
     low, high = summary["success_ci95"]
     rows = [("success rate", f"{summary['success_rate']:.2f} [{low:.2f}, {high:.2f}]"),
