@@ -1,5 +1,7 @@
-"""Policies from offline data judged by rollouts: PointMaze data, diffusion / streaming / flow /
-BC policies, rollouts with success rates (plumbing only: each verb calls polydiff.motion.policy)."""
+"""Policies learned from offline data (diffusion, streaming, flow, BC) and judged by rollouts.
+
+Plumbing only: each verb calls polydiff.motion.policy (docs/policy.md) and writes what it returns.
+"""
 
 from __future__ import annotations
 
