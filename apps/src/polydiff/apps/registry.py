@@ -19,7 +19,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 #: Every domain of polydiff, in the order `polydiff --help` and `polydiff demo` use.
-DOMAINS: tuple[str, ...] = ("core", "text", "motion", "speech", "medical", "crystal", "pde")
+DOMAINS: tuple[str, ...] = (
+    "core", "text", "motion", "policy", "speech", "medical", "crystal", "pde"
+)  # fmt: skip
 
 CONF_DIR = Path(__file__).parent / "conf"
 

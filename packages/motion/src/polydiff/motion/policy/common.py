@@ -4,6 +4,7 @@ tensors, the receding-horizon ``act`` the rollout evaluator calls, and a small t
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,25 @@ from polydiff.core.method import Config, Method
 from polydiff.core.train.ema import ema_decay_at, make_ema, update_ema
 from polydiff.motion.policy.data import Normalizer, OfflineData, SequenceWindows
 
-__all__ = ["PolicyConfig", "PolicyMethod", "train_policy"]
+__all__ = [
+    "CHECKPOINTS",
+    "METHODS",
+    "PolicyConfig",
+    "PolicyMethod",
+    "load_policy",
+    "make_policy",
+    "train_policy",
+]
+
+#: Shipped trained policies, one folder each (``polydiff policy rollout policy=null``).
+CHECKPOINTS = Path(__file__).parent / "checkpoints"
+#: Short names of the trainable policy methods -> their registered method names.
+METHODS = {
+    "diffusion": "diffusion_policy",
+    "streaming": "streaming_policy",
+    "flow": "flow_policy",
+    "bc": "bc_mlp",
+}
 
 
 @dataclasses.dataclass
@@ -150,3 +169,35 @@ def train_policy(
         net.load_state_dict(ema.state_dict())
     net.eval()
     return losses
+
+
+def make_policy(method: str, data: OfflineData, **options: Any) -> PolicyMethod:
+    """A policy method by short name (``METHODS``) sized for ``data``; ``options`` are config
+    fields (an unknown one is an InputError naming it)."""
+    from polydiff.core.method import method_class
+
+    if method not in METHODS:
+        raise InputError(f"method: unknown method {method!r} (one of {', '.join(METHODS)})")
+    import polydiff.motion.policy.methods  # noqa: F401  (registers the classes)
+
+    cls = method_class(PolicyMethod.domain, METHODS[method])
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    for key in options:
+        if key not in fields:
+            raise InputError(f"{method}.{key}: not an option of {cls.__name__}")
+    return cls.for_data(data, **options)
+
+
+def load_policy(folder: str | Path) -> PolicyMethod:
+    """A policy saved by ``method.save(folder)``; anything else is an InputError naming it."""
+    import polydiff.motion.policy.methods  # noqa: F401
+    from polydiff.core.method import load_method
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder (a saved policy is a folder)")
+    try:
+        method = load_method(folder, domain=PolicyMethod.domain)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        raise InputError(str(err).strip("'\"")) from None
+    return method

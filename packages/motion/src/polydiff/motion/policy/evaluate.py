@@ -27,6 +27,8 @@ __all__ = [
     "ScriptedChunkPolicy",
     "check_policy_fits",
     "evaluate",
+    "policy_for",
+    "rollout",
     "wilson_interval",
 ]
 
@@ -69,6 +71,8 @@ class RolloutResult:
     policy_seconds: float
     steps: int
     """Lockstep control steps (each executes one action in every running env)."""
+    observations: list[np.ndarray] = dataclasses.field(default_factory=list)
+    """Per episode, its flat observations (length + 1 rows, the reset observation first)."""
 
     @property
     def success_rate(self) -> float:
@@ -155,6 +159,7 @@ def _run(policy, env_id, envs, seeds, max_steps) -> RolloutResult:
     if stateful:
         policy.reset(n)
     done = np.zeros(n, bool)
+    visited = [[history[i, -1].copy()] for i in range(n)]
     success, returns, lengths = np.zeros(n, bool), np.zeros(n), np.zeros(n, int)
     queue: np.ndarray | None = None
     calls0, seconds, steps = policy.network_calls, 0.0, 0
@@ -174,6 +179,7 @@ def _run(policy, env_id, envs, seeds, max_steps) -> RolloutResult:
             lengths[i] += 1
             success[i] |= bool(info.get("success", info.get("is_success", False)))
             history[i] = np.concatenate([history[i, 1:], flat_obs(space, raw[i])[None]])
+            visited[i].append(history[i, -1].copy())
             done[i] = terminated or truncated
         steps += 1
     return RolloutResult(
@@ -185,4 +191,34 @@ def _run(policy, env_id, envs, seeds, max_steps) -> RolloutResult:
         policy.network_calls - calls0,
         seconds,
         steps,
+        [np.stack(v) for v in visited],
     )
+
+
+def policy_for(spec: str | None, env_id: str | None = None, option: str = "policy"):
+    """(policy, env id) for a command line: ``spec`` a saved policy folder, ``None`` the
+    shipped UMaze diffusion policy, or ``"expert"`` the scripted PointMaze expert; ``env_id``
+    defaults to the policy's own (an expert needs one)."""
+    from polydiff.motion.policy.common import CHECKPOINTS, load_policy
+    from polydiff.motion.policy.experts import PointMazeExpert
+
+    if spec == "expert":
+        if env_id is None or not env_id.startswith("PointMaze"):
+            raise InputError(f"{option}=expert: the scripted expert needs a PointMaze env_id")
+        env = make_env(env_id, "env_id")
+        try:
+            return ScriptedChunkPolicy(PointMazeExpert(env), env.observation_space), env_id
+        finally:
+            env.close()
+    policy = load_policy(CHECKPOINTS / "umaze-diffusion" if spec is None else spec)
+    env_id = env_id or policy.config.env_id
+    if env_id is None:
+        raise InputError(f"env_id: {spec} does not say its environment; give env_id=")
+    return policy, env_id
+
+
+def rollout(policy: ChunkPolicy, env_id: str, seeds, max_steps: int | None = None):
+    """:func:`evaluate` in the episodic form the built-in datasets were recorded in (PointMaze
+    ends at the goal: ``continuing_task=False``)."""
+    kwargs = {"continuing_task": False} if env_id.startswith("PointMaze") else {}
+    return evaluate(policy, env_id, seeds, env_kwargs=kwargs, max_steps=max_steps)

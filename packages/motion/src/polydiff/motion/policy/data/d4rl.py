@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -123,6 +124,15 @@ class OfflineData:
             self.env_id,
         )
 
+    def stats(self) -> dict[str, Any]:
+        """Episodes, steps and, with ``infos/success``, the share of episodes that succeeded."""
+        bounds = self.episode_bounds()
+        out: dict[str, Any] = {"env_id": self.env_id, "episodes": len(bounds), "steps": len(self)}
+        if "success" in self.infos:
+            hits = [bool(np.any(self.infos["success"][a:b])) for a, b in bounds]
+            out["success_rate"] = float(np.mean(hits)) if hits else 0.0
+        return out
+
     def episodes(self) -> list[OfflineData]:
         """The episodes, in order (see :meth:`episode_bounds`)."""
         return [self.slice(a, b) for a, b in self.episode_bounds()]
@@ -187,7 +197,10 @@ def read_d4rl(path: str | Path, *, env_id: str | None = None) -> OfflineData:
         infos = {}
         if isinstance(group, h5py.Group):
             infos = {k: v[()] for k, v in group.items() if isinstance(v, h5py.Dataset)}
-        env_id = env_id or _attr_str(f.attrs.get("env_id"))
+        stored = _attr_str(f.attrs.get("env_id"))
+    if env_id is not None and stored is not None and env_id != stored:
+        raise InputError(f"{path}: recorded in {stored}, not in env_id={env_id}")
+    env_id = env_id or stored
     if arrays["rewards"].ndim == 2 and arrays["rewards"].shape[1] == 1:
         arrays["rewards"] = arrays["rewards"][:, 0]
     data = OfflineData(**arrays, infos=infos, env_id=env_id).check(str(path))
