@@ -106,3 +106,23 @@ def test_dataset_windows_are_normalised_features(corpus):
 def test_dataset_refuses_clips_shorter_than_a_window(corpus):
     with pytest.raises(InputError, match="window"):
         MotionDataset(corpus[:1], window=80)
+
+
+def test_corpus_folder_round_trip_and_its_labels(tmp_path):
+    from polydiff.motion.data import corpus_labels, label_counts, read_corpus, write_corpus
+
+    clips = generate_corpus(1, seconds=0.5, actions=("walk", "jump"), styles=("tired",))
+    assert write_corpus(clips, tmp_path) == {"walk/tired": 1, "jump/tired": 1}
+    read = read_corpus(tmp_path)
+    assert label_counts(read) == {"walk/tired": 1, "jump/tired": 1}  # in ACTIONS order
+    for clip, original in zip(read, sorted(clips, key=lambda c: c.action), strict=True):
+        assert torch.allclose(clip.positions, original.positions, atol=1e-9)
+    (tmp_path / "walk" / "tired" / "walk_tired_000.bvh").rename(tmp_path / "walk" / "take.bvh")
+    assert [label[1:] for label in corpus_labels(tmp_path)] == [
+        ("jump", "tired"),
+        ("walk", "neutral"),
+    ]
+    (tmp_path / "dance").mkdir()
+    (tmp_path / "walk" / "take.bvh").rename(tmp_path / "dance" / "take.bvh")
+    with pytest.raises(InputError, match=r"dance.take\.bvh: unknown action folder 'dance'"):
+        corpus_labels(tmp_path)

@@ -12,8 +12,10 @@ the joint positions come from forward kinematics, so bone lengths never change.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +24,7 @@ from torch.utils.data import Dataset
 
 from polydiff.core.errors import InputError
 from polydiff.motion.features import canonicalize, motion_to_features
-from polydiff.motion.io import Motion, read_bvh
+from polydiff.motion.io import Motion, read_bvh, write_bvh
 from polydiff.motion.rotations import axis_rotation
 from polydiff.motion.skeleton import Skeleton, forward_kinematics, smpl22
 
@@ -62,9 +64,10 @@ class Clip:
     action: str
     style: str
     fps: float = FPS
+    skeleton: Skeleton | None = None  # the bone offsets of a read clip; None: smpl22()
 
     def motion(self, skeleton: Skeleton | None = None) -> Motion:
-        return Motion(self.root, self.rotations, skeleton or smpl22(), self.fps)
+        return Motion(self.root, self.rotations, skeleton or self.skeleton or smpl22(), self.fps)
 
 
 def action_index(name: str) -> int:
@@ -340,13 +343,73 @@ def clips_from_bvh(
         motion = read_bvh(
             path, scale=scale, joint_map=joint_map, drop_other_joints=drop_other_joints
         )
-        duration = len(motion.root) / motion.fps
-        frames = torch.arange(int(duration * fps + 1e-9)) / fps
-        index = (frames * motion.fps).round().long().clamp_max(len(motion.root) - 1)
-        root, rotations = motion.root[index], motion.rotations[index]
-        positions = forward_kinematics(motion.skeleton, root, rotations)
-        clips.append(Clip(positions, rotations, root, action, style, fps))
+        motion = motion.resampled(fps)
+        clip = Clip(motion.positions, motion.rotations, motion.root, action, style, fps)
+        clips.append(replace(clip, skeleton=motion.skeleton))
     return clips
+
+
+def write_corpus(clips: list[Clip], folder: str | os.PathLike) -> dict[str, int]:
+    """Write ``clips`` as BVH files ``folder/<action>/<style>/<action>_<style>_<k>.bvh`` (the
+    layout `read_corpus` reads back); returns the number of clips per ``"action/style"``."""
+    counts: Counter[str] = Counter()
+    for clip in clips:
+        label = f"{clip.action}/{clip.style}"
+        name = f"{clip.action}_{clip.style}_{counts[label]:03d}.bvh"
+        target = Path(folder, clip.action, clip.style)
+        target.mkdir(parents=True, exist_ok=True)
+        write_bvh(target / name, clip.motion())
+        counts[label] += 1
+    return dict(counts)
+
+
+def corpus_labels(folder: str | os.PathLike) -> list[tuple[Path, str, str]]:
+    """The BVH files of a corpus folder with their (action, style) labels, read from the layout
+    ``<action>/<style>/*.bvh`` or ``<action>/*.bvh`` (style neutral); anything else is an
+    InputError naming the file."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".bvh" and p.is_file())
+    if not files:
+        raise InputError(f"{root}: no .bvh files (expected <action>/<style>/*.bvh)")
+    labelled = []
+    for path in files:
+        parts = path.relative_to(root).parts[:-1]
+        if len(parts) not in (1, 2):
+            raise InputError(f"{path}: expected <action>/<style>/*.bvh or <action>/*.bvh")
+        action, style = parts[0], parts[1] if len(parts) == 2 else "neutral"
+        if action not in ACTIONS:
+            raise InputError(
+                f"{path}: unknown action folder {action!r}; known: {', '.join(ACTIONS)}"
+            )
+        if style not in STYLES:
+            raise InputError(f"{path}: unknown style folder {style!r}; known: {', '.join(STYLES)}")
+        labelled.append((path, action, style))
+    return labelled
+
+
+def read_corpus(
+    folder: str | os.PathLike,
+    *,
+    scale: float = 1.0,
+    joint_map: Mapping[str, str] | None = None,
+    drop_other_joints: bool = False,
+    fps: float = FPS,
+) -> list[Clip]:
+    """Every BVH of a corpus folder (`corpus_labels`) as labelled clips (`clips_from_bvh`)."""
+    options = dict(scale=scale, joint_map=joint_map, drop_other_joints=drop_other_joints, fps=fps)
+    return [
+        clip
+        for path, action, style in corpus_labels(folder)
+        for clip in clips_from_bvh([path], action, style, **options)
+    ]
+
+
+def label_counts(clips: list[Clip]) -> dict[str, int]:
+    """Number of clips per ``"action/style"``, in the order of ACTIONS and STYLES."""
+    counts = Counter(f"{clip.action}/{clip.style}" for clip in clips)
+    return {f"{a}/{s}": counts[f"{a}/{s}"] for a in ACTIONS for s in STYLES if counts[f"{a}/{s}"]}
 
 
 @dataclass
@@ -417,7 +480,11 @@ __all__ = [
     "Normalizer",
     "action_index",
     "clips_from_bvh",
+    "corpus_labels",
     "generate_clip",
     "generate_corpus",
+    "label_counts",
+    "read_corpus",
     "style_index",
+    "write_corpus",
 ]

@@ -55,6 +55,13 @@ class Motion:
         """Joint positions ``[T, J, 3]`` by forward kinematics."""
         return forward_kinematics(self.skeleton, self.root, self.rotations)
 
+    def resampled(self, fps: float) -> Motion:
+        """The same motion at ``fps`` frames per second, by taking the nearest frame."""
+        duration = len(self.root) / self.fps
+        times = torch.arange(max(int(duration * fps + 1e-9), 1)) / fps
+        index = (times * self.fps).round().long().clamp_max(len(self.root) - 1)
+        return Motion(self.root[index], self.rotations[index], self.skeleton, float(fps))
+
     @classmethod
     def from_positions(
         cls, positions: Tensor, fps: float, skeleton: Skeleton | None = None

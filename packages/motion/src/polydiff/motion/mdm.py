@@ -12,6 +12,7 @@ Sampling goes through the core's driver with any of its solvers (x0 prediction) 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +191,25 @@ class MotionDiffusion(Method):
         return features_to_positions(features.double())
 
 
+SHIPPED = "mdm-procedural"  # the checkpoint under polydiff/motion/checkpoints/
+
+
+def load_mdm(folder: str | Path | None = None) -> MotionDiffusion:
+    """A saved MDM (`train_mdm`'s export, `method.save`); None: the shipped checkpoint. A folder
+    that holds no motion diffusion model is an InputError naming it."""
+    from polydiff.core import load_method
+
+    if folder is None:
+        folder = Path(__file__).parent / "checkpoints" / SHIPPED
+    try:
+        method = load_method(folder, domain="motion")
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        raise InputError(f"{folder}: not a motion model ({str(error).strip(chr(39))})") from None
+    if not isinstance(method, MotionDiffusion):
+        raise InputError(f"{folder}: a {type(method).__name__}, not a motion diffusion model")
+    return method
+
+
 def train_mdm(
     method: MotionDiffusion,
     dataset: MotionDataset,
@@ -199,20 +219,63 @@ def train_mdm(
     batch_size: int = 32,
     lr: float = 2e-4,
     ema_decay: float = 0.999,
+    ema_warmup: bool = True,
+    warmup_steps: int = 0,
     seed: int = 0,
     **fit_kwargs: Any,
 ) -> Path:
     """Train (or resume) ``method`` on ``dataset`` with the core's `DiffusionModule` (AdamW,
     gradient clipping, EMA) and `fit` in ``run_dir``; the dataset's normaliser goes into the
-    network and the EMA weights are exported to ``run_dir/model`` (returned)."""
+    network and the EMA weights are exported to ``run_dir/model`` (returned), with
+    ``training.json`` (steps, the last logged training loss)."""
+    from polydiff.core.io import atomic_write_json
     from polydiff.core.train import DiffusionModule, ResumableLoader, fit
 
     method.set_normalizer(dataset.normalizer)
-    module = DiffusionModule(method.net, method.loss_fn, lr=lr, ema_decay=ema_decay)
+    module = DiffusionModule(
+        method.net,
+        method.loss_fn,
+        lr=lr,
+        ema_decay=ema_decay,
+        ema_warmup=ema_warmup,  # short CPU runs: the EMA must not keep the initial weights
+        warmup_steps=warmup_steps,
+    )
     loader = ResumableLoader(dataset, batch_size=min(batch_size, len(dataset)), seed=seed)
     fit_kwargs.setdefault("progress_bar", False)
-    fit(module, loader, run_dir, max_steps=max_steps, seed=seed, **fit_kwargs)
-    return method.save(Path(run_dir) / "model", module)
+    trainer = fit(module, loader, run_dir, max_steps=max_steps, seed=seed, **fit_kwargs)
+    folder = method.save(Path(run_dir) / "model", module)
+    loss = trainer.callback_metrics.get("train/loss")
+    info = {"steps": trainer.global_step, "final_loss": None if loss is None else float(loss)}
+    atomic_write_json(folder / "training.json", info)
+    return folder
 
 
-__all__ = ["MDMConfig", "MotionDenoiser", "MotionDiffusion", "train_mdm"]
+def generate_motions(
+    method: MotionDiffusion,
+    actions: Sequence[str],
+    *,
+    steps: int = 50,
+    solver: str = "ddim",
+    guidance: float = 2.5,
+    frames: int | None = None,
+    seed: int = 0,
+) -> tuple[Tensor, float]:
+    """Sample one clip per action: joint positions ``[B, T, J, 3]`` (float64, canonical frame)
+    and the wall-clock seconds the sampling took."""
+    labels = method.action_labels(list(actions))  # unknown labels fail before any work
+    generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    features = method.sample(
+        labels, steps=steps, solver=solver, guidance=guidance, frames=frames, generator=generator
+    )
+    return method.positions(features.cpu()), time.perf_counter() - start
+
+
+__all__ = [
+    "MDMConfig",
+    "MotionDenoiser",
+    "MotionDiffusion",
+    "generate_motions",
+    "load_mdm",
+    "train_mdm",
+]

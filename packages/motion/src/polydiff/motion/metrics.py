@@ -3,9 +3,12 @@ y = 0); each returns one value per clip, shape ``[...]``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
+from polydiff.core.errors import InputError
 from polydiff.motion.skeleton import FOOT_JOINTS
 
 # Contact heights of the foot joints (left ankle, left foot, right ankle, right foot): the
@@ -46,4 +49,33 @@ def jerk(positions: Tensor, fps: float) -> Tensor:
     return third.norm(dim=-1).mean((-1, -2))
 
 
-__all__ = ["CONTACT_HEIGHTS", "SKATING_STEP", "floor_penetration", "foot_skating_ratio", "jerk"]
+def motion_metrics(clips: Mapping[str, Tensor], fps: float) -> dict[str, float]:
+    """Means over named clips (each ``[T, J, 3]``, at least 4 frames) of the foot-skating ratio,
+    the floor penetration (m) and the jerk (m/s^3), with the number of clips and seconds of
+    motion; a clip too short for jerk is an InputError naming it."""
+    if not clips:
+        raise InputError("clips: nothing to evaluate")
+    for name, clip in clips.items():
+        if len(clip) < 4:
+            raise InputError(f"{name}: {len(clip)} frames; jerk needs at least 4")
+
+    def mean(metric) -> float:
+        return float(torch.stack([metric(clip).double() for clip in clips.values()]).mean())
+
+    return {
+        "foot_skating": mean(foot_skating_ratio),
+        "floor_penetration": mean(floor_penetration),
+        "jerk": mean(lambda clip: jerk(clip, fps)),
+        "clips": len(clips),
+        "seconds": sum(len(clip) for clip in clips.values()) / fps,
+    }
+
+
+__all__ = [
+    "CONTACT_HEIGHTS",
+    "SKATING_STEP",
+    "floor_penetration",
+    "foot_skating_ratio",
+    "jerk",
+    "motion_metrics",
+]
