@@ -43,3 +43,15 @@ def files(tmp_path_factory) -> dict[str, Path]:
                          ids=[c[0] for c in CASES])  # fmt: skip
 def test_bad_input_is_one_line(files, bad_input, verb, args, needles):
     bad_input("core", verb, args, needles, files)
+
+
+def test_a_rerun_in_the_same_run_folder_says_what_it_replaced(tmp_path, capsys):
+    from polydiff.apps.cli import console
+
+    argv = ["core", "data", "data.n=16", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert console(argv) == 0
+    assert "replaced" not in capsys.readouterr().out
+    assert console(argv) == 0
+    out = capsys.readouterr().out
+    assert "replaced 2 file(s) an earlier run left in" in out
+    assert "data.png, data.safetensors" in out

@@ -379,16 +379,34 @@ def _verb_doc(config_name: str) -> str:
 def _verb_task(verb: Verb) -> Callable[[DictConfig], int]:
     def task(cfg: DictConfig) -> int:
         run_dir = _run_dir()
+        earlier = _outputs(run_dir)
         result = verb.fn(cfg, run_dir)
         if isinstance(result, StageResult):
             from polydiff.apps.report import Entry, write_report
 
             title = f"polydiff {verb.domain} {verb.name}"
             write_report(run_dir / "report.md", title, [Entry(verb.domain, None, result)])
+        replaced = sorted(
+            k for k, v in _outputs(run_dir).items() if k in earlier and earlier[k] != v
+        )
+        if replaced:  # a rerun in the same hydra.run.dir: say what it overwrote
+            names = ", ".join(replaced[:4]) + (", ..." if len(replaced) > 4 else "")
+            print(f"replaced {len(replaced)} file(s) an earlier run left in {run_dir}: {names}")
         log.info("outputs in %s", run_dir)
         return 0
 
     return task
+
+
+def _outputs(run_dir: Path) -> dict[str, int]:
+    """{path relative to run_dir: modification time} of the files a verb wrote there (Hydra's
+    .hydra/ record and logs left out)."""
+    found = {}
+    for path in run_dir.rglob("*"):
+        rel = path.relative_to(run_dir)
+        if path.is_file() and rel.parts[0] != ".hydra" and path.suffix != ".log":
+            found[rel.as_posix()] = path.stat().st_mtime_ns
+    return found
 
 
 def _demo_check(cfg: DictConfig) -> None:
