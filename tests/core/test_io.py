@@ -145,3 +145,13 @@ def test_loading_exported_weights_does_not_import_lightning():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_check_creatable_refuses_a_path_under_a_regular_file(tmp_path):
+    from polydiff.core.errors import InputError
+    from polydiff.core.io import check_creatable
+
+    (tmp_path / "file").write_text("x")
+    check_creatable(tmp_path / "new" / "deeper" / "out.wav", "output")  # folders to be made
+    with pytest.raises(InputError, match=r"^output=a: .*file is a file, not a folder"):
+        check_creatable(tmp_path / "file" / "sub" / "out.wav", "output=a")

@@ -54,6 +54,7 @@ def tiny_run(
     max_steps,
     *,
     checkpoint_every=5,
+    keep=1,
     callbacks=(),
     val=False,
     progress_bar=False,
@@ -74,6 +75,7 @@ def tiny_run(
             max_steps=max_steps,
             val_loader=val_loader,
             checkpoint_every=checkpoint_every,
+            keep_checkpoints=keep,
             log_every=1,
             accelerator="cpu",
             devices=1,
@@ -357,8 +359,12 @@ class _Payload:
 
 def test_checkpoint_loading_refuses_pickled_objects(tmp_path):
     torch.save({"state_dict": {}, "evil": _Payload()}, tmp_path / "evil.ckpt")
-    with pytest.raises(ValueError, match=r"evil\.ckpt.*weights_only=True"):
+    with pytest.raises(InputError, match=r"evil\.ckpt: not a polydiff checkpoint") as err:
         load_checkpoint(tmp_path / "evil.ckpt")
+    assert "weights_only=False" not in str(err.value)  # never suggests unpickling it
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    with pytest.raises(InputError, match=r"notes\.ckpt: not a complete checkpoint"):
+        load_checkpoint(tmp_path / "notes.ckpt")
     with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
         load_checkpoint(tmp_path / "missing.ckpt")
 
@@ -405,6 +411,26 @@ def test_progress_counts_steps_out_of_the_total_and_resumes_at_the_checkpoint(tm
     tiny_run(tmp_path / "run", 10, progress_bar=True)
     second = capsys.readouterr().err
     assert " 6/10" in second and "10/10" in second and " 0/10" not in second
+
+
+def test_a_cut_short_last_checkpoint_falls_back_to_the_newest_complete_one(tmp_path):
+    """A truncated last.ckpt (full disk, killed copy): resume from the newest complete
+    step checkpoint beside it, say so, and end where an uninterrupted run ends."""
+    straight, _ = tiny_run(tmp_path / "a", 9, checkpoint_every=3)
+    tiny_run(tmp_path / "b", 6, checkpoint_every=3, keep=-1)
+    ckpts = tmp_path / "b" / "checkpoints"
+    for name in ("last.ckpt", "step=00000006.ckpt"):  # both cut short: step 3 is the newest
+        data = (ckpts / name).read_bytes()
+        (ckpts / name).write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match=r"last\.ckpt: damaged .* from step=00000003\.ckpt"):
+        resumed, trainer = tiny_run(tmp_path / "b", 9, checkpoint_every=3, keep=-1)
+    assert trainer.global_step == 9
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    for path in ckpts.glob("*.ckpt"):  # nothing complete left: one clear error, no traceback
+        path.write_bytes(b"PK")
+    with pytest.raises(InputError, match="no complete checkpoint to resume from"):
+        tiny_run(tmp_path / "b", 12, checkpoint_every=3)
 
 
 def test_fit_argument_errors(tmp_path):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
+from polydiff.core.errors import InputError
 from polydiff.speech import audio as A
 
 
@@ -108,7 +111,7 @@ def test_load_errors_name_the_file(tmp_path):
         A.load_audio(tmp_path / "missing.wav")
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"not a wav file at all")
-    with pytest.raises(ValueError, match=r"junk\.wav: unreadable"):
+    with pytest.raises(InputError, match=r"junk\.wav: not a readable audio file"):
         A.load_audio(junk)
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, np.float32), 16000)
@@ -123,6 +126,23 @@ def test_load_errors_name_the_file(tmp_path):
     sf.write(nan, np.array([0.1, np.nan, 0.2], np.float32), 16000, "FLOAT")
     with pytest.raises(ValueError, match="NaN"):
         A.load_audio(nan)
+
+
+def test_damaged_and_non_regular_files_are_refused_by_name(tmp_path):
+    """A WAV cut short (its header declares more samples than it holds: libsndfile would read
+    the rest as missing), a FIFO (opening it would wait for a writer) and a folder."""
+    good = tmp_path / "good.wav"
+    sf.write(good, np.full(8000, 0.1, np.float32), 8000)
+    data = good.read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut\.wav: truncated: its header declares 16000 bytes"):
+        A.load_audio(tmp_path / "cut.wav")
+    os.mkfifo(tmp_path / "fifo.wav")
+    (tmp_path / "dir.wav").mkdir()
+    for name in ("fifo.wav", "dir.wav"):
+        with pytest.raises(InputError, match=rf"{name}: not a regular file"):
+            A.load_audio(tmp_path / name)
+    assert A.load_audio(good)[0].shape == (8000,)
 
 
 def test_load_warns_on_clipping(tmp_path):

@@ -160,7 +160,7 @@ def test_evaluate_folder(tmp_path, speech):
         assert r["si_sar"] > 100 and r["si_sir"] == pytest.approx(r["si_sdr"], abs=1e-6)
         assert r["si_sdr"] == pytest.approx(M.si_sdr(clean, noisy) + 46.02, abs=0.1)
     sf.write(tmp_path / "enh" / "0.wav", np.ones(100) * 0.1, sr)
-    with pytest.raises(ValueError, match=r"0\.wav: estimate has 100 samples"):
+    with pytest.raises(ValueError, match=r"0\.wav: the enhanced file has 100 samples"):
         M.evaluate_folder(tmp_path / "clean", tmp_path / "enh")
     with pytest.raises(FileNotFoundError, match="folder not found"):
         M.evaluate_folder(tmp_path / "nope", tmp_path / "enh")

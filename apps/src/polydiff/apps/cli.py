@@ -47,14 +47,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = _one_line_warning
     try:
-        code = dispatch(args)
-    except UsageError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        code = EXIT_USAGE
+        code = console(args)
     except BrokenPipeError:  # e.g. `polydiff --help | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
     sys.exit(code)
+
+
+def console(argv: list[str]) -> int:
+    """The console script without `sys.exit`: a usage error is one line, exit code 2."""
+    try:
+        return dispatch(argv)
+    except UsageError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -270,6 +276,23 @@ def validate(
         raise UsageError(_one_line(err, title)) from None
 
 
+def _check_output_folder(
+    config_name: str, title: str, overrides: list[str], multirun: bool
+) -> None:
+    """The run folder (hydra.run.dir / hydra.sweep.dir, default runs/...) can be made: its
+    nearest existing ancestor is a writable folder (not a file), so Hydra never fails with a
+    traceback while creating it."""
+    from polydiff.core.io import check_creatable
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")]
+    folder = Path(given[-1] if given else f"runs/{config_name}")
+    try:
+        check_creatable(folder / "x", f"{key}={given[-1]}" if given else "the run folder")
+    except InputError as err:
+        raise UsageError(f"{title}: {err}") from None
+
+
 def _check_placement(cfg: DictConfig) -> None:
     """`device=` and `trainer.accelerator=` name hardware this machine has (one line, not a
     CUDA traceback from deep inside torch or Lightning; resolve_device raises InputError)."""
@@ -308,6 +331,7 @@ def run_hydra(
         print(command_help(config_name, title, description, args.overrides))
         return 0
     validate(config_name, title, args.overrides, args.multirun, check)
+    _check_output_folder(config_name, title, args.overrides, args.multirun)
     codes: list[int] = []
 
     saved = sys.argv
@@ -355,16 +379,34 @@ def _verb_doc(config_name: str) -> str:
 def _verb_task(verb: Verb) -> Callable[[DictConfig], int]:
     def task(cfg: DictConfig) -> int:
         run_dir = _run_dir()
+        earlier = _outputs(run_dir)
         result = verb.fn(cfg, run_dir)
         if isinstance(result, StageResult):
             from polydiff.apps.report import Entry, write_report
 
             title = f"polydiff {verb.domain} {verb.name}"
             write_report(run_dir / "report.md", title, [Entry(verb.domain, None, result)])
+        replaced = sorted(
+            k for k, v in _outputs(run_dir).items() if k in earlier and earlier[k] != v
+        )
+        if replaced:  # a rerun in the same hydra.run.dir: say what it overwrote
+            names = ", ".join(replaced[:4]) + (", ..." if len(replaced) > 4 else "")
+            print(f"replaced {len(replaced)} file(s) an earlier run left in {run_dir}: {names}")
         log.info("outputs in %s", run_dir)
         return 0
 
     return task
+
+
+def _outputs(run_dir: Path) -> dict[str, int]:
+    """{path relative to run_dir: modification time} of the files a verb wrote there (Hydra's
+    .hydra/ record and logs left out)."""
+    found = {}
+    for path in run_dir.rglob("*"):
+        rel = path.relative_to(run_dir)
+        if path.is_file() and rel.parts[0] != ".hydra" and path.suffix != ".log":
+            found[rel.as_posix()] = path.stat().st_mtime_ns
+    return found
 
 
 def _demo_check(cfg: DictConfig) -> None:

@@ -187,6 +187,10 @@ def _check(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or value < 2:
             raise ConfigError(f"{key} must be an integer >= 2, got {value!r}")
+    for key in ("net.hidden", "net.depth"):  # a width of 0 trained a constant silently
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key} must be an integer >= 1, got {value!r}")
     if not cfg.sample.nfe or not all(isinstance(k, int) and k >= 1 for k in cfg.sample.nfe):
         raise ConfigError(f"sample.nfe must be a list of integers >= 1, got {cfg.sample.nfe}")
 

@@ -29,6 +29,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "check_creatable",
     "load_safetensors",
     "nan_to_none",
     "read_json",
@@ -51,6 +52,21 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_creatable(path: PathLike, name: str) -> None:
+    """InputError (naming `name`, the option or file) unless `path` can be created: its nearest
+    existing ancestor must be a writable folder, not a file (`out.wav` under a regular file)."""
+    from polydiff.core.errors import InputError
+
+    path = Path(path).expanduser().absolute()
+    for parent in path.parents:
+        if parent.is_dir():
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InputError(f"{name}: {parent} is not writable")
+            return
+        if parent.exists() or parent.is_symlink():
+            raise InputError(f"{name}: {parent} is a file, not a folder")
 
 
 @contextlib.contextmanager

@@ -15,8 +15,8 @@ def data(cfg: DictConfig, run_dir: Path) -> None:
     from polydiff.apps.toy2d import make_data, plot_samples
     from polydiff.core.io import atomic_save_safetensors
 
-    if cfg.data.n < 1:
-        raise ConfigError(f"data.n must be >= 1, got {cfg.data.n}")
+    if isinstance(cfg.data.n, bool) or not isinstance(cfg.data.n, int) or cfg.data.n < 1:
+        raise ConfigError(f"data.n must be an integer >= 1, got {cfg.data.n!r}")
     try:
         x = make_data(cfg.data.name, cfg.data.n, cfg.seed)
     except ValueError as err:

@@ -58,8 +58,12 @@ def _simulate(cfg: DictConfig, truth: GroundTruth) -> Measurements:
 
 def _prior(cfg: DictConfig, image_size: Any) -> tuple[SlicePrior, Path]:
     """The slice prior of `prior=` (null: the shipped one for the slice size) and its folder."""
+    from polydiff.core.errors import check_number
     from polydiff.medical.prior import load_prior, prior_folder
 
+    if not isinstance(cfg.prior_chunk, int):
+        raise ConfigError(f"prior_chunk must be an integer, got {cfg.prior_chunk!r}")
+    check_number("prior_chunk", cfg.prior_chunk, positive=True)
     folder = None if cfg.prior is None else _path(cfg.prior, "prior")
     with _config_errors(f"prior={'null' if cfg.prior is None else cfg.prior}: "):
         folder = prior_folder(tuple(image_size), folder)

@@ -16,6 +16,7 @@ from polydiff.apps.registry import ConfigError, StageResult, demo_stage, verb
 
 AUDIO_EXTENSIONS = (".wav", ".flac")  # as polydiff.speech.audio (not imported: --help stays fast)
 OPTIONS = ("sampler", "N", "snr", "corrector_steps", "t_start")  # the sampler options given here
+SPEC_NUMBERS = ("sample_rate", "n_fft", "hop_length", "alpha", "beta", "frame_multiple")
 
 
 def _require_path(value: Any, key: str, *, folder: bool = False) -> Path:
@@ -30,11 +31,14 @@ def _require_path(value: Any, key: str, *, folder: bool = False) -> Path:
     return path
 
 
-def _check_positive(cfg: DictConfig, *keys: str) -> None:
+def _check_positive(cfg: DictConfig, *keys: str, minimum: float | None = None) -> None:
+    """Each given (non-null) key is a number, > 0 (or >= `minimum`): else one line naming it."""
+    from polydiff.core.errors import check_number
+
     for key in keys:
         value = OmegaConf.select(cfg, key)
-        if value is not None and value <= 0:
-            raise ConfigError(f"{key} must be > 0, got {value}")
+        if value is not None:
+            check_number(key, value, positive=minimum is None, minimum=minimum)
 
 
 @contextmanager
@@ -60,6 +64,7 @@ def data(cfg: DictConfig, run_dir: Path) -> None:
     d = cfg.data
     from polydiff.speech.data.synth import CorpusConfig, generate_corpus
 
+    _check_positive(cfg, "data.train", "data.valid", "data.test", minimum=0)
     sizes = {s: int(d[s]) for s in ("train", "valid", "test")}
     if sum(sizes.values()) == 0:
         raise ConfigError(f"data.train/valid/test must not all be 0, got {sizes}")
@@ -86,6 +91,8 @@ def build_model(cfg: DictConfig):
     `net.*` and `sde.*` options and the method's own section (e.g. `storm.*`)."""
     from polydiff.speech.methods import build_method
 
+    _check_positive(cfg, "net.nf", "net.num_res_blocks", *(f"spec.{k}" for k in SPEC_NUMBERS))
+    _check_positive(cfg, "sde.theta", "sde.sigma_min", "sde.sigma_max", "sde.t_eps")
     spec, net = OmegaConf.to_container(cfg.spec), OmegaConf.to_container(cfg.net)
     section = OmegaConf.to_container(cfg[cfg.method]) if cfg.get(cfg.method) else {}
     if section.get("predictor") is not None:
@@ -180,6 +187,8 @@ def _load(cfg: DictConfig):
 def _options(cfg: DictConfig, method) -> dict[str, Any]:
     """The sampler options given (non-null, "pc" left out), checked by the method."""
     given = {k: cfg[k] for k in OPTIONS if cfg.get(k) is not None and cfg[k] != "pc"}
+    _check_positive(cfg, "N", "corrector_steps", minimum=0)
+    _check_positive(cfg, "snr", "t_start")
     with _usage():
         method.options(**given)
     return given
@@ -193,6 +202,7 @@ def enhance(cfg: DictConfig, run_dir: Path) -> None:
     if src.is_file() and src.suffix.lower() not in AUDIO_EXTENSIONS:
         raise ConfigError(f"input: {src} is not a {'/'.join(AUDIO_EXTENSIONS)} file")
     _check_positive(cfg, "chunk_seconds")
+    _check_positive(cfg, "margin_seconds", "fade_seconds", minimum=0)
     if cfg.on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be raise or skip, got {cfg.on_error!r}")
     options = _options(cfg, method)
@@ -206,6 +216,10 @@ def enhance(cfg: DictConfig, run_dir: Path) -> None:
         out = out / src.name
     if src.is_file() and out.exists() and out.resolve() == src.resolve():
         raise ConfigError(f"output must differ from input ({src})")
+    if cfg.output:
+        from polydiff.core.io import check_creatable
+
+        check_creatable(out / "x" if src.is_dir() else out, f"output={cfg.output}")
     keys = ("seed", "overwrite", "chunk_seconds", "margin_seconds", "fade_seconds", "subtype")
     start = time.perf_counter()
     status = enhance_path(  # under torch.no_grad
@@ -221,8 +235,23 @@ def enhance(cfg: DictConfig, run_dir: Path) -> None:
     report = {"input": str(src), "output": str(out), "model": name, "method": method.name}
     report.update(sampler_options=options, seconds=seconds, files=status)
     _write_json(run_dir / "enhance.json", report)
-    errors = sum(v.startswith("error") for v in status.values())
-    print(f"{len(status) - errors} file(s) -> {out} in {seconds:.1f} s, {errors} error(s)")
+    counts = {k: sum(v.startswith(k) for v in status.values())
+              for k in ("written", "replaced", "exists", "error")}  # fmt: skip
+    line = f"{counts['written'] + counts['replaced']} file(s) -> {out} in {seconds:.1f} s"
+    line += f", {counts['error']} error(s)"
+    if counts["replaced"]:
+        line += f"; replaced {counts['replaced']} existing file(s) (overwrite=true)"
+    if counts["exists"]:
+        line += f"; kept {counts['exists']} existing file(s) (overwrite=true replaces them)"
+    print(line)
+    notes = [f"replaced {counts['replaced']} existing file(s) (overwrite=true)"] * bool(
+        counts["replaced"]
+    ) + [f"kept {counts['exists']} existing file(s) (overwrite=true replaces them)"] * bool(
+        counts["exists"]
+    )
+    done = counts["written"] + counts["replaced"]
+    print(f"{done} file(s) -> {out} in {seconds:.1f} s, {counts['error']} error(s)"
+          + "".join(f"; {n}" for n in notes))  # fmt: skip
 
 
 @verb("evaluate")

@@ -21,6 +21,21 @@ def _check_positive(cfg: DictConfig, *keys: str) -> None:
             raise ConfigError(f"{key} must be a positive integer, got {value!r}")
 
 
+def _check_recipe(cfg: DictConfig) -> None:
+    """The optimiser's numbers, checked before the corpus is read (nothing written on refusal)."""
+    from polydiff.core.errors import check_number
+
+    check_number("train.lr", cfg.train.lr, positive=True)
+    check_number("train.warmup", cfg.train.warmup, minimum=0)
+    if not 0 <= check_number("train.ema", cfg.train.ema) < 1:
+        raise ConfigError(f"train.ema must be in [0, 1), got {cfg.train.ema!r}")
+
+
+def _check_split(cfg: DictConfig) -> None:
+    if cfg.data.split not in SPLITS:
+        raise ConfigError(f"data.split must be one of {'|'.join(SPLITS)}, got {cfg.data.split!r}")
+
+
 def _check_sampling(s: DictConfig) -> None:
     if not s.temperature > 0:
         raise ConfigError(f"temperature must be > 0, got {s.temperature}")
@@ -97,8 +112,8 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     if cfg.method not in list_methods("text"):
         known = "|".join(list_methods("text"))
         raise ConfigError(f"method must be one of {known}, got {cfg.method!r}")
-    if cfg.data.split not in SPLITS:
-        raise ConfigError(f"data.split must be one of {'|'.join(SPLITS)}, got {cfg.data.split!r}")
+    _check_split(cfg)
+    _check_recipe(cfg)
     _check_positive(cfg, "train.steps", "train.batch_size", "model.d_model", "model.n_layers")
     _check_positive(cfg, "model.n_heads", "train.checkpoint_every", "train.val_rows")
     if cfg.model.d_model % cfg.model.n_heads:
@@ -177,6 +192,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
     from polydiff.text import evaluation as ev
 
     _check_positive(cfg, "batch_size", "max_rows", "n_time_samples", "sample.n", "sample.steps")
+    _check_split(cfg)
     for t, p in [(t, 1.0) for t in cfg.sample.temperatures] + [(1.0, p) for p in cfg.sample.top_ps]:
         _check_sampling(OmegaConf.create({"temperature": t, "top_p": p}))
     method, name = _load(cfg.checkpoint, "checkpoint")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from polydiff.core.errors import InputError
 from polydiff.core.io import (
     atomic_save_safetensors,
     atomic_write_json,
@@ -88,8 +89,8 @@ class PhantomConfig(Config):
     seed: int = 1000  # held out from the priors' training seeds (0..63)
 
     def __post_init__(self) -> None:
-        if self.size < 8:
-            raise ValueError(f"phantom.size must be >= 8, got {self.size}")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 8:
+            raise InputError(f"phantom.size must be an integer >= 8, got {self.size!r}")
         check_phantom_kind(self.kind, "phantom.kind")
 
 
@@ -115,6 +116,10 @@ def ground_truth(
         if intensity not in INTENSITY_MAPS:
             raise ValueError(f"intensity={intensity!r}: choose minmax or percentile")
         volume = load_nifti(input)
+        low, high = volume.data.min().item(), volume.data.max().item()
+        if low == high:  # the intensity map would divide by zero
+            what = "all zero" if high == 0 else f"constant ({high:g})"
+            raise InputError(f"{input}: the volume is {what}: nothing to measure")
         x01, scale = normalize(volume.data, intensity)
         return GroundTruth(volume, x01, scale, str(input))
     ph = phantom_config or PhantomConfig()

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
+from polydiff.core.errors import InputError
 from polydiff.core.io import read_json
 from polydiff.core.losses import diffusion_loss
 from polydiff.core.method import FORMAT, Config, Method, load_method, register_method
@@ -99,6 +100,9 @@ def prior_folder(image_size: tuple[int, int] | list[int], folder: str | Path | N
     convolutional prior runs on them, but knows nothing of them)."""
     height, width = image_size
     folder = shipped_prior_dir(image_size=height) if folder is None else Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder (a prior is the <run>/model folder that "
+                         "`polydiff medical train` exports)")  # fmt: skip
     size = prior_image_size(folder)
     if (height, width) != (size, size):
         raise ValueError(
@@ -303,6 +307,8 @@ def load_prior(
 ) -> SlicePrior:
     """The exported prior as a :class:`SlicePrior` (eps prediction on its VP path); the
     network is in eval mode with frozen weights (gradients still flow to the input, for DPS)."""
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise InputError(f"chunk (slices per network call) must be an integer >= 1, got {chunk!r}")
     return load_prior_method(folder, device).slice_prior(chunk)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from polydiff.core.errors import InputError
 from polydiff.core.io import nan_to_none
 from polydiff.medical import baselines
 from polydiff.medical.metrics import volume_metrics
@@ -127,6 +128,20 @@ def reconstruction_method(name: str) -> ReconstructionMethod:
     return _RECONSTRUCTIONS[name]
 
 
+# iteration counts among the methods' options, and the least each may be
+_COUNTS = {"n_iter": 1, "steps": 1, "n_cg": 0, "final_cg": 0, "corrector_steps": 0}
+
+
+def _check_counts(name: str, options: dict[str, Any]) -> None:
+    """An InputError naming ``<method>.<option>`` for a count that is not an integer at least
+    its minimum (``tv_admm.n_iter=-1`` would otherwise run no iteration and return the start)."""
+    for key, least in _COUNTS.items():
+        value = options.get(key)
+        if key in options and (isinstance(value, bool) or not isinstance(value, int)
+                               or value < least):  # fmt: skip
+            raise InputError(f"{name}.{key} must be an integer >= {least}, got {value!r}")
+
+
 def reconstruct(
     name: str,
     prior: SlicePrior | None,
@@ -151,6 +166,7 @@ def reconstruct(
         picks = validated_params(name, op)
         options = {k: picks[k] if v is None and k in picks else v for k, v in options.items()}
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    _check_counts(name, options)
     start = time.perf_counter()
     x, nfe = method.run(prior, op, y, generator, **options)
     return NamedReconstruction(name, x, nfe, options, time.perf_counter() - start)

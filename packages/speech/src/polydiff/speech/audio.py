@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from polydiff.core.errors import InputError
 from polydiff.core.io import atomic_path
 
 Channels = Literal["mix", "first", "all"]
@@ -202,6 +204,39 @@ def clipped_fraction(x: np.ndarray, level: float = CLIP_LEVEL) -> float:
     return float(np.mean(mag >= max(level, level * float(mag.max()))))
 
 
+# libsndfile's parse log of a WAV whose data chunk is shorter than its header says
+_SHORT_DATA = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.MULTILINE)
+_STREAMING_SIZES = (0, 0xFFFFFFFF)  # sizes a streaming writer leaves in a header: not damage
+
+
+def open_audio(path: str | os.PathLike):
+    """Open a WAV/FLAC file for reading (a `soundfile.SoundFile`), refusing what cannot be read as
+    audio with an InputError that names the file: a folder, FIFO or device, a file libsndfile does
+    not recognise (e.g. text renamed .wav), an empty or header-only file, a WAV cut short (its
+    header declares more samples than it holds). FileNotFoundError for a missing file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    if not path.is_file():  # opening a FIFO would wait for a writer
+        raise InputError(f"{path}: not a regular file (a folder, FIFO or device)")
+    try:
+        f = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        reason = getattr(err, "error_string", None) or str(err)
+        raise InputError(f"{path}: not a readable audio file ({reason})") from err
+    short = _SHORT_DATA.search(f.extra_info)
+    problem = None
+    if f.frames == 0:
+        problem = "empty audio file (0 samples)"
+    elif short and int(short[1]) not in _STREAMING_SIZES and int(short[1]) > int(short[2]):
+        problem = (f"truncated: its header declares {short[1]} bytes of samples but the file "
+                   f"holds {short[2]}; copy or export it again")  # fmt: skip
+    if problem:
+        f.close()
+        raise InputError(f"{path}: {problem}")
+    return f
+
+
 def load_audio(
     path: str | os.PathLike,
     sample_rate: int | None = None,
@@ -212,23 +247,18 @@ def load_audio(
     """Read a WAV/FLAC file as float32, resampled to `sample_rate` (None keeps the file's rate).
 
     Returns (audio, rate): audio is (T,) for channels "mix" (mean of the channels) or "first",
-    and (C, T) for "all". Raises FileNotFoundError for a missing file and ValueError for an
-    unreadable, empty, non-finite or (unless `allow_silence`) all-zero file. Warns when more than
+    and (C, T) for "all". Raises FileNotFoundError for a missing file and InputError (a
+    ValueError) for what `open_audio` refuses and for a non-finite or (unless `allow_silence`)
+    all-zero file. Warns when more than
     `clip_warn` of the samples sit at full scale (a clipped recording).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise ValueError(f"{path}: unreadable audio file ({err})") from err
-    if data.shape[0] == 0:
-        raise ValueError(f"{path}: empty audio file (0 samples)")
+    with open_audio(path) as f:
+        data, sr = f.read(dtype="float32", always_2d=True), f.samplerate
     if not np.isfinite(data).all():
-        raise ValueError(f"{path}: audio contains NaN or infinite samples")
+        raise InputError(f"{path}: audio contains NaN or infinite samples")
     if not allow_silence and not np.any(data):
-        raise ValueError(f"{path}: audio is digital silence (all samples are zero)")
+        raise InputError(f"{path}: audio is digital silence (all samples are zero)")
     frac = clipped_fraction(data)
     if frac > clip_warn:
         warnings.warn(

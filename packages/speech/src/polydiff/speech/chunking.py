@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polydiff.speech.audio import CLIP_LEVEL, PRESETS, SpecConfig
+from polydiff.core.errors import InputError
+from polydiff.speech.audio import CLIP_LEVEL, PRESETS, SpecConfig, open_audio
 
 
 @dataclass(frozen=True)
@@ -245,25 +246,26 @@ def enhance_file(
     from polydiff.core.io import atomic_path
 
     in_path, out_path = Path(in_path), Path(out_path)
-    if not in_path.is_file():
-        raise FileNotFoundError(f"audio file not found: {in_path}")
     if on_clip not in ("clip", "error"):
-        raise ValueError(f"on_clip must be 'clip' or 'error', got {on_clip!r}")
+        raise InputError(f"on_clip must be 'clip' or 'error', got {on_clip!r}")
     if channels not in ("mix", "first", "all"):
-        raise ValueError(f"channels must be 'mix', 'first' or 'all', got {channels!r}")
+        raise InputError(f"channels must be 'mix', 'first' or 'all', got {channels!r}")
     if out_rate is not None and out_rate <= 0:
-        raise ValueError(f"out_rate must be > 0 Hz, got {out_rate}")
-    try:
-        f = sf.SoundFile(str(in_path))
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise ValueError(f"{in_path}: unreadable audio file ({err})") from err
-    with f:
-        if f.frames == 0:
-            raise ValueError(f"{in_path}: empty audio file (0 samples)")
+        raise InputError(f"out_rate must be > 0 Hz, got {out_rate}")
+    fmt = "FLAC" if out_path.suffix.lower() == ".flac" else "WAV"
+    if subtype is not None and not sf.check_format(fmt, subtype):
+        known = ", ".join(sorted(sf.available_subtypes(fmt)))
+        raise InputError(f"subtype={subtype!r}: not a {fmt} subtype (choose one of {known})")
+    with open_audio(in_path) as f:
+        shortest = cfg.n_fft // 2 + 1  # the centred STFT reflect-pads n_fft // 2 samples
+        if f.frames * cfg.sample_rate < shortest * f.samplerate:
+            raise InputError(
+                f"{in_path}: too short ({f.frames} samples at {f.samplerate} Hz; the model "
+                f"needs at least {shortest} samples at its {cfg.sample_rate} Hz)"
+            )
         _warn_if_clipped(f, in_path)
         out_rate = out_rate or f.samplerate
         n_ch = f.channels if channels == "all" else 1
-        fmt = "FLAC" if out_path.suffix.lower() == ".flac" else "WAV"
         blocks = _enhanced_blocks(
             fn,
             _ResampledReader(f, cfg.sample_rate, channels),
@@ -318,10 +320,10 @@ def _enhanced_blocks(fn, reader, in_path, cfg, chunk_seconds, margin_seconds, fa
     for c in chunks:
         block = reader.read(c.start, c.stop)
         if not np.isfinite(block).all():
-            raise ValueError(f"{in_path}: audio contains NaN or infinite samples")
+            raise InputError(f"{in_path}: audio contains NaN or infinite samples")
         scale = max(scale, float(np.abs(block).max()))
     if scale == 0.0:
-        raise ValueError(f"{in_path}: audio is digital silence (all samples are zero)")
+        raise InputError(f"{in_path}: audio is digital silence (all samples are zero)")
     return _overlap_add_stream(fn, reader, chunks, scale, in_path)
 
 

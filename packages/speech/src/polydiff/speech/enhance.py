@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from polydiff.core.errors import InputError
+from polydiff.core.io import check_creatable
 from polydiff.speech.audio import (
     AUDIO_EXTENSIONS,
     SpecConfig,
@@ -158,23 +160,26 @@ def enhance_audio_file(
     overwrite: bool = False,
     **kwargs: Any,
 ) -> str:
-    """Enhance the audio file ``src`` into ``dst``: "written", or "exists" (kept unless
-    ``overwrite``). Streamed chunk by chunk (`polydiff.speech.chunking.enhance_file`: memory
-    flat in file length, output at the input file's rate, written atomically, so an interrupted
-    run leaves no partial file); the sampler noise is seeded with ``seed`` alone. ``kwargs``: the
-    file options (chunk_seconds, margin_seconds, fade_seconds, channels, subtype) and the sampler
-    setting (`SpeechMethod.options`). ``method``: a method or a saved one's folder. A bad file
-    raises ValueError naming it."""
+    """Enhance the audio file ``src`` into ``dst``: "written", "replaced" (it existed, and
+    ``overwrite``) or "exists" (kept). Streamed chunk by chunk
+    (`polydiff.speech.chunking.enhance_file`: memory flat in file length, output at the input
+    file's rate, written atomically, so an interrupted run leaves no partial file); the sampler
+    noise is seeded with ``seed`` alone. ``kwargs``: the file options (chunk_seconds,
+    margin_seconds, fade_seconds, channels, subtype) and the sampler setting
+    (`SpeechMethod.options`). ``method``: a method or a saved one's folder. A bad file raises
+    InputError naming it."""
     method, src, dst = as_method(method), Path(src), Path(dst)
-    if dst.exists() and not overwrite:
+    existed = dst.exists()
+    if existed and not overwrite:
         return "exists"
     if dst.resolve() == src.resolve():
-        raise ValueError(f"{dst}: the output must differ from the input")
+        raise InputError(f"{dst}: the output must differ from the input")
+    check_creatable(dst, str(dst))
     file_kwargs = {k: kwargs.pop(k) for k in FILE_OPTIONS if k in kwargs}
     with _EvalMode(method):
         fn = wave_fn(method, make_generator(seed, method), **kwargs)
         enhance_file(fn, src, dst, method.spec, **file_kwargs)
-    return "written"
+    return "replaced" if existed else "written"
 
 
 @torch.no_grad()
@@ -203,12 +208,13 @@ def enhance_folder(
     if not in_dir.is_dir():
         raise FileNotFoundError(f"enhance_folder: input folder not found: {in_dir}")
     if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if out_dir.resolve() == in_dir.resolve():
-        raise ValueError(f"enhance_folder: out_dir must differ from in_dir ({in_dir})")
+        raise InputError(f"{out_dir}: the output folder must differ from the input folder")
+    check_creatable(out_dir / "x", str(out_dir))
     files = _audio_files(in_dir)
     if not files:
-        raise ValueError(f"enhance_folder: no .wav/.flac files in {in_dir}")
+        raise InputError(f"{in_dir}: no .wav/.flac files in this folder")
     method = as_method(method)
     method.options(**{k: v for k, v in kwargs.items() if k in OPTION_NAMES})
     status: dict[str, str] = {}
@@ -221,7 +227,7 @@ def enhance_folder(
         except ValueError as err:
             msg = str(err) if str(src) in str(err) else f"{src}: {err}"
             if on_error == "raise":
-                raise ValueError(msg) from err
+                raise (InputError if isinstance(err, InputError) else ValueError)(msg) from err
             status[str(rel)] = f"error: {msg}"
     return status
 
@@ -233,12 +239,16 @@ def enhance_path(
     **kwargs: Any,
 ) -> dict[str, str]:
     """Enhance a file (`enhance_audio_file`) or a folder (`enhance_folder`; ``on_error`` and
-    ``progress`` apply) into ``dst``; {relative path or file name: status}."""
-    src = Path(src)
+    ``progress`` apply) into ``dst``; {relative path or file name: status}. A single file's
+    existing output is refused (InputError) unless ``overwrite``; a folder's are kept, which
+    resumes an interrupted batch."""
+    src, dst = Path(src), Path(dst)
     if src.is_dir():
         return enhance_folder(method, src, dst, **kwargs)
     if src.suffix.lower() not in AUDIO_EXTENSIONS:
-        raise ValueError(f"{src}: not a {'/'.join(AUDIO_EXTENSIONS)} file")
+        raise InputError(f"{src}: not a {'/'.join(AUDIO_EXTENSIONS)} file")
+    if dst.exists() and not kwargs.get("overwrite", False):
+        raise InputError(f"{dst}: exists already; give overwrite=true to replace it")
     kwargs = {k: v for k, v in kwargs.items() if k not in ("on_error", "progress")}
     return {src.name: enhance_audio_file(method, src, dst, **kwargs)}
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import scipy.stats
 
+from polydiff.core.errors import InputError
 from polydiff.core.io import atomic_write_json, atomic_write_text, nan_to_none
 from polydiff.speech.audio import AUDIO_EXTENSIONS, load_audio, resample
 
@@ -188,6 +189,23 @@ def write_metrics(
     return summary
 
 
+def _common_length(name: str, sample_rate: int, clean, est, noisy):
+    """The signals cut to their common length when they differ by at most 10 ms at the end
+    (rounding in a resampler, a codec's padding); a longer difference is an InputError saying
+    what to change."""
+    tolerance = max(sample_rate // 100, 2)
+    signals = [x for x in (clean, est, noisy) if x is not None]
+    n = min(x.size for x in signals)
+    for x, kind in ((est, "enhanced"), (noisy, "noisy")):
+        if x is not None and abs(x.size - clean.size) > tolerance:
+            raise InputError(
+                f"{name}: the {kind} file has {x.size} samples at {sample_rate} Hz, the clean "
+                f"reference {clean.size}; more than 10 ms apart, so it is not the same recording "
+                "or was cut: give files of the same length (up to 10 ms)"
+            )
+    return clean[:n], est[:n], None if noisy is None else noisy[:n]
+
+
 def evaluate_folder(
     clean_dir: str | os.PathLike,
     estimate_dir: str | os.PathLike,
@@ -197,8 +215,9 @@ def evaluate_folder(
     """Per-file metrics of every estimate in `estimate_dir` against the same name in `clean_dir`.
 
     All files are read mono at `sample_rate`. With `noisy_dir`, SI-SIR/SI-SAR are included.
-    Raises FileNotFoundError for a missing folder or reference, ValueError for an empty folder or
-    a length mismatch (naming the file).
+    Files whose lengths differ by up to 10 ms (resampling rounds lengths) are compared over their
+    common length. Raises FileNotFoundError for a missing folder or reference, InputError for an
+    empty folder or a longer length mismatch (naming the file).
     """
     folders = [Path(clean_dir), Path(estimate_dir)] + ([Path(noisy_dir)] if noisy_dir else [])
     for d in folders:
@@ -210,16 +229,12 @@ def evaluate_folder(
         if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
     )
     if not names:
-        raise ValueError(f"evaluate_folder: no .wav/.flac files in {folders[1]}")
+        raise InputError(f"{folders[1]}: no .wav/.flac files in this folder")
     rows = []
     for name in names:
         clean, _ = load_audio(folders[0] / name, sample_rate)
         est, _ = load_audio(folders[1] / name, sample_rate, allow_silence=True)
         noisy = load_audio(folders[2] / name, sample_rate)[0] if noisy_dir else None
-        for other, kind in ((est, "estimate"), (noisy, "noisy")):
-            if other is not None and other.shape != clean.shape:
-                raise ValueError(
-                    f"{name}: {kind} has {other.size} samples but the clean reference {clean.size}"
-                )
+        clean, est, noisy = _common_length(name, sample_rate, clean, est, noisy)
         rows.append({"file": name, **evaluate_pair(clean, est, sample_rate, noisy)})
     return rows

@@ -15,6 +15,7 @@ as tensors and tuples); the Lightning module never calls `save_hyperparameters` 
 from __future__ import annotations
 
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,26 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from polydiff.core.errors import InputError
 from polydiff.core.io import atomic_path
 
-__all__ = ["AtomicCheckpointIO", "get_rng_state", "load_checkpoint", "set_rng_state"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "get_rng_state",
+    "is_complete_checkpoint",
+    "load_checkpoint",
+    "set_rng_state",
+]
+
+
+def is_complete_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is a whole `torch.save` archive: a zip whose central directory, written
+    last, is present (a file cut short by a full disk or a killed copy has none)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -32,10 +50,16 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not is_complete_checkpoint(path):
+        raise InputError(f"{path}: not a complete checkpoint (truncated, or not a torch.save file)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError
-        raise ValueError(f"cannot load checkpoint {path} with weights_only=True: {err}") from err
+        # torch's own message suggests weights_only=False: never for a file of unknown origin
+        raise InputError(
+            f"{path}: not a polydiff checkpoint (it holds more than tensors and plain "
+            f"containers, or is damaged: {type(err).__name__})"
+        ) from err
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -22,12 +22,45 @@ from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
+from polydiff.core.errors import InputError
 from polydiff.core.io import remove_stale_temps
-from polydiff.core.train.checkpoint import AtomicCheckpointIO
+from polydiff.core.train.checkpoint import AtomicCheckpointIO, is_complete_checkpoint
 
-__all__ = ["LAST_CHECKPOINT", "StepCheckpoint", "StepProgressBar", "auto_precision", "fit"]
+__all__ = [
+    "LAST_CHECKPOINT",
+    "StepCheckpoint",
+    "StepProgressBar",
+    "auto_precision",
+    "fit",
+    "resume_point",
+]
 
 LAST_CHECKPOINT = "last.ckpt"
+
+
+def resume_point(ckpt_dir: Path) -> Path | None:
+    """The checkpoint to resume from: `last.ckpt`, or, when it is damaged (cut short), the newest
+    complete `step=*.ckpt` beside it, with a warning that says so; None in a fresh folder.
+    InputError when checkpoints exist but none is complete."""
+    last = ckpt_dir / LAST_CHECKPOINT
+    steps = sorted(ckpt_dir.glob("step=*.ckpt"), reverse=True)  # zero-padded: newest first
+    candidates = [p for p in [last, *steps] if p.is_file()]
+    for path in candidates:
+        if is_complete_checkpoint(path):
+            if path != last and last.is_file():
+                warnings.warn(
+                    f"{last}: damaged (cut short); resuming from {path.name}, the newest complete "
+                    "checkpoint beside it",
+                    stacklevel=2,
+                )
+            return path
+    if candidates:
+        names = ", ".join(p.name for p in candidates)
+        raise InputError(
+            f"{ckpt_dir}: no complete checkpoint to resume from ({names}: damaged); "
+            "move the folder away to train from scratch"
+        )
+    return None
 
 
 def auto_precision(accelerator: str = "auto") -> str:
@@ -188,7 +221,6 @@ def fit(
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"run_dir {run_dir} exists and is not a directory")
     ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / LAST_CHECKPOINT
     if seed is not None:
         L.seed_everything(seed, workers=True, verbose=False)
 
@@ -225,9 +257,7 @@ def fit(
         num_sanity_val_steps=0,
         **trainer_kwargs,
     )
-    ckpt_path = None
-    if resume and last.is_file():
-        ckpt_path = last
+    ckpt_path = resume_point(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     if trainer.is_global_zero:
         remove_stale_temps(ckpt_dir)  # left by a writer killed mid-write; last.ckpt is intact
     with warnings.catch_warnings():

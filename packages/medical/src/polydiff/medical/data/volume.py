@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from polydiff.core.errors import InputError
 from polydiff.core.io import atomic_write_bytes
 
 
@@ -52,14 +54,14 @@ def _check_volume(array: np.ndarray, source: str) -> np.ndarray:
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim != 3:
-        raise ValueError(f"{source}: expected a 3D volume, got an array of shape {array.shape}")
+        raise InputError(f"{source}: expected a 3D volume, got an array of shape {array.shape}")
     if array.size == 0:
-        raise ValueError(f"{source}: the volume is empty (shape {array.shape})")
+        raise InputError(f"{source}: the volume is empty (shape {array.shape})")
     if np.iscomplexobj(array):
-        raise ValueError(f"{source}: complex-valued volumes are not supported")
+        raise InputError(f"{source}: complex-valued volumes are not supported")
     bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
     if bad:
-        raise ValueError(f"{source}: {bad} of {array.size} voxels are NaN or infinite")
+        raise InputError(f"{source}: {bad} of {array.size} voxels are NaN or infinite")
     return array
 
 
@@ -83,17 +85,25 @@ def volume_from_image(
 def load_nifti(path: str | os.PathLike, canonical: bool = True) -> Volume:
     """Read a 3D NIfTI file (``.nii`` / ``.nii.gz``) with its affine, scaled by its slope/inter.
 
-    Raises FileNotFoundError for a missing file and ValueError naming the file when it is not
-    NIfTI, not 3D (2D, or 4D with more than one volume), empty or contains NaN/inf.
+    Raises FileNotFoundError for a missing file and InputError (a ValueError) naming the file
+    when it is not a regular file, not NIfTI, cut short, not 3D (2D, or 4D with more than one
+    volume), empty or contains NaN/inf.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"NIfTI file not found: {path}")
+    if not path.is_file():  # a FIFO would block the reader
+        raise InputError(f"{path}: not a regular file (a folder, FIFO or device)")
     try:
         image = nib.load(path)
     except Exception as err:  # nibabel raises several types for unreadable files
-        raise ValueError(f"{path}: not a readable NIfTI file ({err})") from err
-    return volume_from_image(image, str(path), canonical)
+        reason = str(err).strip().split("\n")[0]
+        raise InputError(f"{path}: not a readable NIfTI file ({reason})") from err
+    try:  # nibabel reads the voxels lazily: a cut file fails only here
+        return volume_from_image(image, str(path), canonical)
+    except (EOFError, OSError, zlib.error) as err:
+        reason = str(err).strip().split("\n")[0]
+        raise InputError(f"{path}: truncated or damaged NIfTI file ({reason})") from err
 
 
 def save_nifti(
