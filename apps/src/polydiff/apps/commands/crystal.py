@@ -180,7 +180,9 @@ def _match_line(m: dict[str, Any]) -> str:
     )
 
 
-@demo_stage(quick=("data.n_synthetic=24", "train.steps=30", "n=6", "model.hidden=32"))
+@demo_stage(
+    quick=("data.n_synthetic=16", "train.steps=20", "n=4", "model.hidden=32", "model.layers=1")
+)
 @verb("demo")
 def demo(cfg: DictConfig, run_dir: Path) -> StageResult:
     """Train tiny CrysBFN models (gen and CSP) on synthetic crystals, generate and predict.
