@@ -9,4 +9,6 @@ Modules (see docs/crystal.md):
             N-step loss with the (m, c) bank, CSP predict and ab-initio generate
   metrics   structural validity, StructureMatcher match rate / RMSE, random-coordinate baseline
   methods   registers the crystal methods with polydiff.core.method
+  workflow  what the `polydiff crystal` verbs call: read a training set, train and export,
+            sample into CIFs + CSV, evaluate
 """

@@ -149,20 +149,20 @@ class Crystals:
         return [s.composition.formula.replace(" ", "") for s in self.structures()]
 
 
-def _check(structure: Structure, name: str, vocab, max_atoms) -> None:
+def _check(structure: Structure, name: str, vocab, max_atoms, geometry: bool = True) -> None:
     if not structure.is_ordered:
         raise InputError(f"{name}: disordered sites (partial occupancy) are not supported")
     if max_atoms is not None and len(structure) > max_atoms:
         raise InputError(f"{name}: {len(structure)} atoms, more than the maximum {max_atoms}")
     if len(structure) == 0:
         raise InputError(f"{name}: no atoms")
-    if not abs(structure.volume) >= MIN_VOLUME:
+    if geometry and not abs(structure.volume) >= MIN_VOLUME:
         raise InputError(f"{name}: zero volume ({structure.volume:.3g} Å^3)")
     if vocab is not None:
         outside = sorted({s.symbol for s in structure.species} - set(vocab.symbols()))
         if outside:
             raise InputError(f"{name}: element {', '.join(outside)} is outside the vocabulary")
-    if len(structure) > 1:
+    if geometry and len(structure) > 1:
         d = structure.distance_matrix + np.eye(len(structure)) * 1e9
         if d.min() < MIN_DISTANCE:
             raise InputError(f"{name}: overlapping atoms ({d.min():.3f} Å apart)")
@@ -189,14 +189,16 @@ def read_crystals(
     vocab: ElementVocab | None = None,
     max_atoms: int | None = None,
     niggli: bool = True,
+    check_geometry: bool = True,
 ) -> Crystals:
     """pymatgen structures -> :class:`Crystals`, each checked (InputError naming the structure);
-    ``niggli`` puts each cell in DiffCSP's canonical frame."""
+    ``niggli`` puts each cell in DiffCSP's canonical frame. ``check_geometry=False`` accepts
+    overlapping atoms and zero volumes (to score samples, whose validity is what is measured)."""
     structures = list(structures)
     names = [f"structure {i}" for i in range(len(structures))] if names is None else list(names)
     frac, lattice, numbers, counts = [], [], [], []
     for s, name in zip(structures, names, strict=True):
-        _check(s, name, vocab, max_atoms)
+        _check(s, name, vocab, max_atoms, check_geometry)
         s = _canonical(s, name) if niggli else s
         frac.append(torch.from_numpy(np.mod(s.frac_coords, 1.0)))
         lattice.append(torch.from_numpy(s.lattice.matrix.copy()))

@@ -1,0 +1,81 @@
+"""polydiff.crystal.workflow: the one-call functions behind `polydiff crystal ...` (the verbs
+themselves are tested end to end in tests/apps/test_crystal_cli.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from polydiff.core.errors import InputError
+from polydiff.crystal.data import read_crystals, write_cifs, write_csv
+from polydiff.crystal.workflow import (
+    TrainRecipe,
+    build_method,
+    check_output,
+    evaluate,
+    read_structures,
+    sample_structures,
+)
+
+
+def _crystals():
+    coords = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    perovskite = Structure(Lattice.cubic(3.9), ["Sr", "Ti", "O", "O", "O"], coords)
+    rock_salt = Structure(Lattice.cubic(2.9), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return read_crystals([perovskite, rock_salt, perovskite], ["a", "b", "c"])
+
+
+def test_read_structures_from_a_csv_a_cif_folder_or_nowhere(tmp_path):
+    crystals = _crystals()
+    write_csv(crystals, tmp_path / "set.csv")
+    write_cifs(crystals, tmp_path / "cifs")
+    from_csv = read_structures(tmp_path / "set.csv", limit=2)
+    from_folder = read_structures(tmp_path / "cifs")
+    assert from_csv.formulas() == crystals.formulas()[:2]
+    assert from_folder.formulas() == crystals.formulas()
+    torch.testing.assert_close(from_folder.lattice, crystals.lattice, atol=1e-4, rtol=0)
+    with pytest.raises(InputError, match=r"nowhere\.csv: no such file or folder"):
+        read_structures(tmp_path / "nowhere.csv")
+    with pytest.raises(InputError, match="limit must be a positive integer, got 0"):
+        read_structures(tmp_path / "set.csv", limit=0)
+
+
+def test_evaluate_scores_the_reference_against_itself_and_checks_the_pairing(tmp_path):
+    crystals = _crystals()
+    metrics = evaluate(crystals, crystals, output=tmp_path / "m.json")
+    assert metrics["match_rate"] == 1.0 and metrics["rmse"] < 1e-6
+    assert metrics["validity"] == 1.0 and (tmp_path / "m.json").is_file()
+    with pytest.raises(InputError, match="reference: 2 structures for 3 predictions"):
+        evaluate(crystals, crystals[:2])
+    with pytest.raises(InputError, match=r"a: composition Sr1Ti1O3 differs from .* Mg1O1"):
+        evaluate(crystals[[0]], crystals[[1]])
+    # a sample with overlapping atoms is read and scored invalid, not refused
+    close = Structure(Lattice.cubic(4), ["Mg", "O"], [[0, 0, 0], [0.05, 0, 0]])
+    overlapping = read_crystals([close], check_geometry=False)
+    assert evaluate(overlapping)["valid"] == [False]
+    with pytest.raises(InputError, match="overlapping atoms"):
+        read_crystals([close])
+
+
+def test_outputs_under_a_regular_file_and_bad_options_are_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match=r"output=.*file/out: .*file is a regular file"):
+        check_output(tmp_path / "file" / "out")
+    assert check_output(tmp_path / "new" / "out") == tmp_path / "new" / "out"
+    with pytest.raises(InputError, match="steps must be a positive integer"):
+        TrainRecipe(steps=0)
+    with pytest.raises(InputError, match="ema must be < 1"):
+        TrainRecipe(ema=1.0)
+    crystals = _crystals()
+    with pytest.raises(InputError, match=r"crysbfn: .*widht"):
+        build_method(crystals, widht=3)
+    with pytest.raises(InputError, match="task: diffcsp predicts structures"):
+        build_method(crystals, "diffcsp", task="gen")
+    model = build_method(crystals, "diffcsp", task="csp", hidden=8, layers=1, steps=2)
+    with pytest.raises(InputError, match="generate: diffcsp predicts structures only"):
+        sample_structures(model, tmp_path / "out", n=2)
+    assert not (tmp_path / "out").exists()
+    out = sample_structures(model, tmp_path / "out", compositions=["MgO", "SrTiO3"])
+    assert out.crystals.formulas() == ["Mg1O1", "Sr1Ti1O3"] and len(out.cifs) == 2
+    assert out.validity == sum(out.valid) / 2 and out.csv.is_file()
