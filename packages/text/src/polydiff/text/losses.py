@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -243,27 +244,10 @@ def perplexity_with_error(nelbo: Tensor, n_tokens: Tensor) -> tuple[float, float
     return ppl, ppl * float(se_rate)
 
 
-@torch.no_grad()
 def nelbo_perplexity(
-    model: Denoiser,
-    batches: Iterable[Tensor],
-    path: DiscretePath,
-    *,
-    pad_id: int | None = None,
-    block_size: int | None = None,
-    n_time_samples: int = 1,
-    generator: torch.Generator | None = None,
+    model: Denoiser, batches: Iterable[Tensor], path: DiscretePath, **options: Any
 ) -> tuple[float, float]:
     """Perplexity upper bound ``exp(sum NELBO / sum tokens)`` on held-out batches and its
-    standard error (:func:`sequence_nelbos`, :func:`perplexity_with_error`)."""
-    return perplexity_with_error(
-        *sequence_nelbos(
-            model,
-            batches,
-            path,
-            pad_id=pad_id,
-            block_size=block_size,
-            n_time_samples=n_time_samples,
-            generator=generator,
-        )
-    )
+    standard error: :func:`perplexity_with_error` of :func:`sequence_nelbos` (``options``:
+    pad_id, block_size, n_time_samples, generator)."""
+    return perplexity_with_error(*sequence_nelbos(model, batches, path, **options))
