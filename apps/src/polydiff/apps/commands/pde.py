@@ -131,8 +131,10 @@ def data(cfg: DictConfig, run_dir: Path) -> None:
 
 @verb("train", positional="data")
 def train(cfg: DictConfig, run_dir: Path) -> None:
-    """Train WDNO (wdno.wavelet=none: the physical-space diffusion; method=fno: the FNO) on an
-    HDF5 dataset (polydiff layout or PDEBench); exported to <run>/model.
+    """Train WDNO, its physical-space variant or the FNO on an HDF5 dataset (-> <run>/model).
+
+    wdno.wavelet=none trains the physical-space diffusion, method=fno the FNO, wdno.task=control
+    the control model; the dataset is in the polydiff layout or PDEBench's.
 
     Runs polydiff.pde.train.train_method (EMA, resumable: rerun with the same hydra.run.dir) and
     prints the exported model's loss on the data (fixed noise and times, so a resumed or
@@ -162,8 +164,10 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
 
 @verb("simulate")
 def simulate(cfg: DictConfig, run_dir: Path) -> None:
-    """Predict whole trajectories from the initial states (and forcings) of a dataset, or from
-    initial=<.npy> ([nx] or [B, nx], no forcing), with a trained model.
+    """Predict whole trajectories with a trained model; score them when the truth is known.
+
+    The initial states and forcings come from data=<HDF5>, or initial=<.npy> gives states
+    ([nx] or [B, nx]) without forcing.
 
     Writes predictions.h5 (or output=; polydiff layout, u = the predictions), heatmap.png
     (truth and prediction of the first trajectories on one colour scale) and, when the truth is
@@ -220,8 +224,11 @@ def simulate(cfg: DictConfig, run_dir: Path) -> None:
 
 @verb("control")
 def control(cfg: DictConfig, run_dir: Path) -> None:
-    """Forcings that steer the initial states of a Burgers dataset to its final states, by WDNO
-    guidance (model=<task=control WDNO>) and/or the gradient baseline through the solver.
+    """Control Burgers trajectories to their final states by WDNO guidance or gradient descent.
+
+    The forcings steer the dataset's initial states to its final states: WDNO guidance
+    (model=<a WDNO trained with wdno.task=control>) and/or the gradient baseline (Adam through
+    the differentiable solver).
 
     Every forcing is judged by the true solver: J = mean_x (u(T) - target)^2 + energy_weight *
     mean f^2. Writes control_<method>.h5 (polydiff layout: the forcing and the trajectory it
@@ -316,8 +323,9 @@ def _train_pair(cfg: DictConfig, train_data: PDEData, run_dir: Path) -> dict[str
 @demo_stage(quick=("n_test=8", "steps=10"))
 @verb("demo")
 def demo(cfg: DictConfig, run_dir: Path) -> StageResult:
-    """Burgers simulation: predict held-out trajectories with the shipped WDNO (or models
-    trained here); heat maps and metrics (relative L2, final-time, band errors) in the report.
+    """Burgers simulation by the shipped WDNO (or models trained here): heat maps and metrics.
+
+    Predicts held-out trajectories and reports relative L2, final-time and band errors.
 
     model=shipped: the shipped 1D Burgers WDNO (polydiff.pde checkpoints/burgers-wdno-64) on
     n_test fresh trajectories of its data distribution (seed + 1; it was trained on seed 0).
