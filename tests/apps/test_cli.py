@@ -25,8 +25,10 @@ def test_domain_help_lists_verbs(polydiff):
     assert out.returncode == 0, out.stderr
     for name, verb in registry.verbs("core").items():
         assert f"{name}  " in out.stdout and verb.summary in out.stdout
-    empty = polydiff("pde", "--help")
-    assert empty.returncode == 0 and "no verbs yet" in empty.stdout
+    # a domain without verbs says so (while one is left: domains gain verbs branch by branch)
+    for domain in [d for d in DOMAINS if not registry.verbs(d)][:1]:
+        empty = polydiff(domain, "--help")
+        assert empty.returncode == 0 and "no verbs yet" in empty.stdout
 
 
 def test_verb_help_shows_defaults_and_yaml_comments(polydiff):
@@ -42,7 +44,7 @@ def test_verb_help_shows_defaults_and_yaml_comments(polydiff):
     [
         (("nodomain",), "unknown domain 'nodomain'"),
         (("core", "noverb"), "unknown verb 'noverb'"),
-        (("pde", "train"), "unknown verb 'train' for domain pde"),
+        (("pde", "nosuchverb"), "unknown verb 'nosuchverb' for domain pde"),
         (("core", "data", "nokey=1"), "unknown option 'nokey'"),
         (("core", "data", "data.nokey=1"), "unknown option 'data.nokey'"),
         (("core", "data", "data.n=[1"), "malformed override 'data.n=[1'"),

@@ -1,0 +1,37 @@
+"""The whole-dataset jobs behind the pde verbs: any file format, fitting checks, prediction."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from polydiff.core.errors import InputError
+from polydiff.pde.data import BurgersConfig, generate_burgers, write_dataset
+from polydiff.pde.fno import FNO, FNOConfig
+from polydiff.pde.pipeline import check_fits, predict, read_trajectories, score, subset
+
+
+def test_read_trajectories_takes_either_layout(tmp_path):
+    data = generate_burgers(3, BurgersConfig(nx=16, nt=5, t_end=0.5), seed=0)
+    ours = read_trajectories(write_dataset(tmp_path / "ours.h5", data))
+    assert np.array_equal(ours.u, data.u) and np.array_equal(ours.f, data.f)
+    with h5py.File(tmp_path / "bench.h5", "w") as h5:
+        h5["tensor"], h5["x-coordinate"] = data.u, data.x
+        h5["t-coordinate"] = np.append(data.t, 0.625)  # PDEBench stores nt + 1 cell edges
+    bench = read_trajectories(tmp_path / "bench.h5")
+    assert np.array_equal(bench.u, data.u) and np.array_equal(bench.t, data.t) and bench.f is None
+
+
+def test_predict_scores_and_refuses_other_grids():
+    data = generate_burgers(5, BurgersConfig(nx=16, nt=4, t_end=0.5), seed=1)
+    fno = FNO(FNOConfig(nx=16, nt=4, modes=4, width=8, layers=1))
+    pred = predict(fno, data.u[:, 0], data.f, batch_size=2)  # three batches
+    expected = fno.sample(torch.as_tensor(data.u[:, 0]), torch.as_tensor(data.f))
+    np.testing.assert_allclose(pred, expected.numpy(), atol=1e-6)
+    head = subset(data, 3)
+    exact = score(head, data, "pred.h5")
+    assert exact["relative_l2"] == 0 and exact["n"] == 3
+    with pytest.raises(InputError, match=r"pred\.h5: predictions of shape"):
+        score(data, head, "pred.h5")  # more predictions than true trajectories
+    with pytest.raises(InputError, match=r"d\.h5: trajectories of nt x nx = 4 x 16"):
+        check_fits(FNO(FNOConfig(nx=32, nt=4, modes=4)), data, "d.h5")
