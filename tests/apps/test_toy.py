@@ -31,7 +31,7 @@ def test_mlp_accepts_shared_or_per_sample_time():
     assert torch.allclose(net(x, torch.tensor(0.3)), net(x, t))
 
 
-def test_the_core_demo_is_seeded_and_repeats_exactly(tmp_path, monkeypatch):
+def test_the_core_demo_is_seeded_and_repeats_exactly(tmp_path, monkeypatch, capsys):
     """Two runs of one command (in one process) train the same weights and score the same SWD:
     the initialisation follows `seed` too (issue 14 item 7)."""
     import json
@@ -44,6 +44,7 @@ def test_the_core_demo_is_seeded_and_repeats_exactly(tmp_path, monkeypatch):
             "sample.solvers=[ddim]", "net.hidden=16", "trainer.accelerator=cpu"]  # fmt: skip
     for name in ("a", "b"):
         assert dispatch(["core", "toy", *tiny, f"hydra.run.dir={name}"]) == 0
+    assert "best SWD @NFE 2: ddim " in capsys.readouterr().out  # the headline, on the console
     runs = [tmp_path / name for name in ("a", "b")]
     first, second = (load_safetensors(r / "model" / "model.safetensors") for r in runs)
     assert all(torch.equal(first[k], second[k]) for k in first)

@@ -386,6 +386,8 @@ def _verb_task(verb: Verb) -> Callable[[DictConfig], int]:
 
             title = f"polydiff {verb.domain} {verb.name}"
             write_report(run_dir / "report.md", title, [Entry(verb.domain, None, result)])
+            for key, value in result.headline.items():  # the numbers, on the console too
+                print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
         replaced = sorted(
             k for k, v in _outputs(run_dir).items() if k in earlier and earlier[k] != v
         )
