@@ -178,8 +178,6 @@ def make_policy(method: str, data: OfflineData, **options: Any) -> PolicyMethod:
 
     if method not in METHODS:
         raise InputError(f"method: unknown method {method!r} (one of {', '.join(METHODS)})")
-    import polydiff.motion.policy.methods  # noqa: F401  (registers the classes)
-
     cls = method_class(PolicyMethod.domain, METHODS[method])
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     for key in options:
@@ -190,7 +188,6 @@ def make_policy(method: str, data: OfflineData, **options: Any) -> PolicyMethod:
 
 def load_policy(folder: str | Path) -> PolicyMethod:
     """A policy saved by ``method.save(folder)``; anything else is an InputError naming it."""
-    import polydiff.motion.policy.methods  # noqa: F401
     from polydiff.core.method import load_method
 
     folder = Path(folder)
