@@ -26,6 +26,15 @@ from polydiff.speech.method import SpeechMethod
 from polydiff.speech.metrics import evaluate_pair
 
 
+def finite_means(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Mean PESQ / ESTOI / SI-SDR over per-file rows, NaN values left out (NaN if none)."""
+    means = {}
+    for key in ("pesq", "estoi", "si_sdr"):
+        values = [r[key] for r in rows if math.isfinite(r[key])]
+        means[key] = float(np.mean(values)) if values else math.nan
+    return means
+
+
 class EnhanceValidation(L.Callback):
     """SGMSE's validation (Richter et al. 2023, Sec. IV-B): every ``every_n_steps`` optimizer
     steps, enhance the first ``num_files`` pairs of ``subset`` (whole files, seeded) with the
@@ -61,11 +70,7 @@ class EnhanceValidation(L.Callback):
             noisy, _ = load_audio(pair.noisy, sr)
             estimate = model.enhance(noisy, sr, seed=self.seed, **self.sampler_kwargs)
             rows.append(evaluate_pair(clean, estimate, sr))
-        means = {}
-        for key in ("pesq", "estoi", "si_sdr"):
-            values = [r[key] for r in rows if math.isfinite(r[key])]
-            means[key] = float(np.mean(values)) if values else math.nan
-        return means
+        return finite_means(rows)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         step = trainer.global_step
@@ -169,10 +174,7 @@ def validation_report(
         clean, _ = load_audio(pair.clean, sr, allow_silence=True)
         noisy, _ = load_audio(pair.noisy, sr)
         rows.append(evaluate_pair(clean, noisy, sr))
-    noisy_means = {
-        k: float(np.mean([r[k] for r in rows if math.isfinite(r[k])] or [math.nan]))
-        for k in ("pesq", "estoi", "si_sdr")
-    }
+    noisy_means = finite_means(rows)
     enhanced = check.evaluate(model)
     worse = [k for k in noisy_means if not enhanced[k] > noisy_means[k]]
     return {"files": len(check.pairs), "noisy": noisy_means, "enhanced": enhanced,
