@@ -130,6 +130,20 @@ def test_sample_without_checkpoint_uses_the_shipped_model(tmp_path):
     assert len(record["samples"]) == 2 and all(s.startswith("ROMEO:") for s in record["samples"])
 
 
+def test_sampling_shows_its_steps_on_a_terminal(tmp_path, capsys, monkeypatch):
+    """The CLI's bar (forced on: the test's stderr is no terminal) counts the sampler's steps."""
+    import functools
+
+    import polydiff.apps.cli as cli
+    from polydiff.core.progress import progress_bar
+
+    monkeypatch.setattr(cli, "progress_bar", functools.partial(progress_bar, delay=0, refresh=0,
+                                                               enabled=True))  # fmt: skip
+    assert _run("sample", "n=1", "steps=6", f"hydra.run.dir={tmp_path}") == 0
+    err = capsys.readouterr().err
+    assert "sampling: 100%" in err and "6/6" in err, err[-2000:]
+
+
 def test_sample_with_unsupervised_cfg_guides_towards_the_prompt(tmp_path):
     texts = {}
     for w in (0, 2):

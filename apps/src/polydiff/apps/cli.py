@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from polydiff.apps import registry
 from polydiff.apps.registry import CONF_DIR, DOMAINS, ConfigError, StageResult, Verb
 from polydiff.core.errors import InputError
+from polydiff.core.progress import progress_bar
 
 PROG = "polydiff"
 EXIT_USAGE = 2
@@ -380,7 +381,8 @@ def _verb_task(verb: Verb) -> Callable[[DictConfig], int]:
     def task(cfg: DictConfig) -> int:
         run_dir = _run_dir()
         earlier = _outputs(run_dir)
-        result = verb.fn(cfg, run_dir)
+        with progress_bar():  # long sampling / reconstruction loops show steps on a terminal
+            result = verb.fn(cfg, run_dir)
         if isinstance(result, StageResult):
             from polydiff.apps.report import Entry, write_report
 

@@ -20,6 +20,7 @@ from polydiff.core.conditioning import bind_condition
 from polydiff.core.grids import make_grid
 from polydiff.core.param import Denoiser
 from polydiff.core.paths import AffinePath
+from polydiff.core.progress import report
 from polydiff.core.solvers.base import State, get_solver
 from polydiff.core.utils import expand_like
 
@@ -441,6 +442,7 @@ def sample(
             state = state.replace(x=info.x_next if mu is None else info.x_next - mu)
         if callback is not None:
             callback(i, n, t_next, state)
+        report(i + 1, n)
     y = model(state.x, times[-1]) if denoise_final else state.x
     if smc is not None:
         state, y = smc.finish(state, y, smc_state, mu=mu, generator=generator)
