@@ -28,6 +28,7 @@ from polydiff.core.discrete import (
     sample_categorical,
     top_p_filter,
 )
+from polydiff.core.progress import report
 from polydiff.core.sample import sample as core_sample
 from polydiff.core.solvers import solvers_for
 from polydiff.text.nets.masks import block_causal_mask
@@ -276,6 +277,7 @@ def arpc_block(
         log_p = _x0_log_probs(path, logits, z, temperature, top_p)
         x0 = log_p.argmax(-1) if temperature == 0 else sample_categorical(log_p, generator)
         x0 = torch.where(fixed, z, x0)
+        report(i + 1, steps)
         if i == steps - 1:
             return x0
         ar = torch.log_softmax(net.verify_block(x0, path.mask_index, ar_cache).double(), -1)
