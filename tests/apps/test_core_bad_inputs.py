@@ -21,6 +21,12 @@ CASES = [
     ("nfe-zero", "toy", (*TINY, "sample.nfe=[0]"), ("sample.nfe",)),
     ("nfe-not-a-number", "toy", (*TINY, "sample.nfe=[abc]"), ("sample.nfe", "abc")),
     ("unknown-solver", "toy", (*TINY, "sample.solvers=[nope]"), ("sample.solvers", "nope")),
+    (
+        "solver-for-a-discrete-path",
+        "toy",
+        (*TINY, "sample.solvers=[ddim,mdlm]"),
+        ("sample.solvers", "'mdlm'", "MaskedDiffusion", "not a VPLinear"),
+    ),
     ("unknown-path", "toy", (*TINY, "path=nope"), ("path", "nope")),
     ("no-such-accelerator", "toy", (*TINY, "trainer.accelerator=mps"), ("trainer.accelerator",)),
     (

@@ -172,11 +172,11 @@ def _check(cfg: DictConfig) -> None:
         raise ConfigError(f"path: unknown path {cfg.path!r}; known: {list(PATHS)}")
     if cfg.prediction not in PREDICTIONS:
         raise ConfigError(f"prediction: {cfg.prediction!r} is not one of {PREDICTIONS}")
-    from polydiff.core import list_solvers
+    from polydiff.core import paths
+    from polydiff.core.solvers import check_solver
 
-    unknown = [s for s in cfg.sample.solvers if s not in list_solvers()]
-    if unknown:
-        raise ConfigError(f"sample.solvers: unknown {unknown}; known: {list_solvers()}")
+    for solver in cfg.sample.solvers:  # InputError: unknown, or for another kind of path
+        check_solver(solver, getattr(paths, PATHS[cfg.path])(), option="sample.solvers")
     for key in (
         "data.n_train",
         "data.n_eval",

@@ -230,6 +230,24 @@ def solvers_for(path: Any) -> list[str]:
     return sorted(n for n, t in _PATH_TYPES.items() if t is not None and isinstance(path, t))
 
 
+def check_solver(name: str, path: Any, option: str = "solver") -> None:
+    """Refuse (InputError naming ``option``) a solver name that is unknown or built for another
+    kind of path: a discrete or Bayesian-flow solver on an affine path, or the reverse."""
+    _load_builtin_solvers()
+    if name not in _REGISTRY:
+        raise InputError(f"{option}: unknown solver {name!r}; known: {', '.join(list_solvers())}")
+    declared, fitting = _PATH_TYPES[name], solvers_for(path)
+    if (declared is None and not fitting) or (declared is not None and isinstance(path, declared)):
+        return
+    if not fitting:
+        fitting = sorted(n for n, t in _PATH_TYPES.items() if t is None)
+    kind = "a continuous (affine) path" if declared is None else f"a {declared.__name__}"
+    raise InputError(
+        f"{option}: solver {name!r} samples {kind}, not a {type(path).__name__}; "
+        f"use one of {', '.join(fitting)}"
+    )
+
+
 def get_solver(name: str | Any, **kwargs: Any) -> Any:
     """Build a registered solver by name (solver objects are passed through unchanged)."""
     if not isinstance(name, str):
@@ -258,6 +276,7 @@ __all__ = [
     "SolverBase",
     "State",
     "advance",
+    "check_solver",
     "expand_like",
     "get_solver",
     "hold",
