@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from polydiff.apps.registry import (
@@ -53,14 +53,28 @@ def stage_overrides(cfg: DictConfig, stage: DemoStage) -> list[str]:
 
 
 def check_demo(cfg: DictConfig) -> None:
-    """Fail before any stage runs if a domain is unknown or a stage's overrides do not compose."""
+    """Fail before any stage runs on a bad option: `quick` not a boolean, an empty or unknown
+    `domains`, a stage's `overrides.<domain>` that is not a list or does not compose."""
+    if not isinstance(cfg.quick, bool):
+        raise ConfigError(f"quick must be true or false, got {cfg.quick!r}")
+    domains = cfg.domains
+    if domains is not None and not isinstance(domains, str):
+        if not OmegaConf.is_list(domains) or len(domains) == 0:
+            raise ConfigError(
+                f"domains must be a non-empty list of domains, e.g. [core,text], got {domains!r}"
+            )
     for stage in select_stages(cfg.domains):
-        overrides = stage_overrides(cfg, stage)
+        extra = cfg.get("overrides", {}).get(stage.domain)
+        if extra is not None and not OmegaConf.is_list(extra):
+            raise ConfigError(
+                f"overrides.{stage.domain} must be a list of overrides, e.g. "
+                f"'overrides.{stage.domain}=[\"seed=1\"]', got {extra!r}"
+            )
         try:
-            compose_config(stage.verb.config_name, overrides)
+            compose_config(stage.verb.config_name, stage_overrides(cfg, stage))
         except Exception as err:
             first = str(err).strip().split("\n", 1)[0]
-            raise ConfigError(f"overrides.{stage.domain}={overrides}: {first}") from None
+            raise ConfigError(f"overrides.{stage.domain}: {first}") from None
 
 
 def run_stage(stage: DemoStage, out_dir: Path, overrides: Sequence[str]) -> StageResult:
