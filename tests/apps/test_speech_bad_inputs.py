@@ -42,6 +42,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "truncated.wav").write_bytes(good[: 44 + (len(good) - 44) // 3])
     (root / "text.wav").write_text("this is a text file renamed .wav\n")
     x = sf.read(noisy, dtype="float32")[0]
+    flac = _wav(root / "good.flac", np.tile(x, 4)).read_bytes()  # opens; frames fail mid-stream
+    middle = len(flac) // 2
+    (root / "lost_sync.flac").write_bytes(flac[:middle] + bytes(2000) + flac[middle + 2000 :])
+    (root / "cut.flac").write_bytes(flac[:middle])
     _wav(root / "nan.wav", np.where(np.arange(x.size) == 100, np.nan, x), "FLOAT")
     _wav(root / "inf.wav", np.where(np.arange(x.size) == 100, np.inf, x), "FLOAT")
     _wav(root / "silent.wav", np.zeros_like(x))
@@ -78,6 +82,13 @@ CASES = [
     ("empty-wav", E, (M, "input={root}/empty.wav"), ("empty.wav",)),
     ("header-only-wav", E, (M, "input={root}/header_only.wav"), ("header_only.wav", "empty")),
     ("truncated-wav", E, (M, "input={root}/truncated.wav"), ("truncated.wav", "truncated")),
+    (
+        "flac-damaged-mid-stream",
+        E,
+        (M, "input={root}/lost_sync.flac"),
+        ("lost_sync.flac", "damaged audio data"),
+    ),
+    ("flac-cut-mid-stream", E, (M, "input={root}/cut.flac"), ("cut.flac", "damaged audio data")),
     ("text-renamed-wav", E, (M, "input={root}/text.wav"), ("text.wav", "not a readable audio")),
     ("nan-wav", E, (M, "input={root}/nan.wav"), ("nan.wav", "NaN")),
     ("inf-wav", E, (M, "input={root}/inf.wav"), ("inf.wav", "infinite")),

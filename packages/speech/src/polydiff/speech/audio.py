@@ -209,18 +209,43 @@ _SHORT_DATA = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.MULTILINE)
 _STREAMING_SIZES = (0, 0xFFFFFFFF)  # sizes a streaming writer leaves in a header: not damage
 
 
+class _AudioFile(sf.SoundFile):
+    """A SoundFile whose decoding failures name the file: a FLAC damaged or cut mid-stream opens
+    fine and fails only when the damaged frames are read (or sought)."""
+
+    def _refuse(self, err: sf.LibsndfileError):
+        reason = getattr(err, "error_string", None) or str(err)
+        return InputError(
+            f"{self.name}: damaged audio data, decoding failed ({reason.strip()}); "
+            "export or copy the file again"
+        )
+
+    def read(self, *args, **kwargs):
+        try:
+            return super().read(*args, **kwargs)
+        except sf.LibsndfileError as err:
+            raise self._refuse(err) from err
+
+    def seek(self, *args, **kwargs):
+        try:
+            return super().seek(*args, **kwargs)
+        except sf.LibsndfileError as err:
+            raise self._refuse(err) from err
+
+
 def open_audio(path: str | os.PathLike):
     """Open a WAV/FLAC file for reading (a `soundfile.SoundFile`), refusing what cannot be read as
     audio with an InputError that names the file: a folder, FIFO or device, a file libsndfile does
     not recognise (e.g. text renamed .wav), an empty or header-only file, a WAV cut short (its
-    header declares more samples than it holds). FileNotFoundError for a missing file."""
+    header declares more samples than it holds). FileNotFoundError for a missing file. Frames
+    damaged mid-stream (a FLAC that lost sync) raise InputError naming the file when read."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"audio file not found: {path}")
     if not path.is_file():  # opening a FIFO would wait for a writer
         raise InputError(f"{path}: not a regular file (a folder, FIFO or device)")
     try:
-        f = sf.SoundFile(str(path))
+        f = _AudioFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         reason = getattr(err, "error_string", None) or str(err)
         raise InputError(f"{path}: not a readable audio file ({reason})") from err
