@@ -35,6 +35,12 @@ CASES = [
         (*TINY, "hydra.run.dir={root}/file/run"),
         ("hydra.run.dir", "is a file, not a folder"),
     ),
+    (
+        "run-folder-not-writable",
+        "toy",
+        (*TINY, "hydra.run.dir=/proc/polydiff/run"),
+        ("hydra.run.dir", "/proc is not writable"),
+    ),
 ]
 
 

@@ -7,6 +7,7 @@ import pickle
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,3 +156,14 @@ def test_check_creatable_refuses_a_path_under_a_regular_file(tmp_path):
     check_creatable(tmp_path / "new" / "deeper" / "out.wav", "output")  # folders to be made
     with pytest.raises(InputError, match=r"^output=a: .*file is a file, not a folder"):
         check_creatable(tmp_path / "file" / "sub" / "out.wav", "output=a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # the probe left nothing
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_check_creatable_probes_a_folder_no_one_can_write_even_root():
+    """/proc takes no new folders, whatever os.access says (tests run as root in CI)."""
+    from polydiff.core.errors import InputError
+    from polydiff.core.io import check_creatable
+
+    with pytest.raises(InputError, match=r"^hydra.run.dir=/proc/x: /proc is not writable \("):
+        check_creatable(Path("/proc/polydiff/run/x"), "hydra.run.dir=/proc/x")

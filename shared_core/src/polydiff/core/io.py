@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -56,14 +57,18 @@ def _fsync_dir(folder: Path) -> None:
 
 def check_creatable(path: PathLike, name: str) -> None:
     """InputError (naming `name`, the option or file) unless `path` can be created: its nearest
-    existing ancestor must be a writable folder, not a file (`out.wav` under a regular file)."""
+    existing ancestor must be a folder, not a file (`out.wav` under a regular file), in which a
+    folder can really be made (probed: permissions alone do not tell for root or read-only
+    mounts)."""
     from polydiff.core.errors import InputError
 
     path = Path(path).expanduser().absolute()
     for parent in path.parents:
         if parent.is_dir():
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise InputError(f"{name}: {parent} is not writable")
+            try:  # a real probe: os.access says yes to root on read-only mounts and /proc
+                os.rmdir(tempfile.mkdtemp(prefix=".polydiff-probe-", dir=parent))
+            except OSError as err:
+                raise InputError(f"{name}: {parent} is not writable ({err.strerror})") from None
             return
         if parent.exists() or parent.is_symlink():
             raise InputError(f"{name}: {parent} is a file, not a folder")
