@@ -104,6 +104,18 @@ def test_train_exports_a_policy_for_the_data(bc_model: Path, dataset: Path):
     assert info["final_loss"] < 0.5 * float(batch["action"].pow(2).mean())
 
 
+def test_train_again_in_its_folder_resumes(work: Path, dataset: Path):
+    args = (f"data={dataset}", "method=bc", "bc.hidden=8", "batch_size=16", "checkpoint_every=10")
+    folder = ok(work, "train", *args, "steps=20", out="resumed")
+    assert (folder / "checkpoints" / "last.ckpt").is_file()
+    ok(work, "train", *args, "steps=30", out="resumed")
+    info = json.loads((folder / "train.json").read_text())
+    assert info["steps"] == 30
+    launches = sorted(p.name for p in (folder / "logs").iterdir())
+    assert launches == ["version_0", "version_1"]  # the second launch went on from step 20
+    assert load_policy(folder / "model").config.env_id == UMAZE
+
+
 @pytest.mark.parametrize("method", ["diffusion", "streaming", "flow"])
 def test_train_every_generative_method_and_roll_it_out(work: Path, dataset: Path, method: str):
     args = (f"data={dataset}", f"method={method}", f"{method}.channels=8", "steps=3")
@@ -196,6 +208,7 @@ BAD = [
     ("train", ["data={dataset}", "steps=0"], "steps must be a positive integer"),
     ("train", ["data={dataset}", "batch_size=-2"], "batch_size"),
     ("train", ["data={dataset}", "lr=0"], "lr must be > 0"),
+    ("train", ["data={dataset}", "checkpoint_every=0"], "checkpoint_every must be a positive"),
     ("train", ["data={dataset}", "horizon=4"], "horizon: 4 is shorter"),
     ("train", ["data={dataset}", "+bc.width=3", "method=bc"], "bc.width"),
     ("data", ["episodes=0"], "episodes must be a positive integer"),

@@ -7,6 +7,7 @@ import torch
 from helpers import assert_close
 
 from polydiff.core import CFG, SMC, GradientGuidance, paths, sample
+from polydiff.core.guidance import best_of
 from polydiff.core.param import Denoiser
 from polydiff.core.testing import GaussianMixture
 
@@ -158,3 +159,17 @@ def test_smc_resampling_stays_within_groups_and_counts_nfe():
     assert len(calls) == 6  # the potential's evaluation is reused by the solver
     with pytest.raises(ValueError, match="multiple of num_particles"):
         sample(counting, torch.randn(6, 2, dtype=F64), path=VP, steps=2, smc=smc)
+
+
+def test_best_of_keeps_the_highest_scored_candidate_of_each_group():
+    g = torch.Generator().manual_seed(0)
+    x, scores = torch.randn(12, 3, 2, generator=g), torch.randn(12, generator=g)
+    best = best_of(x, scores, 4)
+    assert best.shape == (3, 3, 2)
+    for i in range(3):
+        j = 4 * i + int(scores[4 * i : 4 * i + 4].argmax())
+        assert torch.equal(best[i], x[j])
+    assert torch.equal(best_of(x, scores, 1), x)
+    for k, s in ((5, scores), (4, scores[:8]), (0, scores)):
+        with pytest.raises(ValueError, match="best_of"):
+            best_of(x, s, k)

@@ -100,12 +100,14 @@ def test_receding_horizon_executes_the_actions_after_the_current_observation():
         (FlowPolicy, [("flow_euler", 1, 1), ("flow_euler", 2, 2)]),
     ],
 )
-def test_generative_policies_learn_a_deterministic_map(cls, samplers):
+def test_generative_policies_learn_a_deterministic_map(cls, samplers, tmp_path):
     data = toy_data()
     policy = cls.for_data(
         data, horizon=4, n_obs_steps=1, n_action_steps=4, channels=16, channel_mult=(1, 2)
     )
-    losses = train_policy(policy, data, steps=300, batch_size=128, lr=4e-3, seed=0)
+    run = train_policy(policy, data, tmp_path, steps=300, batch_size=128, lr=4e-3, log_every=1)
+    losses = run["losses"]
+    assert run["steps"] == 300 and len(losses) == 300
     assert np.mean(losses[-50:]) < 0.3 * np.mean(losses[:20])
     obs = data.observations[:32, None]
     for solver, steps, nfe in samplers:  # (solver, steps, network calls per chunk)
@@ -144,13 +146,40 @@ def test_saved_policies_load_with_their_normalizers(tmp_path):
         np.testing.assert_array_equal(again.act(obs), a)
 
 
-def test_bc_trained_on_expert_data_reaches_goals():
+def test_bc_trained_on_expert_data_reaches_goals(tmp_path):
     data = pointmaze_dataset("umaze", "expert", episodes=30, seed=100)
     policy = BCPolicy.for_data(data, hidden=64, horizon=8, n_obs_steps=2, n_action_steps=4)
-    train_policy(policy, data, steps=600, batch_size=128, lr=2e-3, seed=0)
+    train_policy(policy, data, tmp_path, steps=600, batch_size=128, lr=2e-3)
     result = evaluate(policy, UMAZE, range(6), env_kwargs=EPISODIC)
     assert result.success_rate >= 5 / 6, result.summary()
     assert result.network_calls == result.steps // 4 + (result.steps % 4 > 0)
+
+
+def test_training_resumes_where_it_stopped(tmp_path):
+    """train_policy runs on the core's fit: a rerun in the same folder continues from its
+    checkpoint and ends with the weights of one uninterrupted run; the saved model is the EMA."""
+    data = toy_data(64)
+
+    def fresh():
+        torch.manual_seed(0)
+        return DiffusionPolicy.for_data(
+            data, channels=8, channel_mult=(1, 2), horizon=4, n_obs_steps=1, n_action_steps=4
+        )
+
+    straight = fresh()
+    run = train_policy(straight, data, tmp_path / "a", steps=12, batch_size=16, lr=1e-3)
+    assert run["steps"] == 12 and (tmp_path / "a" / "checkpoints" / "last.ckpt").is_file()
+    resumed = fresh()
+    train_policy(resumed, data, tmp_path / "b", steps=7, batch_size=16, lr=1e-3)
+    run = train_policy(resumed, data, tmp_path / "b", steps=12, batch_size=16, lr=1e-3)
+    assert run["steps"] == 12
+    for a, b in zip(straight.net.state_dict().values(), resumed.net.state_dict().values()):
+        assert torch.equal(a, b)
+    initial = fresh().net.state_dict().values()
+    assert any(not torch.equal(a, b) for a, b in zip(initial, resumed.net.state_dict().values()))
+    saved = load_method(run["folder"])
+    for a, b in zip(saved.net.state_dict().values(), resumed.net.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_a_policy_for_another_task_is_refused():

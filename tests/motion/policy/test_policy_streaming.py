@@ -100,7 +100,8 @@ def test_training_mixes_noise_and_learns(tmp_path, monkeypatch):
         data, horizon=12, n_obs_steps=2, n_action_steps=4, levels=4, channels=16,
         channel_mult=(1, 2),
     )  # fmt: skip
-    losses = train_policy(policy, data, steps=150, batch_size=32, lr=2e-3, seed=0)
+    run = train_policy(policy, data, "run", steps=150, batch_size=32, lr=2e-3, log_every=1)
+    losses = run["losses"]
     assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:10])
     again = load_method(policy.save(tmp_path / "sdp"))
     assert again.config == policy.config and (again.chunks, again.drop) == (2, 2)

@@ -123,6 +123,21 @@ class GradientGuidance:
         return x + self.scale * self._gated(grad, t)
 
 
+def best_of(x: Tensor, scores: Tensor, candidates: int) -> Tensor:
+    """Candidate ranking: rows of ``x`` come in consecutive groups of ``candidates`` samples
+    for one condition (``repeat_interleave`` order); each group's row with the highest score
+    is kept, ``[B * K, ...] -> [B, ...]`` (Diffuser and Trajectory Diffuser execute the best of a
+    batch of plans by a learned value)."""
+    if candidates < 1 or x.shape[0] % candidates or scores.shape != x.shape[:1]:
+        raise ValueError(
+            f"best_of: {x.shape[0]} rows and {tuple(scores.shape)} scores do not form groups "
+            f"of {candidates} candidates"
+        )
+    groups = x.shape[0] // candidates
+    best = scores.view(groups, candidates).argmax(-1)
+    return x[best + candidates * torch.arange(groups, device=x.device)]
+
+
 class SMC:
     """Feynman-Kac steering by sequential Monte Carlo (Singhal et al. 2025, "A General Framework
     for Inference-time Scaling and Steering of Diffusion Models", "difference" potential):
@@ -197,4 +212,4 @@ class SMC:
         return state.index(idx), _take(y, idx)
 
 
-__all__ = ["CFG", "SMC", "GradientGuidance"]
+__all__ = ["CFG", "SMC", "GradientGuidance", "best_of"]

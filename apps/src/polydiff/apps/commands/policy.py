@@ -77,12 +77,13 @@ def data(cfg: DictConfig, run_dir: Path) -> None:
 def train(cfg: DictConfig, run_dir: Path) -> None:
     """Train a policy (method=diffusion | streaming | flow | bc) on a D4RL HDF5 file.
 
-    Fits limits normalizers to data=, trains on windows of H actions with AdamW + EMA
-    (polydiff.motion.policy.common.train_policy) and exports the EMA weights to <run>/model
-    (config.json + model.safetensors, normalizers included), which `polydiff policy rollout
-    model=<run>/model` rolls out. Writes train.json (final loss, seconds, parameters).
+    Fits limits normalizers to data=, trains on windows of H actions with the core's fit
+    (AdamW + EMA, checkpoints every checkpoint_every steps in <run>/checkpoints; the same
+    command in the same run folder resumes; polydiff.motion.policy.common.train_policy) and
+    exports the EMA weights to <run>/model (config.json + model.safetensors, normalizers
+    included), which `polydiff policy rollout model=<run>/model` rolls out. Writes train.json
+    (final loss, seconds, parameters).
     """
-    import numpy as np
     import torch
 
     from polydiff.core.io import atomic_write_json
@@ -93,7 +94,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         raise ConfigError("data=<D4RL HDF5 file> is required (polydiff policy data writes one)")
     if cfg.method not in METHODS:
         raise ConfigError(f"method={cfg.method}: unknown (one of {', '.join(METHODS)})")
-    _positive(cfg, "steps", "batch_size")
+    _positive(cfg, "steps", "batch_size", "checkpoint_every")
     _positive(cfg, "horizon", "n_obs_steps", "n_action_steps", allow_null=True)
     if not cfg.lr > 0:
         raise ConfigError(f"lr must be > 0, got {cfg.lr}")
@@ -105,17 +106,17 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     torch.manual_seed(cfg.seed)
     policy = make_policy(cfg.method, dataset, **options)
     start = time.perf_counter()
-    losses = train_policy(policy, dataset, steps=cfg.steps, batch_size=cfg.batch_size,
-                          lr=cfg.lr, ema_decay=cfg.ema, seed=cfg.seed)  # fmt: skip
+    run = train_policy(policy, dataset, run_dir, steps=cfg.steps, batch_size=cfg.batch_size,
+                       lr=cfg.lr, ema_decay=cfg.ema, seed=cfg.seed,
+                       checkpoint_every=cfg.checkpoint_every)  # fmt: skip
     seconds = time.perf_counter() - start
-    policy.save(run_dir / "model")
-    final = float(np.mean(losses[-max(1, len(losses) // 20) :]))  # last 5% of the steps
-    info = {"method": cfg.method, "env_id": dataset.env_id, "steps": cfg.steps,
+    final = run["final_loss"]  # logged losses over the last 5% of the steps
+    info = {"method": cfg.method, "env_id": dataset.env_id, "steps": run["steps"],
             "final_loss": final, "seconds": seconds,
             "parameters": sum(p.numel() for p in policy.net.parameters())}  # fmt: skip
     atomic_write_json(run_dir / "train.json", info)
     log.info("%s on %s: final loss %.4f after %d steps (%.0f s) -> %s", cfg.method,
-             dataset.env_id, final, cfg.steps, seconds, run_dir / "model")  # fmt: skip
+             dataset.env_id, final, run["steps"], seconds, run["folder"])  # fmt: skip
 
 
 def _rollouts(cfg: DictConfig):

@@ -1,8 +1,10 @@
 """What every policy method shares: sizes and normalizers in its config, training windows as
-tensors, the receding-horizon ``act`` the rollout evaluator calls, and a small training loop."""
+tensors, the receding-horizon ``act`` the rollout evaluator calls, and training on the core's
+`fit` (checkpoints, resume)."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,6 @@ from torch import Tensor
 
 from polydiff.core.errors import InputError
 from polydiff.core.method import Config, Method
-from polydiff.core.train.ema import ema_decay_at, make_ema, update_ema
 from polydiff.motion.policy.data import Normalizer, OfflineData, SequenceWindows
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "PolicyConfig",
     "PolicyMethod",
     "load_policy",
+    "logged_losses",
     "make_policy",
     "train_policy",
 ]
@@ -136,39 +138,63 @@ class PolicyMethod(Method):
 def train_policy(
     method: PolicyMethod,
     data: OfflineData,
+    run_dir: str | Path,
     *,
     steps: int = 1000,
     batch_size: int = 256,
     lr: float = 1e-3,
     ema_decay: float | None = 0.995,
     seed: int = 0,
-) -> list[float]:
-    """Train ``method.net`` on windows of ``data`` with AdamW and an EMA of the weights (with
-    warm-up, so short runs forget the initial weights; copied into ``method.net`` at the end);
-    returns the loss per step. For long runs with checkpoints
-    and resume use ``polydiff.core.train.fit`` with ``DiffusionModule(method.net,
-    method.loss_fn)`` on the same batches."""
+    **fit_kwargs: Any,
+) -> dict[str, Any]:
+    """Train (or resume) ``method`` on windows of ``data`` in ``run_dir`` with the core's
+    `DiffusionModule` (AdamW, gradient clipping, EMA with warm-up, so short runs forget the
+    initial weights) and `fit` (periodic checkpoints; rerunning the same call in the same
+    folder resumes from ``run_dir/checkpoints/last.ckpt``). The EMA weights are copied into
+    ``method.net`` and saved with the config to ``run_dir/model``. Returns ``steps``,
+    ``losses`` (the training loss logged every ``log_every`` steps, a ``fit_kwargs``: 50, or
+    fewer in runs under 1000 steps), ``final_loss`` (their mean over the last 5% of the steps)
+    and ``folder``. ``fit_kwargs`` go to ``polydiff.core.train.fit``."""
+    # Lightning is imported here, so that importing the policies stays light
+    from polydiff.core.train import DiffusionModule, ResumableLoader, fit
+
     windows = method.windows(data)
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    net = method.net.train()
-    ema = make_ema(net) if ema_decay is not None else None
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-6)
-    losses = []
-    for step in range(steps):
-        batch = method.batch(windows, rng.integers(0, len(windows), batch_size))
-        loss = method.loss_fn(net, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        if ema is not None:
-            update_ema(ema, net, ema_decay_at(step, ema_decay, warmup=True))
-        losses.append(float(loss.detach()))
-    if ema is not None:
-        net.load_state_dict(ema.state_dict())
-    net.eval()
-    return losses
+    method.net.train()  # Lightning keeps the mode it finds (a trained policy is in eval mode)
+    module = DiffusionModule(
+        method.net, method.loss_fn, lr=lr, weight_decay=1e-6, ema_decay=ema_decay,
+        ema_warmup=True,
+    )  # fmt: skip
+    loader = ResumableLoader(
+        range(len(windows)), batch_size=min(batch_size, len(windows)), seed=seed,
+        collate_fn=lambda indices: method.batch(windows, np.asarray(indices)),
+    )  # fmt: skip
+    fit_kwargs.setdefault("progress_bar", False)
+    fit_kwargs.setdefault("checkpoint_every", 500)
+    fit_kwargs.setdefault("log_every", min(50, max(1, steps // 20)))  # a short run logs too
+    trainer = fit(module, loader, run_dir, max_steps=steps, seed=seed, **fit_kwargs)
+    method.net.load_state_dict(module.eval_net.state_dict())
+    method.net.eval()
+    folder = method.save(Path(run_dir) / "model")
+    losses = logged_losses(run_dir)
+    tail = losses[-max(1, len(losses) // 20) :]
+    return {"steps": trainer.global_step, "losses": losses, "final_loss": float(np.mean(tail)),
+            "log_every": fit_kwargs["log_every"], "folder": folder}  # fmt: skip
+
+
+def logged_losses(run_dir: str | Path) -> list[float]:
+    """The training losses `fit` logged in ``run_dir`` (every launch, in step order; a resumed
+    run's steps replace those the interrupted one logged after its checkpoint)."""
+    by_step: dict[int, float] = {}
+    versions = sorted(
+        (Path(run_dir) / "logs").glob("version_*/metrics.csv"),
+        key=lambda p: int(p.parent.name.split("_")[1]),
+    )
+    for csv_file in versions:
+        with csv_file.open() as f:
+            for row in csv.DictReader(f):
+                if row.get("train/loss"):
+                    by_step[int(row["step"])] = float(row["train/loss"])
+    return [by_step[k] for k in sorted(by_step)]
 
 
 def make_policy(method: str, data: OfflineData, **options: Any) -> PolicyMethod:
