@@ -125,7 +125,7 @@ def simulate(cfg: DictConfig, run_dir: Path) -> None:
 
 @verb("train")
 def train(cfg: DictConfig, run_dir: Path) -> None:
-    """Train the 2-D slice diffusion prior on phantom slices (exported to <run>/model).
+    """Train the 2-D slice diffusion prior on phantom or real-anatomy slices (-> <run>/model).
 
     Runs polydiff.medical.prior.train_prior (VP path, eps prediction, EMA) through
     polydiff.core.train; rerun with the same hydra.run.dir to resume from
