@@ -239,3 +239,33 @@ def test_prior_folder_checks_the_slice_size(tmp_path):
         prior_folder((16, 24), folder)
     with pytest.raises(FileNotFoundError, match="no shipped prior for 48x48 slices"):
         prior_folder((48, 48))
+
+
+def test_real_volumes_default_to_the_anatomy_prior():
+    from polydiff.medical.prior import REAL_PRIOR, shipped_priors
+
+    anatomy = shipped_prior_dir(REAL_PRIOR)
+    saved = json.loads((anatomy / "config.json").read_text())["config"]
+    assert saved["data_kind"] == "anatomy" and saved["image_size"] == 64
+    assert shipped_priors(real=True) == {64: anatomy}
+    assert anatomy not in shipped_priors().values()  # phantoms keep their phantom priors
+    assert prior_folder((64, 64), real=True) == anatomy
+    assert prior_folder((64, 64)) == shipped_prior_dir("phantom-64")
+    assert prior_folder((32, 32), real=True) == shipped_prior_dir("phantom-32")  # no anatomy-32
+
+
+def test_training_can_start_from_a_saved_prior(tmp_path):
+    start = SlicePriorMethod(TINY).save(tmp_path / "start")
+    module, _ = build_training(PriorConfig.from_dict({**TINY.to_dict(), "init_from": str(start)}))
+    want = load_prior_method(start).net.state_dict()
+    for name, value in module.net.state_dict().items():
+        torch.testing.assert_close(value, want[name], rtol=0, atol=0)
+    fresh, _ = build_training(TINY)  # the seeded initialisation differs from the saved one
+    assert any(not torch.equal(v, want[k]) for k, v in fresh.net.state_dict().items())
+    with pytest.raises(FileNotFoundError, match=r"prior\.init_from=nowhere: no shipped prior"):
+        build_training(PriorConfig.from_dict({**TINY.to_dict(), "init_from": "nowhere"}))
+
+
+def test_prior_config_names_the_data_kinds():
+    with pytest.raises(ValueError, match=r"prior.data_kind='mri': choose .* or anatomy"):
+        PriorConfig(data_kind="mri")

@@ -41,12 +41,36 @@ def _path(value: Any, option: str) -> Path:
     return path
 
 
-def _ground_truth(cfg: DictConfig) -> GroundTruth:
+def _ground_truth(cfg: DictConfig, shape: list[int | None] | None = None) -> GroundTruth:
+    """The input NIfTI (brought to `shape` by `fit=`, where the verb has it) or the phantom."""
     from polydiff.medical.measurements import PhantomConfig, ground_truth
 
     path = None if cfg.input is None else _path(cfg.input, "input")
+    fit = {"fit": cfg.get("fit", "none"), "shape": shape or [None] * 3}
     with _config_errors("" if path is None else "input: "):
-        return ground_truth(path, PhantomConfig(**cfg.phantom), cfg.intensity)
+        return ground_truth(path, PhantomConfig(**cfg.phantom), cfg.intensity, **fit)
+
+
+def _is_real(source: str) -> bool:
+    """Whether a measured volume came from a file (not a built-in phantom)."""
+    return not source.startswith("phantom ")
+
+
+def _fit_shape(cfg: DictConfig, needs_prior: bool) -> list[int | None]:
+    """`fit_shape` (D, H, W) with a null H, W filled by the prior's slice size (`prior=`, or the
+    shipped real-anatomy prior) for a diffusion method on an input volume."""
+    from polydiff.medical.prior import REAL_PRIOR, prior_image_size, shipped_prior_dir
+
+    shape = cfg.fit_shape
+    if not OmegaConf.is_list(shape) or len(shape) != 3:
+        raise ConfigError(f"fit_shape must be a list [D, H, W] (null: keep), got {shape!r}")
+    shape = list(shape)
+    if needs_prior and cfg.input is not None and shape[1] is None and shape[2] is None:
+        with _config_errors(f"prior={cfg.prior}: "):
+            folder = shipped_prior_dir(REAL_PRIOR) if cfg.prior is None else cfg.prior
+            size = prior_image_size(_path(folder, "prior"))
+        shape[1:] = [size, size]
+    return shape
 
 
 def _simulate(cfg: DictConfig, truth: GroundTruth) -> Measurements:
@@ -56,8 +80,9 @@ def _simulate(cfg: DictConfig, truth: GroundTruth) -> Measurements:
         return simulate(truth, OperatorConfig(**cfg.operator), cfg.noise_std, cfg.seed)
 
 
-def _prior(cfg: DictConfig, image_size: Any) -> tuple[SlicePrior, Path]:
-    """The slice prior of `prior=` (null: the shipped one for the slice size) and its folder."""
+def _prior(cfg: DictConfig, image_size: Any, real: bool = False) -> tuple[SlicePrior, Path]:
+    """The slice prior of `prior=` (null: the shipped one for the slice size, trained on real
+    anatomy for a `real` volume where one is shipped) and its folder."""
     from polydiff.core.errors import check_number
     from polydiff.medical.prior import load_prior, prior_folder
 
@@ -66,7 +91,7 @@ def _prior(cfg: DictConfig, image_size: Any) -> tuple[SlicePrior, Path]:
     check_number("prior_chunk", cfg.prior_chunk, positive=True)
     folder = None if cfg.prior is None else _path(cfg.prior, "prior")
     with _config_errors(f"prior={'null' if cfg.prior is None else cfg.prior}: "):
-        folder = prior_folder(tuple(image_size), folder)
+        folder = prior_folder(tuple(image_size), folder, real)
         return load_prior(folder, chunk=cfg.prior_chunk), folder
 
 
@@ -100,7 +125,7 @@ def simulate(cfg: DictConfig, run_dir: Path) -> None:
 
 @verb("train")
 def train(cfg: DictConfig, run_dir: Path) -> None:
-    """Train the 2-D slice diffusion prior on phantom slices (exported to <run>/model).
+    """Train the 2-D slice diffusion prior on phantom or real-anatomy slices (-> <run>/model).
 
     Runs polydiff.medical.prior.train_prior (VP path, eps prediction, EMA) through
     polydiff.core.train; rerun with the same hydra.run.dir to resume from
@@ -125,7 +150,10 @@ def reconstruct(cfg: DictConfig, run_dir: Path) -> None:
     """Reconstruct a volume from measurements (or from a NIfTI/phantom measured on the fly).
 
     Methods (polydiff.medical.reconstruction): back_projection | adjoint | fbp | cg | tv_admm
-    and, with a slice prior, dds | dps | red_diff | diffusion_mbir. Writes reconstruction.nii.gz
+    and, with a slice prior, dds | dps | red_diff | diffusion_mbir (prior=null: the shipped
+    real-anatomy prior for an input volume, the phantom prior of the slice size for a phantom).
+    `fit=` brings an input volume of any size to the prior's slices (auto | none | crop_pad |
+    resample; the output's affine follows). Writes reconstruction.nii.gz
     (the input's affine and units), reconstruction.json (method, NFE, seconds, parameters with
     nulls filled per modality) and, with a known ground truth, metrics.json (PSNR / SSIM).
     """
@@ -142,13 +170,15 @@ def reconstruct(cfg: DictConfig, run_dir: Path) -> None:
         with _config_errors(f"measurements={cfg.measurements}: "):
             meas = load_measurements(_path(cfg.measurements, "measurements"))
     else:
-        meas = _simulate(cfg, _ground_truth(cfg))
-    prior = _prior(cfg, meas.image_size)[0] if needs_prior else None
+        meas = _simulate(cfg, _ground_truth(cfg, _fit_shape(cfg, needs_prior)))
+    real = _is_real(meas.geometry["source"])
+    prior, folder = _prior(cfg, meas.image_size, real) if needs_prior else (None, None)
     rec = _reconstruct(cfg, cfg.method, prior, meas)
     volume = meas.to_volume(rec.x)
     save_nifti(volume, run_dir / "reconstruction.nii.gz")
     info = {"method": cfg.method, "nfe": rec.nfe, "seconds": rec.seconds}
     info |= {"geometry": meas.geometry, **({"params": rec.options} if rec.options else {})}
+    info |= {"prior": str(folder)} if folder is not None else {}
     atomic_write_json(run_dir / "reconstruction.json", info)
     if meas.truth is not None:
         metrics = metrics_json(volume.data, meas.truth.data)
@@ -201,7 +231,7 @@ def prior_quality(cfg: DictConfig, run_dir: Path) -> None:
     from polydiff.medical.prior_quality import nonempty_slices, prior_denoising_psnr
 
     truth = _ground_truth(cfg)
-    prior, folder = _prior(cfg, truth.x01.shape[-2:])
+    prior, folder = _prior(cfg, truth.x01.shape[-2:], _is_real(truth.source))
     with _config_errors():
         slices = nonempty_slices(truth.x01, cfg.threshold, cfg.max_slices)
         levels, weights = list(cfg.noise_levels or []), list(cfg.tv_weights or [])
@@ -232,7 +262,7 @@ def compare(cfg: DictConfig, run_dir: Path) -> StageResult:
     if cfg.operator.kind not in ("parallel", "limited_angle", "fan"):
         raise ConfigError(f"operator.kind={cfg.operator.kind!r}: compare runs FBP, so CT only")
     meas = _simulate(cfg, truth := _ground_truth(cfg))
-    prior = _prior(cfg, meas.image_size)[0]
+    prior = _prior(cfg, meas.image_size, _is_real(truth.source))[0]
     recs: dict[str, Tensor] = {}  # by method, and their scores:
     metrics: dict[str, dict[str, Any]] = {}
     for name in ("fbp", "tv_admm", "dds"):

@@ -12,6 +12,7 @@ scale, source) and ``ground_truth.nii.gz`` (the measured volume in its own units
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from polydiff.core.io import (
 )
 from polydiff.core.method import Config
 from polydiff.medical.data import Volume, load_nifti, normalize, phantom, save_nifti
+from polydiff.medical.data.geometry import fit_volume
 from polydiff.medical.data.intensity import IntensityScale
 from polydiff.medical.data.phantoms import check_phantom_kind
 from polydiff.medical.operators import OPERATORS, LinearOperator, make_operator
@@ -109,13 +111,18 @@ def ground_truth(
     input: str | Path | None = None,
     phantom_config: PhantomConfig | None = None,
     intensity: str = "minmax",
+    fit: str = "none",
+    shape: Sequence[int | None] = (None, None, None),
 ) -> GroundTruth:
     """A NIfTI volume mapped to [0, 1] by ``intensity`` (``minmax`` | ``percentile``), or,
-    with ``input=None``, the phantom of ``phantom_config`` (already in [0, 1])."""
+    with ``input=None``, the phantom of ``phantom_config`` (already in [0, 1]). A NIfTI volume
+    is first brought to ``shape`` ``(D, H, W)`` (``None``: keep that axis) by ``fit``
+    (:func:`polydiff.medical.data.geometry.fit_volume`: ``auto`` | ``none`` | ``crop_pad`` |
+    ``resample``; the affine follows)."""
     if input is not None:
         if intensity not in INTENSITY_MAPS:
             raise ValueError(f"intensity={intensity!r}: choose minmax or percentile")
-        volume = load_nifti(input)
+        volume = fit_volume(load_nifti(input), fit, shape)
         low, high = volume.data.min().item(), volume.data.max().item()
         if low == high:  # the intensity map would divide by zero
             what = "all zero" if high == 0 else f"constant ({high:g})"

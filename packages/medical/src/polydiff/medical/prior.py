@@ -27,7 +27,8 @@ from polydiff.core.paths import VPLinear
 from polydiff.core.sample import sample
 from polydiff.core.train import DiffusionModule, ResumableLoader, fit, load_config, load_weights
 from polydiff.medical.data import phantom_slices
-from polydiff.medical.data.phantoms import check_phantom_kind
+from polydiff.medical.data.anatomy import anatomy_slices
+from polydiff.medical.data.phantoms import PHANTOM_KINDS
 from polydiff.medical.nets import SliceUNet, SliceUNetConfig
 from polydiff.medical.solvers.common import ModelFn, SlicePrior
 
@@ -36,6 +37,8 @@ C_NOISE_SCALE = 999.0
 
 #: the prior shipped with the package (checkpoints/<name>/: safetensors, config, README)
 SHIPPED_PRIOR = "phantom-32"
+#: the default prior for real volumes (NIfTI / DICOM input): trained on real anatomy, 64x64
+REAL_PRIOR = "anatomy-64"
 #: its training steps (the PriorConfig default): the EMA weights of the step-7000 checkpoint
 SHIPPED_STEPS = 7000
 #: where the shipped priors live inside the package
@@ -62,25 +65,33 @@ def prior_image_size(folder: str | Path) -> int:
     return size
 
 
-def shipped_priors() -> dict[int, Path]:
-    """The shipped priors by the slice size in their ``config.json`` (``image_size``)."""
+def shipped_priors(real: bool = False) -> dict[int, Path]:
+    """The shipped priors by the slice size in their ``config.json`` (``image_size``): those
+    trained on phantoms, or with ``real`` those trained on real anatomy (``data_kind``
+    ``anatomy``)."""
     found: dict[int, Path] = {}
     for config in sorted(CHECKPOINTS.glob("*/config.json")):
+        recipe = _recipe(read_json(config), config)
+        if (recipe.get("data_kind") == "anatomy") != real:
+            continue
         if (config.parent / "model.safetensors").is_file():
-            size = int(_recipe(read_json(config), config)["image_size"])
-            found.setdefault(size, config.parent)
+            found.setdefault(int(recipe["image_size"]), config.parent)
     return found
 
 
-def shipped_prior_dir(name: str = SHIPPED_PRIOR, image_size: int | None = None) -> Path:
+def shipped_prior_dir(
+    name: str = SHIPPED_PRIOR, image_size: int | None = None, real: bool = False
+) -> Path:
     """The folder of a prior shipped inside the package (``polydiff/medical/checkpoints``).
 
     ``image_size`` picks the shipped prior trained on slices of that size (its
-    ``config.json``'s ``image_size``: ``phantom-32`` for 32, ``phantom-64`` for 64)
-    instead of ``name``: a slice prior only fits volumes whose slices have its size.
+    ``config.json``'s ``image_size``) instead of ``name``: for phantoms ``phantom-32`` for 32,
+    ``phantom-64`` for 64; with ``real`` the real-anatomy prior of that size
+    (:data:`REAL_PRIOR` for 64), else the phantom one. A slice prior only fits volumes whose
+    slices have its size.
     """
     if image_size is not None:
-        priors = shipped_priors()
+        priors = {**shipped_priors(), **(shipped_priors(real=True) if real else {})}
         if image_size not in priors:
             raise FileNotFoundError(
                 f"no shipped prior for {image_size}x{image_size} slices (shipped: "
@@ -94,12 +105,15 @@ def shipped_prior_dir(name: str = SHIPPED_PRIOR, image_size: int | None = None) 
     return folder
 
 
-def prior_folder(image_size: tuple[int, int] | list[int], folder: str | Path | None = None) -> Path:
+def prior_folder(
+    image_size: tuple[int, int] | list[int], folder: str | Path | None = None, real: bool = False
+) -> Path:
     """The prior for slices of ``image_size`` ``(H, W)``: ``folder``, or with ``None`` the
-    shipped one for that size; a prior trained on slices of another size is refused (a
-    convolutional prior runs on them, but knows nothing of them)."""
+    shipped one for that size (``real``: the real-anatomy one where shipped); a prior trained
+    on slices of another size is refused (a convolutional prior runs on them, but knows
+    nothing of them)."""
     height, width = image_size
-    folder = shipped_prior_dir(image_size=height) if folder is None else Path(folder)
+    folder = shipped_prior_dir(image_size=height, real=real) if folder is None else Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder (a prior is the <run>/model folder that "
                          "`polydiff medical train` exports)")  # fmt: skip
@@ -107,9 +121,13 @@ def prior_folder(image_size: tuple[int, int] | list[int], folder: str | Path | N
     if (height, width) != (size, size):
         raise ValueError(
             f"{folder} was trained on {size}x{size} slices; the volume's slices are "
-            f"{height}x{width}"
+            f"{height}x{width} (fit=resample or fit=crop_pad brings an input volume to them)"
         )
     return folder
+
+
+#: what a prior trains on: the built-in phantoms or augmented slices of real anatomy
+DATA_KINDS = (*PHANTOM_KINDS, "anatomy")
 
 
 @dataclass
@@ -120,7 +138,9 @@ class PriorConfig(Config):
     U-Net (0.67M parameters) on 32^2 slices of 64 randomised Shepp-Logan volumes, 7000
     steps (about two hours on one loaded CPU thread; a 64^2 prior needs ~4x longer per step).
     ``unet="gpu-base"`` with ``image_size=256`` is the GPU size; ``unet_overrides`` changes
-    single U-Net fields.
+    single U-Net fields. ``data_kind="anatomy"`` trains on ``n_volumes * image_size``
+    augmented slices of real anatomy (:func:`polydiff.medical.data.anatomy.anatomy_slices`);
+    ``init_from`` names a saved prior (same U-Net) whose weights training starts from.
     """
 
     image_size: int = 32
@@ -138,6 +158,7 @@ class PriorConfig(Config):
     grad_clip_norm: float = 1.0
     max_steps: int = SHIPPED_STEPS
     checkpoint_every: int = 250
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.n_volumes < 1 or self.batch_size < 1 or self.max_steps < 1:
@@ -146,7 +167,10 @@ class PriorConfig(Config):
                 f"max_steps >= 1; got {self.image_size}, {self.n_volumes}, {self.batch_size}, "
                 f"{self.max_steps}"
             )
-        check_phantom_kind(self.data_kind, "prior.data_kind")
+        if self.data_kind not in DATA_KINDS:
+            raise ValueError(
+                f"prior.data_kind={self.data_kind!r}: choose {' or '.join(DATA_KINDS)}"
+            )
         # JSON turns tuples into lists; the U-Net config compares and hashes with tuples
         self.unet_overrides = {
             k: tuple(v) if isinstance(v, list) else v for k, v in self.unet_overrides.items()
@@ -236,10 +260,23 @@ class SlicePriorMethod(Method):
 
 
 def training_slices(config: PriorConfig) -> Tensor:
-    """The training set: ``(N, 1, S, S)`` slices of ``n_volumes`` seeded phantoms in [0, 1]."""
+    """The training set: ``(N, 1, S, S)`` slices in [0, 1]: of ``n_volumes`` seeded phantoms,
+    or for ``anatomy`` ``n_volumes * image_size`` augmented real-anatomy slices."""
+    if config.data_kind == "anatomy":
+        n = config.n_volumes * config.image_size
+        return anatomy_slices(n, config.image_size, config.seed).unsqueeze(1)
     return phantom_slices(
         config.n_volumes, config.image_size, config.data_kind, config.seed
     ).unsqueeze(1)
+
+
+def init_folder(name: str) -> Path:
+    """The prior folder ``init_from`` names: a shipped prior's name or a folder."""
+    shipped = CHECKPOINTS / name
+    folder = shipped if (shipped / "model.safetensors").is_file() else Path(name)
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(f"prior.init_from={name}: no shipped prior or prior folder")
+    return folder
 
 
 def build_training(config: PriorConfig) -> tuple[DiffusionModule, ResumableLoader]:
@@ -250,6 +287,8 @@ def build_training(config: PriorConfig) -> tuple[DiffusionModule, ResumableLoade
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         method = SlicePriorMethod(config)
+    if config.init_from is not None:
+        load_weights(init_folder(config.init_from), method.net)
     module = DiffusionModule(
         method.net,
         method.loss_fn,
@@ -313,6 +352,7 @@ def load_prior(
 
 
 __all__ = [
+    "REAL_PRIOR",
     "SHIPPED_PRIOR",
     "EpsModel",
     "PriorConfig",
