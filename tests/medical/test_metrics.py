@@ -74,3 +74,22 @@ def test_metric_errors(pair):
         ssim(torch.zeros(8, 8), torch.ones(8, 8))
     with pytest.raises(ValueError, match="volume_metrics expects"):
         volume_metrics(x[0], gt[0])
+
+
+def test_a_volume_smaller_than_the_ssim_window_gets_psnr_and_nan_ssim():
+    """8 slices of 16 x 16: 3D SSIM and the slices with an 8-sample side have no 11-sample
+    window (NaN, written as null in JSON); PSNR and axial SSIM are still scored."""
+    import json
+    import math
+
+    from polydiff.medical.reconstruction import metrics_json
+
+    gen = torch.Generator().manual_seed(0)
+    gt = torch.rand(8, 16, 16, generator=gen)
+    x = gt + 0.05 * torch.randn(8, 16, 16, generator=gen)
+    m = volume_metrics(x, gt)
+    assert math.isfinite(m.psnr) and math.isnan(m.ssim)
+    finite = {a: math.isfinite(v) for a, v in m.ssim_axis.items()}
+    assert finite == {a: x.movedim(ax, 0).shape[-1] >= 11 and x.movedim(ax, 0).shape[-2] >= 11
+                      for a, ax in AXES.items()}  # fmt: skip
+    assert json.loads(json.dumps(metrics_json(x, gt), allow_nan=False))["ssim"] is None

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from polydiff.core.progress import report
 from polydiff.medical.operators.base import LinearOperator
 from polydiff.medical.operators.ct import FanBeamCT, ParallelBeamCT
 from polydiff.medical.operators.difference import FiniteDifference
@@ -220,7 +221,8 @@ def tv_admm(
     def gram(v: Tensor) -> Tensor:
         return op.normal(v) + rho * d.adjoint(d.forward(v))
 
-    for _ in range(n_iter):
+    for k in range(n_iter):
+        report(k + 1, n_iter, "tv_admm")
         x = cg(gram, aty + rho * d.adjoint(z - u), x, n_cg)
         if nonnegative:
             x = x.clamp_min(0)

@@ -116,18 +116,27 @@ class VolumeMetrics:
         return out
 
 
+def _ssim_or_nan(x: Tensor, gt: Tensor, L: float, n_dims: int) -> Tensor:
+    """SSIM, or NaN where a side is shorter than the Gaussian window (a small volume still gets
+    its PSNR; SSIM is undefined there)."""
+    if any(n < _gaussian_kernel(1.5).numel() for n in x.shape[-n_dims:]):
+        return torch.full(x.shape[: x.dim() - n_dims], math.nan, dtype=torch.float64)
+    return ssim(x, gt, L, n_dims)
+
+
 def volume_metrics(x: Tensor, gt: Tensor) -> VolumeMetrics:
     """PSNR and SSIM of a (D, H, W) reconstruction against the ground truth: over the volume
     (3D SSIM) and per slice along the axial, coronal and sagittal axes (2D SSIM), all with the
-    data range of ``gt``. Slices where both volumes agree exactly have infinite PSNR."""
+    data range of ``gt``. Slices where both volumes agree exactly have infinite PSNR; SSIM is
+    NaN along an axis whose slices are smaller than its 11-sample window."""
     _check_pair(x, gt)
     if x.dim() != 3:
         raise ValueError(f"volume_metrics expects (D, H, W) volumes, got shape {tuple(x.shape)}")
     L = data_range_of(gt)
-    result = VolumeMetrics(psnr=float(psnr(x, gt, L)), ssim=float(ssim(x, gt, L, n_dims=3)))
+    result = VolumeMetrics(psnr=float(psnr(x, gt, L)), ssim=float(_ssim_or_nan(x, gt, L, 3)))
     for name, axis in AXES.items():
         xs, gs = x.movedim(axis, 0), gt.movedim(axis, 0)
-        p, s = psnr(xs, gs, L, dims=(-2, -1)), ssim(xs, gs, L, n_dims=2)
+        p, s = psnr(xs, gs, L, dims=(-2, -1)), _ssim_or_nan(xs, gs, L, 2)
         result.psnr_axis[name] = (
             float(p[torch.isfinite(p)].mean()) if bool(torch.isfinite(p).any()) else math.inf
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from polydiff.core.progress import report
 from polydiff.core.utils import expand_like
 from polydiff.medical.baselines import cg_least_squares
 from polydiff.medical.operators.base import LinearOperator
@@ -76,4 +77,5 @@ def red_diff(
         m2 = beta2 * m2 + (1 - beta2) * grad.square()
         m1_hat, m2_hat = m1 / (1 - beta1 ** (i + 1)), m2 / (1 - beta2 ** (i + 1))
         mu = mu - lr * m1_hat / (m2_hat.sqrt() + 1e-8)
+        report(i + 1, steps, "red_diff")
     return Reconstruction(mu, prior.nfe - nfe0)
