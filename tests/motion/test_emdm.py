@@ -1,13 +1,16 @@
 """EMDM (denoising-diffusion GAN): the forward pairs and the posterior step against the path's
 Gaussians, a tiny training run, few-step sampling, save/load."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
+import polydiff.motion.mdm as mdm_module
 from polydiff.core import VPLinear, load_method
 from polydiff.core.errors import InputError
 from polydiff.motion.data import MotionDataset, generate_corpus
-from polydiff.motion.emdm import EMDMConfig, MotionDDGAN
+from polydiff.motion.emdm import EMDMConfig, MotionDDGAN, load_emdm
 from polydiff.motion.mdm import load_mdm
 
 
@@ -124,3 +127,12 @@ def test_few_step_sampling_guidance_and_save_load(dataset, tmp_path):
     assert isinstance(load_mdm(folder), MotionDDGAN)  # the CLI's loader takes it too
     with pytest.raises(InputError, match="samples in its training's 3 steps, not 50"):
         method.sample(["walk"], steps=50)
+
+
+def test_shipped_checkpoint_samples_in_four_steps(dataset):
+    method = load_emdm()
+    assert method.config.steps == 4 and method.config.d_model == 128
+    features = method.sample(["walk", "idle"], generator=torch.Generator().manual_seed(0))
+    assert features.shape == (2, 40, 263) and torch.isfinite(features).all()
+    with pytest.raises(InputError, match="not an EMDM model"):
+        load_emdm(Path(mdm_module.__file__).parent / "checkpoints" / "mdm-procedural")

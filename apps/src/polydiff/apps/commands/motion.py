@@ -215,9 +215,8 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     from polydiff.core.io import read_json
 
     info = read_json(folder / "training.json")
-    log.info(
-        "step %d: final training loss %.4f; model -> %s", info["steps"], info["final_loss"], folder
-    )
+    loss = "n/a (no step ran)" if info["final_loss"] is None else f"{info['final_loss']:.4f}"
+    log.info("step %d: final training loss %s; model -> %s", info["steps"], loss, folder)
 
 
 def _generate(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], list[Path], list[Any]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from polydiff.core import VPLinear, register_method
 from polydiff.core.errors import InputError
 from polydiff.motion.features import FeatureLayout
-from polydiff.motion.mdm import MDMConfig, MotionDenoiser, MotionDiffusion
+from polydiff.motion.mdm import MDMConfig, MotionDenoiser, MotionDiffusion, load_mdm
 
 
 @dataclass
@@ -222,4 +223,16 @@ class MotionDDGAN(MotionDiffusion):
         return self.denormalize(x0)
 
 
-__all__ = ["EMDMConfig", "EMDMNet", "MotionDDGAN", "discriminate"]
+SHIPPED = "emdm-procedural"  # the checkpoint under polydiff/motion/checkpoints/
+
+
+def load_emdm(folder: str | Path | None = None) -> MotionDDGAN:
+    """A saved EMDM model; None: the shipped checkpoint. Anything else is an InputError."""
+    folder = Path(__file__).parent / "checkpoints" / SHIPPED if folder is None else folder
+    method = load_mdm(folder)
+    if not isinstance(method, MotionDDGAN):
+        raise InputError(f"{folder}: a {type(method).__name__}, not an EMDM model")
+    return method
+
+
+__all__ = ["EMDMConfig", "EMDMNet", "MotionDDGAN", "discriminate", "load_emdm"]
