@@ -338,8 +338,8 @@ def demo(cfg: DictConfig, run_dir: Path) -> StageResult:
     """The shipped MDM checkpoint samples every action: metrics vs the corpus and a GIF.
 
     Runs `evaluate` on the shipped checkpoint's samples (BVH + GIF in <run>/samples) and reports
-    foot skating, floor penetration, jerk and time per generated second next to the built-in
-    corpus' own numbers.
+    FID and diversity (shipped encoder), foot skating, floor penetration, jerk and time per
+    generated second next to the built-in corpus' own numbers.
     """
     from polydiff.core.io import read_json
 
@@ -353,6 +353,7 @@ def demo(cfg: DictConfig, run_dir: Path) -> StageResult:
     )
     gifs = sorted((run_dir / "samples").glob("*.gif"))
     headline = {
+        "FID": "n/a" if generated.get("fid") is None else round(generated["fid"], 1),
         "foot skating": round(generated["foot_skating"], 3),
         "corpus foot skating": round(rows["corpus"]["foot_skating"], 3),
         "s per generated s": round(generated["seconds_per_second"], 3),
