@@ -108,7 +108,11 @@ def test_generate_writes_bvh_and_gif_and_evaluate_scores_them(runs, tmp_path):
     assert (
         corpus["clips"] == 21 and corpus["foot_skating"] == 0 and corpus["floor_penetration"] == 0
     )
-    assert "| corpus | 21 | 0.000 | 0.0000 |" in (tmp_path / "e" / "metrics.md").read_text()
+    md = (tmp_path / "e" / "metrics.md").read_text()
+    assert re.search(r"^\| corpus \| 21 \|  \| \d+\.\d\d \| 0\.000 \| 0\.0000 \|", md, re.M), md
+    # FID and diversity in the shipped encoder's features, against 16-frame corpus windows
+    assert rows["input"]["fid"] > 0 and rows["input"]["diversity"] > 0
+    assert corpus["diversity"] > 0 and corpus["windows"] == 21 * 3  # 50 frames: 3 windows
     # the same seed gives the same motion
     assert _run("generate", model, *args, "gifs=0", f"hydra.run.dir={tmp_path / 'g'}",
                 "cfg_scale=3") == 0  # fmt: skip
@@ -123,6 +127,28 @@ def test_evaluate_a_model_measures_its_speed_against_a_bvh_reference(runs, tmp_p
     rows = json.loads((run / "metrics.json").read_text())
     assert rows["generated"]["clips"] == 1 and rows["generated"]["seconds_per_second"] > 0
     assert rows["corpus"]["clips"] == 21 and (run / "samples" / "idle_000.bvh").is_file()
+
+
+def test_emdm_and_encoder_train_and_serve_generate_and_evaluate(runs, tmp_path):
+    """method=emdm: a few-step GAN that generate samples in its own steps; method=encoder:
+    the FID features evaluate uses with encoder=."""
+    corpus = f"data={runs['corpus']}"
+    emdm = tmp_path / "emdm"
+    gan = ("method=emdm", "emdm.steps=2", "emdm.latent_dim=4", "emdm.disc_layers=1")
+    assert _run("train", corpus, *TINY_MODEL, *gan, "train.steps=3", f"hydra.run.dir={emdm}") == 0
+    model = load_mdm(emdm / "model")
+    assert type(model).__name__ == "MotionDDGAN" and model.config.steps == 2
+    encoder = tmp_path / "encoder"
+    small = ("encoder.width=8", "encoder.embed_dim=4", "encoder.layers=1", "encoder.steps=3")
+    assert _run("train", corpus, "method=encoder", "window=16", *small,
+                f"hydra.run.dir={encoder}") == 0  # fmt: skip
+    run = tmp_path / "e"
+    assert _run("evaluate", f"model={emdm / 'model'}", f"encoder={encoder / 'encoder'}",
+                "actions=[walk,run]", *TINY_CORPUS, f"hydra.run.dir={run}") == 0  # fmt: skip
+    rows = json.loads((run / "metrics.json").read_text())
+    generated = rows["generated"]
+    assert generated["steps"] == 2 and generated["clips"] == 2 and generated["fid"] > 0
+    assert len(list((run / "samples").glob("*.bvh"))) == 2
 
 
 def test_quick_demo_stage_end_to_end(tmp_path, monkeypatch):
@@ -219,6 +245,11 @@ CASES = [  # (verb and options with {name} placeholders, the text the error line
     (("train", "train.steps=0"), "train.steps"),
     (("train", "train.ema=1.5"), "train.ema"),
     (("train", "data={short_corpus}", "window=40"), "window: 40 frames"),
+    (("train", "method=ddpm"), "method=ddpm: unknown"),
+    (("train", "method=emdm", "emdm.steps=0"), "emdm.steps"),
+    (("train", "method=encoder", "encoder.lr=0"), "encoder.lr"),
+    (("evaluate", "encoder={empty}"), "not a motion encoder"),
+    (("evaluate", "encoder={root}/nowhere"), "encoder="),
 ]
 
 

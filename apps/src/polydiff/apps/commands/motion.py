@@ -71,9 +71,10 @@ def _sampling(cfg: DictConfig) -> dict[str, Any]:
     """generate_motions' options, checked."""
     from polydiff.core import list_solvers
 
-    _positive(cfg, "steps")
-    if not isinstance(cfg.steps, int):
-        raise ConfigError(f"steps={cfg.steps}: must be a whole number")
+    if cfg.steps is not None:
+        _positive(cfg, "steps")
+        if not isinstance(cfg.steps, int):
+            raise ConfigError(f"steps={cfg.steps}: must be a whole number")
     if not isinstance(cfg.cfg_scale, (int, float)) or cfg.cfg_scale < 0:
         raise ConfigError(f"cfg_scale={cfg.cfg_scale}: must be >= 0 (1: no guidance)")
     if not isinstance(cfg.gifs, int) or cfg.gifs < 0:
@@ -106,14 +107,20 @@ def _actions(cfg: DictConfig) -> list[str]:
 def _table(rows: dict[str, dict[str, Any]]) -> str:
     """A markdown table of motion_metrics results (and time per generated second)."""
     lines = [
-        "| motion | clips | foot skating | floor penetration (m) | jerk (m/s³) | s per s |",
-        "|---|---|---|---|---|---|",
+        "| motion | clips | FID | diversity | foot skating | floor penetration (m) | jerk (m/s³) "
+        "| s per s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+
+    def number(value: Any, digits: int) -> str:
+        return "" if value is None else f"{value:.{digits}f}"
+
     for name, m in rows.items():
-        speed = m.get("seconds_per_second")
         lines.append(
-            f"| {name} | {m['clips']} | {m['foot_skating']:.3f} | {m['floor_penetration']:.4f} "
-            f"| {m['jerk']:.1f} | {'' if speed is None else f'{speed:.3f}'} |"
+            f"| {name} | {m['clips']} | {number(m.get('fid'), 2)} "
+            f"| {number(m.get('diversity'), 2)} | {m['foot_skating']:.3f} "
+            f"| {m['floor_penetration']:.4f} | {m['jerk']:.1f} "
+            f"| {number(m.get('seconds_per_second'), 3)} |"
         )
     return "\n".join(lines)
 
@@ -139,44 +146,82 @@ def data(cfg: DictConfig, run_dir: Path) -> None:
     log.info("%d clips -> %s", len(clips), run_dir / "corpus")
 
 
+def _train_encoder(cfg: DictConfig, run_dir: Path) -> None:
+    """method=encoder: the evaluation encoder (polydiff.motion.encoder.train_encoder)."""
+    from polydiff.motion.encoder import EncoderConfig, train_encoder
+
+    e = cfg.encoder
+    _positive(cfg, "window", "stride", *(f"encoder.{k}" for k in ("steps", "batch_size", "lr")))
+    try:
+        config = EncoderConfig(width=e.width, embed_dim=e.embed_dim, layers=e.layers)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"encoder: {err}") from None
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    recipe = {
+        "batch_size": e.batch_size,
+        "lr": e.lr,
+        "checkpoint_every": cfg.train.checkpoint_every,
+    }
+    train_encoder(
+        _clips(cfg, "data"), run_dir, config=config, frames=cfg.window + 1, stride=cfg.stride,
+        max_steps=e.steps, seed=cfg.seed, **recipe, **trainer,
+    )  # fmt: skip
+    log.info("encoder -> %s", run_dir / "encoder")
+
+
 @verb("train")
 def train(cfg: DictConfig, run_dir: Path) -> None:
-    """Train the motion diffusion model (MDM) on the built-in corpus or a BVH folder.
+    """Train a motion model (MDM, EMDM) or the evaluation encoder on the built-in corpus or a
+    BVH folder.
 
-    Runs polydiff.motion.mdm.train_mdm (AdamW, EMA) through polydiff.core.train; rerun with the
-    same hydra.run.dir to resume from checkpoints/last.ckpt. The EMA weights with the feature
-    normaliser go to <run>/model (use it as `generate model=<run>/model`).
+    method=mdm (the diffusion model) or method=emdm (the few-step denoising-diffusion GAN, with
+    the emdm.* options) run polydiff.motion.mdm.train_mdm (AdamW, EMA) through
+    polydiff.core.train; rerun with the same hydra.run.dir to resume from
+    checkpoints/last.ckpt. The EMA weights with the feature normaliser go to <run>/model (use it
+    as `generate model=<run>/model`). method=encoder trains the action/style classifier whose
+    features `evaluate` uses for FID and diversity (encoder.* options) into <run>/encoder.
     """
     from polydiff.motion.data import MotionDataset
+    from polydiff.motion.emdm import EMDMConfig, MotionDDGAN
     from polydiff.motion.mdm import MDMConfig, MotionDiffusion, train_mdm
 
+    if cfg.method not in ("mdm", "emdm", "encoder"):
+        raise ConfigError(f"method={cfg.method}: unknown; known: mdm, emdm, encoder")
+    if cfg.method == "encoder":
+        return _train_encoder(cfg, run_dir)
     t = cfg.train
     _positive(cfg, "window", "stride", "train.steps", "train.batch_size", "train.lr")
     if not 0 <= t.ema < 1:
         raise ConfigError(f"train.ema={t.ema}: must lie in [0, 1)")
+    gan = cfg.method == "emdm"
+    if gan:
+        _positive(cfg, "emdm.steps", "emdm.latent_dim", "emdm.disc_layers")
     try:
-        config = MDMConfig(frames=cfg.window, **cfg.model)
+        options = {"frames": cfg.window, **cfg.model, **(cfg.emdm if gan else {})}
+        config = (EMDMConfig if gan else MDMConfig)(**options)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model: {err}") from None
     dataset = MotionDataset(_clips(cfg, "data"), window=cfg.window, stride=cfg.stride)
     log.info("%d windows of %d frames", len(dataset), cfg.window)
-    method = MotionDiffusion(config)
+    method = MotionDDGAN(config) if gan else MotionDiffusion(config)
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     recipe = {"batch_size": t.batch_size, "lr": t.lr, "ema_decay": t.ema}
     recipe |= {"warmup_steps": t.warmup, "checkpoint_every": t.checkpoint_every}
+    if gan:
+        recipe["betas"] = (0.5, 0.9)  # DDGAN's Adam betas
     folder = train_mdm(
         method, dataset, run_dir, max_steps=t.steps, seed=cfg.seed, **recipe, **trainer
     )
     from polydiff.core.io import read_json
 
     info = read_json(folder / "training.json")
-    log.info(
-        "step %d: final training loss %.4f; model -> %s", info["steps"], info["final_loss"], folder
-    )
+    loss = "n/a (no step ran)" if info["final_loss"] is None else f"{info['final_loss']:.4f}"
+    log.info("step %d: final training loss %s; model -> %s", info["steps"], loss, folder)
 
 
-def _generate(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], list[Path]]:
-    """Sample, write BVH files (and GIFs) into `out`; returns metrics and the GIF paths."""
+def _generate(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], list[Path], list[Any]]:
+    """Sample, write BVH files (and GIFs) into `out`; returns metrics, the GIF paths and the
+    joint positions of the files written."""
     from polydiff.core.io import atomic_write_json
     from polydiff.motion.data import FPS
     from polydiff.motion.io import Motion, write_bvh
@@ -202,8 +247,9 @@ def _generate(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], list[Path]]:
     metrics = motion_metrics({name: m.positions for name, m in motions.items()}, FPS)
     metrics["seconds_per_second"] = seconds / metrics["seconds"]
     metrics |= {"model": str(cfg.model or "shipped"), **options, "actions": actions}
+    metrics["steps"] = method.sampling_steps(options["steps"])
     atomic_write_json(out / "metrics.json", metrics)
-    return metrics, gifs
+    return metrics, gifs, [m.positions for m in motions.values()]
 
 
 @verb("generate")
@@ -224,14 +270,39 @@ def generate(cfg: DictConfig, run_dir: Path) -> None:
     )
 
 
+def _encoder(cfg: DictConfig) -> Any:
+    from polydiff.motion.encoder import load_encoder
+
+    return load_encoder(None if cfg.encoder is None else _path(cfg.encoder, "encoder"))
+
+
+def _feature_metrics(encoder: Any, positions: list, reference: list, rows: dict) -> None:
+    """FID and diversity of the evaluated clips (the first row) against windows of the
+    reference clips as long as the shortest evaluated clip, cut end to end; left out (None)
+    with fewer than 2 clips on either side."""
+    from polydiff.motion.encoder import feature_metrics, position_windows
+
+    frames = min(len(p) for p in positions)
+    windows = position_windows(reference, frames, frames)
+    first, corpus = next(iter(rows.values())), rows["corpus"]
+    if len(positions) < 2 or len(windows) < 2:
+        first["fid"] = first["diversity"] = corpus["diversity"] = None
+        return
+    found = feature_metrics(encoder, positions, windows)
+    first |= {"fid": found["fid"], "diversity": found["diversity"]}
+    corpus |= {"diversity": found["reference_diversity"], "windows": len(windows)}
+
+
 @verb("evaluate")
 def evaluate(cfg: DictConfig, run_dir: Path) -> None:
-    """Foot skating, floor penetration and jerk of BVH files or a model's samples vs the corpus.
+    """FID, diversity, foot skating, floor penetration and jerk of BVH files or a model's samples.
 
     input=<folder>: every .bvh below it (read with the bvh.* options, resampled to 20 fps);
     otherwise the model (model=<folder>, null: the shipped checkpoint) samples `actions` and
     its time per generated second is measured too. The reference row is the built-in corpus
-    (corpus.*) or reference=<BVH corpus folder>. Writes metrics.json and metrics.md.
+    (corpus.*) or reference=<BVH corpus folder>. FID and diversity are computed in the feature
+    space of the motion encoder (encoder=<folder>, null: the shipped one) against windows of the
+    reference as long as the shortest clip. Writes metrics.json and metrics.md.
     """
     from polydiff.core.io import atomic_write_json, atomic_write_text
     from polydiff.motion.data import FPS
@@ -246,12 +317,16 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
         options = _bvh_options(cfg)
         clips = {str(p): read_bvh(p, **options).resampled(FPS).positions for p in files}
         rows = {"input": motion_metrics(clips, FPS)}
-        reference = _clips(cfg, "reference")
+        reference, encoder = _clips(cfg, "reference"), _encoder(cfg)
+        positions = list(clips.values())
     else:
         reference = _clips(cfg, "reference")  # option errors before the model samples
-        rows = {"generated": _generate(cfg, run_dir / "samples")[0]}
+        encoder = _encoder(cfg)
+        metrics, _, positions = _generate(cfg, run_dir / "samples")
+        rows = {"generated": metrics}
     clips = {f"{c.action}/{c.style}/{k}": c.positions for k, c in enumerate(reference)}
     rows["corpus"] = motion_metrics(clips, FPS)
+    _feature_metrics(encoder, positions, list(clips.values()), rows)
     atomic_write_json(run_dir / "metrics.json", rows)
     atomic_write_text(run_dir / "metrics.md", _table(rows) + "\n")
     log.info("\n%s", _table(rows))
@@ -263,8 +338,8 @@ def demo(cfg: DictConfig, run_dir: Path) -> StageResult:
     """The shipped MDM checkpoint samples every action: metrics vs the corpus and a GIF.
 
     Runs `evaluate` on the shipped checkpoint's samples (BVH + GIF in <run>/samples) and reports
-    foot skating, floor penetration, jerk and time per generated second next to the built-in
-    corpus' own numbers.
+    FID and diversity (shipped encoder), foot skating, floor penetration, jerk and time per
+    generated second next to the built-in corpus' own numbers.
     """
     from polydiff.core.io import read_json
 
@@ -278,6 +353,7 @@ def demo(cfg: DictConfig, run_dir: Path) -> StageResult:
     )
     gifs = sorted((run_dir / "samples").glob("*.gif"))
     headline = {
+        "FID": "n/a" if generated.get("fid") is None else round(generated["fid"], 1),
         "foot skating": round(generated["foot_skating"], 3),
         "corpus foot skating": round(rows["corpus"]["foot_skating"], 3),
         "s per generated s": round(generated["seconds_per_second"], 3),

@@ -25,6 +25,7 @@ features do not change under a rotation about y or a horizontal shift of the who
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -134,13 +135,13 @@ def foot_contacts(positions: Tensor) -> Tensor:
 
 
 def motion_to_features(
-    positions: Tensor, rotations: Tensor | None = None, skeleton: Skeleton | None = None
+    positions: Tensor,
+    rotations: Tensor | Literal[False] | None = None,
+    skeleton: Skeleton | None = None,
 ) -> Tensor:
     """Features ``[..., T-1, D]`` of joint positions ``[..., T, J, 3]`` and their local
-    rotations ``[..., T, J, 3, 3]`` (found by `inverse_kinematics` when not given)."""
-    skeleton = skeleton or smpl22()
-    if rotations is None:
-        rotations = inverse_kinematics(skeleton, positions)
+    rotations ``[..., T, J, 3, 3]`` (found by `inverse_kinematics` when not given; False: no
+    rotation part, see `position_features`)."""
     angle = facing_angle(positions)
     now, later = positions[..., :-1, :, :], positions[..., 1:, :, :]
     angle_now = angle[..., :-1]
@@ -149,17 +150,26 @@ def motion_to_features(
     relative = now[..., 1:, :] - root * torch.tensor([1.0, 0.0, 1.0]).to(root)
     ric = _to_facing(relative, angle_now)
     velocity = _to_facing(later - now, angle_now)
-    rot6d = matrix_to_6d(rotations[..., :-1, 1:, :, :])
     parts = [
         _wrap(angle[..., 1:] - angle_now).unsqueeze(-1),
         root_step[..., [0, 2]],
         root[..., 0, 1:2],
         ric.flatten(-2),
-        rot6d.flatten(-2),
         velocity.flatten(-2),
         foot_contacts(positions),
     ]
+    if rotations is not False:
+        if rotations is None:
+            rotations = inverse_kinematics(skeleton or smpl22(), positions)
+        parts.insert(4, matrix_to_6d(rotations[..., :-1, 1:, :, :]).flatten(-2))
     return torch.cat(parts, -1)
+
+
+def position_features(positions: Tensor) -> Tensor:
+    """The features of `motion_to_features` without the rotations (``[..., T-1, 12 J - 1 -
+    6 (J-1)]``, 137 for 22 joints): everything that joint positions alone determine, so it is
+    the same for a clip and for its positions put on another skeleton by IK."""
+    return motion_to_features(positions, rotations=False)
 
 
 def recover_root(features: Tensor) -> tuple[Tensor, Tensor]:
@@ -223,5 +233,6 @@ __all__ = [
     "features_to_rotations",
     "foot_contacts",
     "motion_to_features",
+    "position_features",
     "recover_root",
 ]

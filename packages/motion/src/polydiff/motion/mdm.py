@@ -49,28 +49,40 @@ class MDMConfig(Config):
 class MotionDenoiser(nn.Module):
     """x0 prediction ``[B, T, D]`` from noisy features ``[B, T, D]``, times ``[B]`` and action
     indices ``[B]`` (``n_actions`` is the null label). Holds the feature normaliser as buffers,
-    so it is saved with the weights."""
+    so it is saved with the weights. ``in_dim`` / ``out_dim`` (default: the feature size) and a
+    ``latent_dim`` latent ``z [B, latent_dim]`` summed into the condition make the same trunk
+    serve as EMDM's generator and discriminator (`polydiff.motion.emdm`)."""
 
-    def __init__(self, config: MDMConfig) -> None:
+    def __init__(
+        self,
+        config: MDMConfig,
+        *,
+        in_dim: int | None = None,
+        out_dim: int | None = None,
+        latent_dim: int = 0,
+    ) -> None:
         super().__init__()
         dim, d = FeatureLayout(config.n_joints).dim, config.d_model
         self.d_model, self.n_heads = d, config.n_heads
-        self.inp = nn.Linear(dim, d)
+        self.inp = nn.Linear(in_dim or dim, d)
         self.time = TimeMLP(d, d)
         self.action = nn.Embedding(config.n_actions + 1, d)
+        self.latent = nn.Linear(latent_dim, d) if latent_dim else None
         self.blocks = nn.ModuleList(
             TransformerBlock(d, config.n_heads, config.mlp_ratio, config.dropout, cond_dim=d)
             for _ in range(config.n_layers)
         )
         self.norm = nn.LayerNorm(d, elementwise_affine=False)
         self.final_modulation = nn.Linear(d, 2 * d)
-        self.out = nn.Linear(d, dim)
+        self.out = nn.Linear(d, out_dim or dim)
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
 
-    def forward(self, x: Tensor, t: Tensor, action: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, action: Tensor, z: Tensor | None = None) -> Tensor:
         t = t.to(x.dtype).expand(x.shape[0])
         c = self.time(sinusoidal_embedding(t, self.d_model, scale=1000.0)) + self.action(action)
+        if self.latent is not None:
+            c = c + self.latent(z)
         positions = torch.arange(x.shape[1], device=x.device)
         cos, sin = rotary_cos_sin(positions, self.d_model // self.n_heads)
         h = self.inp(x)
@@ -153,6 +165,10 @@ class MotionDiffusion(Method):
             raise InputError(f"action: indices must lie in [0, {self.config.n_actions})")
         return labels.to(self.device)
 
+    def sampling_steps(self, steps: int | None) -> int:
+        """The network steps of ``sample(steps=steps)``: 50 when None."""
+        return 50 if steps is None else steps
+
     @torch.no_grad()
     def sample(
         self,
@@ -218,6 +234,7 @@ def train_mdm(
     max_steps: int,
     batch_size: int = 32,
     lr: float = 2e-4,
+    betas: tuple[float, float] = (0.9, 0.999),
     ema_decay: float = 0.999,
     ema_warmup: bool = True,
     warmup_steps: int = 0,
@@ -236,6 +253,7 @@ def train_mdm(
         method.net,
         method.loss_fn,
         lr=lr,
+        betas=betas,
         ema_decay=ema_decay,
         ema_warmup=ema_warmup,  # short CPU runs: the EMA must not keep the initial weights
         warmup_steps=warmup_steps,
@@ -254,20 +272,20 @@ def generate_motions(
     method: MotionDiffusion,
     actions: Sequence[str],
     *,
-    steps: int = 50,
+    steps: int | None = None,
     solver: str = "ddim",
     guidance: float = 2.5,
     frames: int | None = None,
     seed: int = 0,
 ) -> tuple[Tensor, float]:
     """Sample one clip per action: joint positions ``[B, T, J, 3]`` (float64, canonical frame)
-    and the wall-clock seconds the sampling took."""
+    and the wall-clock seconds the sampling took; ``steps`` None: the method's default (50 for
+    MDM, its training's steps for EMDM)."""
     labels = method.action_labels(list(actions))  # unknown labels fail before any work
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    features = method.sample(
-        labels, steps=steps, solver=solver, guidance=guidance, frames=frames, generator=generator
-    )
+    options = {"solver": solver, "guidance": guidance, "frames": frames, "generator": generator}
+    features = method.sample(labels, steps=method.sampling_steps(steps), **options)
     return method.positions(features.cpu()), time.perf_counter() - start
 
 
