@@ -217,7 +217,7 @@ def main(argv: list[str]) -> int:
     from polydiff.speech.evaluation import builtin_clips, compare, real_test_clips
     from polydiff.speech.shipped import shipped_checkpoint
 
-    dirs = {"storm": Path(args.storm) if args.storm else shipped_checkpoint("storm")}
+    dirs = {"storm": Path(args.storm) if args.storm else shipped_checkpoint("storm_micro_8k")}
     try:
         dirs["sgmse"] = Path(args.sgmse) if args.sgmse else shipped_checkpoint("sgmse")
     except FileNotFoundError as err:

@@ -136,6 +136,19 @@ CASES = [
         ("data_root={corpus}", "train.num_frames=-3"),
         ("train.num_frames",),
     ),
+    (
+        "init-of-another-method",
+        "train",
+        ("data_root={corpus}", "method=storm", "train.init=sgmse_micro_8k"),
+        ("train.init", "'sgmse' model cannot start a 'storm' run"),
+    ),
+    (
+        "init-of-another-size",
+        "train",
+        ("data_root={corpus}", *TINY_MODEL, "train.init=shipped"),
+        ("train.init", "its networks have other layers than this sgmse run's"),
+    ),
+    ("init-missing", "train", ("data_root={corpus}", "train.init={root}/nope"), ("train.init",)),
     ("data-rate-not-a-number", "data", ("data.sample_rate=abc",), ("data.sample_rate", "abc")),
     ("data-size-negative", "data", ("data.train=-1",), ("data.train", "-1")),
     # damaged models

@@ -241,14 +241,25 @@ def test_enhance_without_model_uses_the_shipped_storm(work: Path, corpus: Path):
     assert report["model"] == f"shipped:{shipped_checkpoint('storm').name}"
 
 
-def test_enhance_writes_at_the_input_rate_and_says_the_band_is_narrower(work, corpus):
-    """A 16 kHz file through the 8 kHz shipped model comes back at 16 kHz, with a one-line
-    notice that nothing above 4 kHz was restored (issue 14: audio in the user's band)."""
-    from polydiff.speech.audio import load_audio, save_audio
+def _band_energy_above(y: np.ndarray, sr: int, hz: float) -> float:
+    """Fraction of the signal's energy above `hz`."""
+    power = np.abs(np.fft.rfft(y)) ** 2
+    return float(power[np.fft.rfftfreq(y.size, 1 / sr) > hz].sum() / power.sum())
 
-    audio, _ = load_audio(corpus / "test" / "noisy" / "test_00000.wav", 16000)
+
+def test_enhance_writes_at_the_input_rate_and_says_the_band_is_narrower(work, corpus):
+    """A 16 kHz file through the shipped 8 kHz model (by name) comes back at 16 kHz, with a
+    one-line notice that nothing above 4 kHz was restored (issue 14: audio in the user's band);
+    the default model works at 16 kHz: no notice, and the upper band is there (issue 19)."""
+    from polydiff.speech.audio import save_audio
+    from polydiff.speech.data.synth import CorpusConfig, subset_clips
+
+    # a 16 kHz clip of the built-in corpus: espeak-ng speech has 0.2% of its energy above 4 kHz
+    cfg = CorpusConfig(sample_rate=16000, noise_kinds=("pink",), snr_range=(10.0, 10.0))
+    _, _, audio, _ = next(subset_clips(cfg, "test", [0]))
     save_audio(work / "in16k.wav", audio, 16000)
-    out = ok(run(work, "enhance", "in16k.wav", "-o", "out16k.wav", "N=0", "hydra.run.dir=r16"))
+    out = ok(run(work, "enhance", "in16k.wav", "-o", "out16k.wav", "N=0",
+                 "model=storm_micro_8k", "hydra.run.dir=r16"))  # fmt: skip
     y, sr = sf.read(work / "out16k.wav")
     assert sr == 16000 and abs(y.size - audio.size) <= 1 and np.abs(y).max() > 0
     notes = [line for line in out.stderr.splitlines() if "no content above 4000 Hz" in line]
@@ -256,6 +267,13 @@ def test_enhance_writes_at_the_input_rate_and_says_the_band_is_narrower(work, co
         "polydiff: warning: out16k.wav: written at the input's 16000 Hz, but the "
         "model works at 8000 Hz, so the output has no content above 4000 Hz"
     ]
+    assert _band_energy_above(y, sr, 4100) < 1e-4  # resampled from 8 kHz: nothing up there
+    report = json.loads((work / "r16" / "enhance.json").read_text())
+    assert report["model"] == "shipped:storm_micro_8k"
+    out = ok(run(work, "enhance", "in16k.wav", "-o", "out16k_default.wav", "hydra.run.dir=d16"))
+    assert "no content above" not in out.stderr
+    y, sr = sf.read(work / "out16k_default.wav")
+    assert sr == 16000 and _band_energy_above(y, sr, 4100) > 5e-4  # the speech's upper band
 
 
 def test_quick_demo_stage_end_to_end(work: Path):

@@ -8,12 +8,13 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from polydiff.speech.audio import load_audio
 from polydiff.speech.data.real import real_noisy_set
 from polydiff.speech.data.synth import CorpusConfig, generate_corpus
 from polydiff.speech.evaluation import builtin_clips, score_set, set_summary
-from polydiff.speech.shipped import SHIPPED, load_shipped, shipped_checkpoint
+from polydiff.speech.shipped import SHIPPED, load_shipped, shipped_checkpoint, shipped_names
 
 
 @pytest.mark.parametrize("split", ["test", "valid"])
@@ -67,19 +68,44 @@ def test_nfe_counts_and_summary_of_a_perfect_estimate(speech):
     assert summary["rtf"] == pytest.approx(0.5) and summary["audio_seconds"] == 2.0
 
 
-@pytest.mark.parametrize("method", list(SHIPPED))
-def test_shipped_checkpoints_load_without_pickle_and_have_a_readme(method):
-    folder = shipped_checkpoint(method)
+@pytest.mark.parametrize("name", [*SHIPPED, *shipped_names()])
+def test_shipped_checkpoints_load_without_pickle_and_have_a_readme(name):
+    folder = shipped_checkpoint(name)
     assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in folder.iterdir()}
     config = json.loads((folder / "config.json").read_text())
-    assert (config["format"], config["domain"], config["method"]) == (
-        "polydiff-method", "speech", method,
-    )  # fmt: skip
+    method = config["method"]
+    assert (config["format"], config["domain"], method) == ("polydiff-method", "speech", method)
     assert (folder / "model.safetensors").stat().st_size < 5_000_000  # a few MB at most
-    model = load_shipped(method)
-    assert not model.net.training and model.spec.sample_rate == 8000 and model.name == method
+    model = load_shipped(name)
+    # the default StoRM works at 16 kHz (issue 19); the earlier models stay available by name
+    rate = 16000 if folder.name.endswith("_16k") else 8000
+    assert not model.net.training and model.spec.sample_rate == rate and model.name == method
     with pytest.raises(ValueError, match="no shipped"):
         shipped_checkpoint("bbed")
+
+
+def test_the_default_storm_is_the_16k_one_and_the_8k_one_stays_available():
+    assert shipped_checkpoint("storm").name == "storm_micro_16k"
+    assert {"storm_micro_8k", "sgmse_micro_8k", "storm_micro_16k"} <= set(shipped_names())
+    assert load_shipped("storm").spec.sample_rate == 16000
+    assert load_shipped("storm_micro_8k").spec.sample_rate == 8000
+
+
+def test_warm_start_carries_8k_weights_and_sampler_defaults_into_a_16k_model():
+    from polydiff.speech.methods import build_method, warm_start
+
+    old = load_shipped("storm_micro_8k")
+    new = build_method("storm", spec="16k_storm", net="micro", spec_changes={"frame_multiple": 8})
+    assert new.config.N != old.config.N  # the fresh config has the paper's 20 steps
+    warm_start(new, shipped_checkpoint("storm_micro_8k"))
+    assert new.spec.sample_rate == 16000 and new.config.N == old.config.N == 0
+    assert new.config.t_start == old.config.t_start
+    for key, value in old.net.state_dict().items():
+        assert torch.equal(new.net.state_dict()[key], value), key
+    with pytest.raises(ValueError, match="cannot start a 'sgmse' run"):
+        warm_start(build_method("sgmse", net="micro"), shipped_checkpoint("storm"))
+    with pytest.raises(ValueError, match="networks have other shapes than this storm run's"):
+        warm_start(build_method("storm", net="small"), shipped_checkpoint("storm"))
 
 
 def test_a_folder_exported_before_the_method_format_still_loads(tmp_path):

@@ -126,9 +126,11 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
             f"train.num_frames must be a multiple of {method.frame_multiple} "
             f"(the network's frame multiple), got {t.num_frames}"
         )
+    start = _warm_start(method, cfg)
     n_params = sum(p.numel() for p in method.net.parameters())
-    print(f"{method.name}: {n_params / 1e6:.2f}M parameters, training {t.steps} steps")
+    print(f"{method.name}: {n_params / 1e6:.2f}M parameters, training {t.steps} steps{start}")
     opts = OmegaConf.to_container(cfg.train)
+    opts.pop("init")
     steps, ema, warmup = opts.pop("steps"), opts.pop("ema"), opts.pop("ema_warmup")
     module = train_method(
         method,
@@ -146,10 +148,41 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     if module.global_rank == 0:  # under DDP only rank 0 exports
         path = run_dir / "model"
         summary = {**training_summary(module), "model": str(path)}
-        if cfg.report_files and (root / "valid").is_dir():
-            summary["validation"] = _report_validation(method, root, cfg)
+        if cfg.report_files and (root / "valid").is_dir():  # the exported (EMA) weights
+            from polydiff.speech.methods import load_model
+
+            summary["validation"] = _report_validation(load_model(path), root, cfg)
         _write_json(run_dir / "metrics.json", summary)
         print(f"model exported to {path} (polydiff speech enhance model={path} input=...)")
+
+
+def _warm_start(method, cfg: DictConfig) -> str:
+    """Load option `train.init` into `method`: "auto" (the shipped model of the method when its
+    networks have the same shapes, else random weights), "shipped", a model folder or null
+    (random). Returns the console note on where the weights came from."""
+    init = cfg.train.init
+    has_predictor = (cfg.get(cfg.method) or {}).get("predictor") is not None
+    if init in (None, "", "none") or (init == "auto" and has_predictor):
+        return " from random weights" + " (and the given predictor)" * has_predictor
+    if has_predictor:
+        raise ConfigError(f"train.init={init} and {cfg.method}.predictor both set the "
+                          "predictor's weights: give one (train.init=null)")  # fmt: skip
+    from polydiff.speech.methods import warm_start
+    from polydiff.speech.shipped import shipped_checkpoint, shipped_names
+
+    if init in ("auto", "shipped") or (init in shipped_names() and not Path(init).exists()):
+        with _usage("train.init: "):
+            folder = shipped_checkpoint(method.name if init in ("auto", "shipped") else init)
+        name = f"the shipped {folder.name}"
+    else:
+        folder = name = _require_path(init, "train.init", folder=True)
+    try:
+        warm_start(method, folder)
+    except (ValueError, FileNotFoundError) as err:
+        if init != "auto":
+            raise ConfigError(f"train.init: {str(err).splitlines()[0]}") from None
+        return f" from random weights (train.init=auto: {name} has other network shapes)"
+    return f" from the weights of {name} (train.init={init})"
 
 
 def _report_validation(method, root: Path, cfg: DictConfig) -> dict[str, Any]:
@@ -157,7 +190,6 @@ def _report_validation(method, root: Path, cfg: DictConfig) -> dict[str, Any]:
     noisy input, and a warning when enhancing made any of them worse."""
     from polydiff.speech.train import validation_report
 
-    method.net.eval()
     report = validation_report(method, root, num_files=int(cfg.report_files), seed=int(cfg.seed))
     noisy, enhanced = report["noisy"], report["enhanced"]
     cells = ", ".join(f"{k} {noisy[k]:.3g} -> {enhanced[k]:.3g}" for k in noisy)
@@ -170,13 +202,17 @@ def _report_validation(method, root: Path, cfg: DictConfig) -> dict[str, Any]:
 
 
 def _load(cfg: DictConfig):
-    """(method, its name in reports) of option `model`; null: the shipped StoRM."""
+    """(method, its name in reports) of option `model`: a model folder or the name of a shipped
+    model (e.g. storm_micro_8k); null: the shipped default StoRM."""
     from polydiff.speech.methods import load_model
-    from polydiff.speech.shipped import shipped_checkpoint
+    from polydiff.speech.shipped import shipped_checkpoint, shipped_names
 
-    if cfg.model in (None, ""):
+    shipped = cfg.model in (None, "") or (
+        str(cfg.model) in shipped_names() and not Path(str(cfg.model)).exists()
+    )
+    if shipped:
         with _usage("model: "):
-            folder = shipped_checkpoint("storm")
+            folder = shipped_checkpoint(cfg.model or "storm")
         name = f"shipped:{folder.name}"
     else:
         folder = name = _require_path(cfg.model, "model", folder=True)
@@ -244,14 +280,6 @@ def enhance(cfg: DictConfig, run_dir: Path) -> None:
     if counts["exists"]:
         line += f"; kept {counts['exists']} existing file(s) (overwrite=true replaces them)"
     print(line)
-    notes = [f"replaced {counts['replaced']} existing file(s) (overwrite=true)"] * bool(
-        counts["replaced"]
-    ) + [f"kept {counts['exists']} existing file(s) (overwrite=true replaces them)"] * bool(
-        counts["exists"]
-    )
-    done = counts["written"] + counts["replaced"]
-    print(f"{done} file(s) -> {out} in {seconds:.1f} s, {counts['error']} error(s)"
-          + "".join(f"; {n}" for n in notes))  # fmt: skip
 
 
 @verb("evaluate")

@@ -10,6 +10,7 @@ Importing this module registers SGMSE+ (`sgmse`) and StoRM (`storm`), so
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -54,4 +55,39 @@ def load_model(folder: str | os.PathLike, map_location: str = "cpu") -> SpeechMe
     return method
 
 
-__all__ = ["SGMSE", "StoRM", "build_method", "load_model", "speech_methods"]
+SAMPLER_DEFAULTS = ("N", "snr", "corrector_steps", "t_start")
+
+
+def warm_start(method: SpeechMethod, folder: str | os.PathLike) -> SpeechMethod:
+    """Load the weights of the saved model in ``folder`` into ``method`` (in place) to fine-tune
+    it rather than train from random weights, with its sampler defaults (N, snr,
+    corrector_steps, t_start: chosen on validation clips for that model). The networks are
+    fully convolutional over (frequency, frame), so weights made at another STFT size carry
+    over: an 8 kHz model with n_fft 254 / hop 64 has the bin spacing (31.5 Hz) and frame rate
+    (125 Hz) of n_fft 510 / hop 128 at 16 kHz, and starts a 16 kHz run with its lower
+    half-band skills. A saved model of another method or network size is one ValueError naming
+    the file."""
+    from polydiff.core.train.weights import CONFIG_FILE, load_config, load_weights
+
+    file = Path(folder) / CONFIG_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: not found (a saved speech model folder)")
+    saved = load_config(folder)
+    if saved.get("method") != method.name:
+        raise ValueError(f"{file}: a saved {saved.get('method')!r} model cannot start a "
+                         f"{method.name!r} run")  # fmt: skip
+    try:
+        load_weights(folder, method.net)
+    except ValueError as err:  # missing / unexpected keys or shape mismatches: say it briefly
+        kind = "shapes" if "shape mismatch" in str(err) else "layers"
+        raise ValueError(
+            f"{folder}: its networks have other {kind} than this {method.name} run's "
+            "(give the same net.* options as the saved model)"
+        ) from err
+    fields = saved.get("config", saved)
+    sampler = {k: fields[k] for k in SAMPLER_DEFAULTS if k in fields}
+    method.config = dataclasses.replace(method.config, **sampler)
+    return method
+
+
+__all__ = ["SGMSE", "StoRM", "build_method", "load_model", "speech_methods", "warm_start"]

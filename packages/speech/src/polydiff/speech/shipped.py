@@ -1,9 +1,10 @@
 """The small models shipped with polydiff-speech (package data in `polydiff/speech/checkpoints/`).
 
 `polydiff speech enhance input=in.wav` uses `shipped_checkpoint()` when no `model=` is given:
-StoRM (predictive network + diffusion) with micro NCSN++ networks at 8 kHz, trained on the
-built-in espeak-ng corpus (see the README.md beside the weights for the exact commands, the
-wall time and the measured metrics). The SGMSE+ model of the same size is there for comparisons.
+StoRM (predictive network + diffusion) with micro NCSN++ networks at 16 kHz, fine-tuned from the
+8 kHz one on the built-in espeak-ng corpus (see the README.md beside the weights for the exact
+commands, the wall time and the measured metrics). The earlier 8 kHz StoRM and the SGMSE+ model
+(8 kHz) stay available by folder name: `shipped_checkpoint("storm_micro_8k")`.
 """
 
 from __future__ import annotations
@@ -11,14 +12,24 @@ from __future__ import annotations
 from pathlib import Path
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
-SHIPPED = {"storm": "storm_micro_8k", "sgmse": "sgmse_micro_8k"}
+SHIPPED = {"storm": "storm_micro_16k", "sgmse": "sgmse_micro_8k"}  # the default per method
+
+
+def shipped_names() -> list[str]:
+    """The folder names of every shipped model (the defaults of `SHIPPED` and earlier ones)."""
+    return sorted(p.name for p in CHECKPOINTS.iterdir() if (p / "config.json").is_file())
 
 
 def shipped_checkpoint(method: str = "storm") -> Path:
-    """Folder (config.json + model.safetensors) of the shipped model of ``method``."""
-    if method not in SHIPPED:
-        raise ValueError(f"no shipped speech model for {method!r}; choose from {list(SHIPPED)}")
-    folder = CHECKPOINTS / SHIPPED[method]
+    """Folder (config.json + model.safetensors) of the shipped default model of ``method``
+    ("storm", "sgmse") or of the shipped model named ``method`` (e.g. "storm_micro_8k")."""
+    names = shipped_names()
+    if method not in SHIPPED and method not in names:
+        raise ValueError(
+            f"no shipped speech model {method!r}; choose a method of {list(SHIPPED)} or a "
+            f"shipped model of {names}"
+        )
+    folder = CHECKPOINTS / SHIPPED.get(method, method)
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(
             f"the shipped {method} checkpoint is missing from {folder} (incomplete install?)"
@@ -27,10 +38,11 @@ def shipped_checkpoint(method: str = "storm") -> Path:
 
 
 def load_shipped(method: str = "storm", map_location: str = "cpu"):
-    """The shipped model of ``method`` (an SGMSE or StoRM method) in eval mode; never unpickles."""
+    """The shipped model of ``method`` or named ``method`` (`shipped_checkpoint`) in eval mode;
+    never unpickles."""
     from polydiff.speech.methods import load_model
 
     return load_model(shipped_checkpoint(method), map_location)
 
 
-__all__ = ["CHECKPOINTS", "SHIPPED", "load_shipped", "shipped_checkpoint"]
+__all__ = ["CHECKPOINTS", "SHIPPED", "load_shipped", "shipped_checkpoint", "shipped_names"]
