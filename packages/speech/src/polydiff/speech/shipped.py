@@ -1,9 +1,10 @@
 """The small models shipped with polydiff-speech (package data in `polydiff/speech/checkpoints/`).
 
 `polydiff speech enhance input=in.wav` uses `shipped_checkpoint()` when no `model=` is given:
-StoRM (predictive network + diffusion) with micro NCSN++ networks at 16 kHz, fine-tuned from the
-8 kHz one on the built-in espeak-ng corpus (see the README.md beside the weights for the exact
-commands, the wall time and the measured metrics). The earlier 8 kHz StoRM and the SGMSE+ model
+StoRM (predictive network + diffusion) with micro NCSN++ networks at 16 kHz: the 8 kHz model's
+weights unchanged (fully convolutional, and both STFTs have the same bin spacing and frame
+rate), since both 16 kHz fine-tunings tried scored lower on validation clips (see the README.md
+beside the weights for the commands and the measured metrics). The earlier 8 kHz StoRM and the SGMSE+ model
 (8 kHz) stay available by folder name: `shipped_checkpoint("storm_micro_8k")`.
 """
 
