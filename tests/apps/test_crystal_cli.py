@@ -167,6 +167,16 @@ def test_predict_formulas_and_csv_then_evaluate_against_the_library(work: Path, 
     assert metrics["validity"] == 1.0 and len(metrics["valid"]) == 12
 
 
+def test_predict_with_a_shipped_model_by_name(tmp_path: Path):
+    """model=crysbfn-perov5 (no such folder here) is the shipped perov-5 CSP model."""
+    out = tmp_path / "shipped"
+    code = dispatch(["crystal", "predict", "crysbfn-perov5", "formulas=[SrTiO3,BaZrO3]",
+                     f"hydra.run.dir={out}"])  # fmt: skip
+    assert code == 0
+    predicted = read_csv(out / "structures" / "structures.csv", niggli=False, check_geometry=False)
+    assert predicted.formulas() == ["Sr1Ti1O3", "Ba1Zr1O3"]
+
+
 def test_diffcsp_trains_and_predicts(work: Path, tmp_path: Path):
     out = tmp_path / "diffcsp"
     code = dispatch(["crystal", "train", str(work / "data.csv"), "method=diffcsp",

@@ -54,6 +54,31 @@ def test_loss_is_periodic_in_the_coordinates(data, task):
     )
 
 
+def test_shift_invariant_coordinate_loss_ignores_the_origin_of_each_crystal(data):
+    """A global shift of one crystal's predicted coordinates (per axis) changes CrysBFN's loss
+    but not the shift-invariant one, which still sees relative errors; flat weights are the mean
+    of the N-step weights at every step."""
+    method = make(data, steps=4)  # shift invariant by default
+    plain = make(data, shift_invariant=False, steps=4)
+    crystal = torch.repeat_interleave(torch.arange(len(data)), data.num_atoms)
+    gen = torch.Generator().manual_seed(0)
+    x = (2 * torch.rand(len(crystal), 3, generator=gen, dtype=torch.float64) - 1) * math.pi
+    x_hat = x + 0.1 * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    shift = (2 * torch.rand(len(data), 3, generator=gen, dtype=torch.float64) - 1) * math.pi
+    i = torch.randint(1, 5, (len(data),), generator=gen)[crystal]
+    args = (crystal, len(data))
+    inv, moved = (method._coord_loss(y, x, i, *args) for y in (x_hat, x_hat + shift[crystal]))
+    assert moved.item() == pytest.approx(inv.item(), rel=1e-9)
+    assert plain._coord_loss(x_hat + shift[crystal], x, i, *args) > 10 * inv
+    bumped = x_hat.clone()
+    bumped[0] += 0.5  # one atom moved relative to the rest of its crystal
+    assert method._coord_loss(bumped, x, i, *args) > inv
+    flat = make(data, coord_weights="flat", shift_invariant=False, steps=4)
+    mean_weight = plain.coord_flow.loss_weight(torch.arange(1, 5)).mean()
+    expected = mean_weight * (x_hat - x).pow(2).sum(-1).mean()
+    assert flat._coord_loss(x_hat, x, i, *args).item() == pytest.approx(expected.item())
+
+
 def test_tiny_training_run_lowers_the_loss(data):
     method = make(data)
     batch = to_batch(data, method.vocab)
@@ -156,6 +181,7 @@ def test_save_and_load_round_trip(data, tmp_path):
         (lambda m: CrysBFNConfig(task="dft"), "task must be one of"),
         (lambda m: CrysBFNConfig(steps=0), "steps must be a positive integer"),
         (lambda m: CrysBFNConfig(lattice_sigma_1=1.5), "lattice_sigma_1 must be in"),
+        (lambda m: CrysBFNConfig(coord_weights="snr"), "coord_weights must be one of"),
     ],
 )
 def test_bad_options_are_refused_by_name(data, call, message):

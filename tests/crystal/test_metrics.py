@@ -11,7 +11,13 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from polydiff.crystal.data import Crystals, read_crystals, synthetic
-from polydiff.crystal.metrics import csp_match, random_coordinates, structural_validity
+from polydiff.crystal.metrics import (
+    CSPScore,
+    csp_match,
+    random_coordinates,
+    structural_validity,
+    wilson_interval,
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +89,24 @@ def test_structural_validity_on_known_cells(crystals):
         ]
     )
     assert structural_validity(bad) == [False, False]
+
+
+def test_wilson_interval_against_known_values():
+    """5 of 10: (0.2366, 0.7634) (Wilson 1927 / Agresti & Coull 1998); 0 of n starts at 0 with
+    a positive upper end; the interval narrows with n and always holds the estimate."""
+    low, high = wilson_interval(5, 10)
+    assert (low, high) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
+    low, high = wilson_interval(0, 20)
+    assert low == 0.0 and 0.1 < high < 0.2
+    for k, n in [(3, 40), (30, 400), (300, 4000)]:
+        low, high = wilson_interval(k, n)
+        assert low < k / n < high
+    assert wilson_interval(30, 400)[1] - wilson_interval(30, 400)[0] < 0.07
+
+
+def test_score_intervals_come_from_the_matches():
+    score = CSPScore(0.5, 0.2, (0.1, None, 0.3, None))
+    assert score.match_rate_ci == wilson_interval(2, 4)
+    low, high = score.rmse_ci
+    assert low < 0.2 < high and high - 0.2 == pytest.approx(1.96 * 0.1)  # sd 0.1414 / sqrt 2
+    assert all(math.isnan(v) for v in CSPScore(0.25, 0.1, (0.1, None, None, None)).rmse_ci)

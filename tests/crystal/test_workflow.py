@@ -14,8 +14,10 @@ from polydiff.crystal.workflow import (
     build_method,
     check_output,
     evaluate,
+    load_model,
     read_structures,
     sample_structures,
+    shipped_models,
 )
 
 
@@ -79,3 +81,20 @@ def test_outputs_under_a_regular_file_and_bad_options_are_refused(tmp_path):
     out = sample_structures(model, tmp_path / "out", compositions=["MgO", "SrTiO3"])
     assert out.crystals.formulas() == ["Mg1O1", "Sr1Ti1O3"] and len(out.cifs) == 2
     assert out.validity == sum(out.valid) / 2 and out.csv.is_file()
+
+
+def test_shipped_models_load_by_name_and_predict_perovskites():
+    """The shipped CrysBFN perov-5 model loads by name, predicts a perovskite composition in
+    N = 10 network calls with a cubic-sized cell (perov-5 cells are 3.6-4.6 Å cubes); an
+    unknown name lists the shipped ones."""
+    assert {"crysbfn-perov5", "diffcsp-perov5"} <= set(shipped_models())
+    model = load_model("crysbfn-perov5")
+    assert model.config.task == "csp" and model.config.steps == 10
+    calls = []
+    model.net.register_forward_hook(lambda *_: calls.append(1))
+    predicted = model.predict(["SrTiO3"], generator=torch.Generator().manual_seed(0))
+    assert predicted.formulas() == ["Sr1Ti1O3"] and len(calls) == 10
+    volume = float(torch.linalg.det(predicted.lattice[0]).abs())
+    assert 3.0**3 < volume < 5.0**3
+    with pytest.raises(InputError, match=r"no such model folder .*crysbfn-perov5"):
+        load_model("crysbfn-nosuch")

@@ -108,9 +108,12 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def _model(cfg: DictConfig):
-    from polydiff.crystal.workflow import load_model
+    """The model folder of `model=`, or a shipped model by name (e.g. crysbfn-perov5)."""
+    from polydiff.crystal.workflow import load_model, shipped_models
 
-    return load_model(_path(cfg.model, "model"), device=cfg.device)
+    name = str(cfg.model) if cfg.model is not None else ""
+    where = name if name in shipped_models() else _path(cfg.model, "model")
+    return load_model(where, device=cfg.device)
 
 
 def _sampled(cfg: DictConfig, out: Path, **what: Any) -> Sampled:

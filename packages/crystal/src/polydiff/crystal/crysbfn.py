@@ -15,6 +15,7 @@ Tasks: ``"csp"`` (crystal structure prediction: compositions given, types are in
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
@@ -40,6 +41,7 @@ from polydiff.crystal.nets import CSPNet
 __all__ = ["CrysBFN", "CrysBFNConfig", "CrystalConfig", "config_for", "sample_in_chunks"]
 
 TASKS = ("csp", "gen")
+COORD_WEIGHTS = ("elbo", "flat")
 
 
 def check_positive_ints(config, names: tuple[str, ...]) -> None:
@@ -76,7 +78,14 @@ class CrystalConfig(Config):
 class CrysBFNConfig(CrystalConfig):
     """CrysBFN settings (defaults: the paper's flows; a small CPU-sized CSPNet). ``steps``: N,
     shared by training and sampling; ``atom_counts``: how many training crystals have n atoms
-    (index n), for ``gen``; ``loss_weights``: coordinates, lattice, types."""
+    (index n), for ``gen``; ``loss_weights``: coordinates, lattice, types.
+
+    ``coord_weights``: ``"elbo"`` (CrysBFN's N-step weights N alpha_i I1/I0(alpha_i), which grow
+    ~600-fold from i = 1 to N at N = 10) or ``"flat"`` (their mean at every step, so the early
+    steps that decide the arrangement are trained as much as the late refining ones).
+    ``shift_invariant``: score the coordinates up to a global translation of each crystal (the
+    per-crystal circular mean of the error is removed): a crystal has no absolute origin, so
+    the error of the origin is noise the network cannot reduce."""
 
     task: str = "csp"
     steps: int = 10
@@ -86,11 +95,17 @@ class CrysBFNConfig(CrystalConfig):
     atom_counts: tuple[int, ...] = ()
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     bank_size: int = 1 << 16
+    coord_weights: str = "elbo"
+    shift_invariant: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.task not in TASKS:
             raise InputError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.coord_weights not in COORD_WEIGHTS:
+            raise InputError(
+                f"coord_weights must be one of {COORD_WEIGHTS}, got {self.coord_weights!r}"
+            )
         check_positive_ints(self, ("steps", "bank_size"))
         for name in ("coord_beta_1", "type_beta_1"):
             check_number(name, getattr(self, name), positive=True)
@@ -194,7 +209,7 @@ class CrysBFN(Method):
         x_hat, l_hat, logits = self._predict(
             net, type_in, m, conc, mu, t, batch.batch, batch.edge_index
         )
-        coord = self.coord_flow.loss(x_hat, x, atom_i).mean()
+        coord = self._coord_loss(x_hat, x, atom_i, batch.batch, B)
         lattice_w = self.lattice_flow.discrete_loss_weight(i, n).to(device)
         lattice = (lattice_w * (l_hat - lat).pow(2).sum(-1)).mean()
         parts = {"coord": coord, "lattice": lattice}
@@ -205,12 +220,40 @@ class CrysBFN(Method):
         loss = sum(weights[k] * v for k, v in parts.items())
         return {"loss": loss.float(), **{k: v.detach().float() for k, v in parts.items()}}
 
+    def _coord_loss(self, x_hat: Tensor, x: Tensor, atom_i: Tensor, crystal: Tensor, B: int):
+        """Mean over atoms of weight(i) |x_hat - x|^2 (shortest angles), the error taken up to
+        a global shift per crystal and axis where ``shift_invariant``."""
+        c = self.config
+        d = wrap(x_hat - x, -math.pi, 2 * math.pi)
+        if c.shift_invariant:
+            sums = d.new_zeros(B, 2, 3).index_add_(0, crystal, torch.stack([d.sin(), d.cos()], 1))
+            d = wrap(d - torch.atan2(sums[:, 0], sums[:, 1])[crystal], -math.pi, 2 * math.pi)
+        weight = self.coord_flow.loss_weight(atom_i)
+        if c.coord_weights == "flat":
+            steps = torch.arange(1, c.steps + 1, device=x.device)
+            weight = self.coord_flow.loss_weight(steps).mean().expand_as(weight)
+        return (weight * d.pow(2).sum(-1)).mean()
+
     # --- sampling ------------------------------------------------------------------------------
 
+    def sampling_flow(self, steps: int | None) -> CircularBFN:
+        """The coordinate flow of an ``steps``-step sampler (None: the training N). Its entropy
+        is linear in t = i / steps for every N, so a model trained at N sees the same
+        (time, entropy) pairs, at other grid points, when sampled with another N."""
+        if steps is None or steps == self.config.steps:
+            return self.coord_flow
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise InputError(f"steps must be a positive integer, got {steps!r}")
+        return CircularBFN(steps, self.config.coord_beta_1)
+
     @torch.no_grad()
-    def _sample(self, types: Tensor | None, counts: Tensor, generator) -> Crystals:
-        """CrysBFN's end-back loop: N network calls; ``types`` None generates them."""
-        n, device = self.config.steps, self.device
+    def _sample(
+        self, types: Tensor | None, counts: Tensor, generator, flow: CircularBFN | None = None
+    ) -> Crystals:
+        """CrysBFN's end-back loop: N network calls (N: ``flow``'s steps, by default the
+        training N); ``types`` None generates them."""
+        flow = flow or self.coord_flow
+        n, device = flow.n_steps, self.device
         B, N = len(counts), int(counts.sum())
         counts = counts.to(device)
         batch = torch.repeat_interleave(torch.arange(B, device=device), counts)
@@ -231,7 +274,7 @@ class CrysBFN(Method):
             )
             if i == n - 1:
                 break
-            m, conc = self.coord_flow.flow_sample(x_hat, i + 1, generator)
+            m, conc = flow.flow_sample(x_hat, i + 1, generator)
             mu = self.lattice_flow.flow_sample(l_hat, (i + 1) / n, generator)
             if not given:
                 k = sample_categorical(logits, generator)
@@ -250,21 +293,30 @@ class CrysBFN(Method):
         return replace(crystals, names=tuple(crystals.formulas()))
 
     def predict(
-        self, compositions: Sequence[str] | Crystals, *, generator=None, batch_size: int = 256
+        self,
+        compositions: Sequence[str] | Crystals,
+        *,
+        generator=None,
+        batch_size: int = 256,
+        steps: int | None = None,
     ) -> Crystals:
         """Crystal structure prediction: one structure per composition (formula strings such as
-        "SrTiO3", pymatgen Compositions, or the compositions of a Crystals set) in
-        ``config.steps`` network calls per batch of ``batch_size`` crystals."""
+        "SrTiO3", pymatgen Compositions, or the compositions of a Crystals set) in ``steps``
+        (default ``config.steps``) network calls per batch of ``batch_size`` crystals."""
         if self.config.task != "csp":
             raise InputError(
                 f"predict needs a model trained for task 'csp', not {self.config.task!r}"
             )
         numbers, counts = parse_compositions(compositions, self.vocab, self.config.max_atoms)
         types = self.vocab.encode(numbers)
-        return sample_in_chunks(self._sample, types, counts, generator, batch_size)
+        sample = functools.partial(self._sample, flow=self.sampling_flow(steps))
+        return sample_in_chunks(sample, types, counts, generator, batch_size)
 
-    def generate(self, n: int, *, generator=None, batch_size: int = 256) -> Crystals:
-        """Ab-initio generation of ``n`` crystals, atom counts drawn from ``config.atom_counts``."""
+    def generate(
+        self, n: int, *, generator=None, batch_size: int = 256, steps: int | None = None
+    ) -> Crystals:
+        """Ab-initio generation of ``n`` crystals, atom counts drawn from ``config.atom_counts``,
+        in ``steps`` (default ``config.steps``) network calls per batch."""
         if self.config.task != "gen":
             raise InputError(
                 f"generate needs a model trained for task 'gen', not {self.config.task!r}"
@@ -274,7 +326,8 @@ class CrysBFN(Method):
             raise InputError("generate: the config has no atom_counts (fit it with config_for)")
         weights = torch.tensor(self.config.atom_counts, dtype=torch.float64)
         counts = torch.multinomial(weights, int(n), replacement=True, generator=generator)
-        return sample_in_chunks(self._sample, None, counts, generator, batch_size)
+        sample = functools.partial(self._sample, flow=self.sampling_flow(steps))
+        return sample_in_chunks(sample, None, counts, generator, batch_size)
 
     def sample(self, compositions=None, *, n: int | None = None, **options) -> Crystals:
         """:meth:`predict` for the compositions given, else :meth:`generate` ``n`` crystals."""

@@ -5,6 +5,7 @@ reported beside the match rate (the matcher's tolerances are loose)."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -14,7 +15,13 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 
 from polydiff.crystal.data import MIN_DISTANCE, MIN_VOLUME, Crystals
 
-__all__ = ["CSPScore", "csp_match", "random_coordinates", "structural_validity"]
+__all__ = [
+    "CSPScore",
+    "csp_match",
+    "random_coordinates",
+    "structural_validity",
+    "wilson_interval",
+]
 
 
 def structural_validity(crystals: Crystals) -> list[bool]:
@@ -30,11 +37,36 @@ def structural_validity(crystals: Crystals) -> list[bool]:
     return valid
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95 % at z = 1.96): stays inside [0, 1]
+    and is not degenerate at 0 or n successes, unlike the normal approximation."""
+    if n < 1:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
 @dataclass(frozen=True)
 class CSPScore:
     match_rate: float  # matched / all
     rmse: float  # mean normalised RMS displacement over the matches (nan without any)
     rms: tuple[float | None, ...]  # per structure, None where unmatched
+
+    @property
+    def match_rate_ci(self) -> tuple[float, float]:
+        """95 % Wilson interval of the match rate."""
+        return wilson_interval(sum(r is not None for r in self.rms), len(self.rms))
+
+    @property
+    def rmse_ci(self) -> tuple[float, float]:
+        """95 % normal interval of the mean RMSE over the matches (nan with fewer than 2)."""
+        matched = np.array([r for r in self.rms if r is not None])
+        if len(matched) < 2:
+            return (float("nan"), float("nan"))
+        half = 1.96 * matched.std(ddof=1) / math.sqrt(len(matched))
+        return (float(matched.mean() - half), float(matched.mean() + half))
 
 
 def csp_match(

@@ -42,9 +42,11 @@ __all__ = [
     "load_model",
     "read_structures",
     "sample_structures",
+    "shipped_models",
     "train",
 ]
 
+SHIPPED = Path(__file__).parent / "checkpoints"
 METHODS = {"crysbfn": (CrysBFN, CrysBFNConfig), "diffcsp": (DiffCSP, DiffCSPConfig)}
 SYNTHETIC = "synthetic"
 
@@ -200,11 +202,22 @@ def train(
     return Trained(exported, export_to, loss, losses, int(trainer.global_step))
 
 
+def shipped_models() -> list[str]:
+    """Names of the models shipped with polydiff-crystal (``checkpoints/<name>/``, each with a
+    README saying how it was trained and what it scores)."""
+    return sorted(p.parent.name for p in SHIPPED.glob("*/config.json"))
+
+
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Method:
-    """A crystal model exported by :func:`train`; InputError naming the folder otherwise."""
+    """A crystal model exported by :func:`train`, or a shipped one by name (see
+    :func:`shipped_models`, e.g. ``"crysbfn-perov5"``); InputError naming the folder
+    otherwise."""
     folder = Path(folder)
+    if not folder.is_dir() and str(folder) in shipped_models():
+        folder = SHIPPED / str(folder)
     if not folder.is_dir():
-        raise InputError(f"{folder}: no such model folder")
+        known = ", ".join(shipped_models()) or "none"
+        raise InputError(f"{folder}: no such model folder (nor a shipped model: {known})")
     try:
         read_method_config(folder, domain="crystal")
         return load_method(folder, device=device)
