@@ -4,8 +4,8 @@
 StoRM (predictive network + diffusion) with micro NCSN++ networks at 16 kHz: the 8 kHz model's
 weights unchanged (fully convolutional, and both STFTs have the same bin spacing and frame
 rate), since both 16 kHz fine-tunings tried scored lower on validation clips (see the README.md
-beside the weights for the commands and the measured metrics). The earlier 8 kHz StoRM and the SGMSE+ model
-(8 kHz) stay available by folder name: `shipped_checkpoint("storm_micro_8k")`.
+beside the weights for the commands and the measured metrics). The earlier 8 kHz StoRM and
+the SGMSE+ model (8 kHz) stay available by folder name: `shipped_checkpoint("storm_micro_8k")`.
 """
 
 from __future__ import annotations
