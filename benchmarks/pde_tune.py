@@ -38,6 +38,7 @@ VARIANTS = {
     "cosine_lr": ({}, {"lr_schedule": "cosine"}),
     "energy_weight": ({"loss_weight": "energy"}, {}),
     "two_levels": ({"levels": 2}, {}),
+    "high_noise_times": ({"train_times": "high"}, {}),
 }
 
 

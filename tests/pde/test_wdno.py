@@ -130,6 +130,27 @@ def test_energy_loss_weight_measures_the_error_in_field_units(data):
         WDNOConfig(loss_weight="bands")
 
 
+@pytest.mark.parametrize(("train_times", "upper_half"), [("uniform", 0.5), ("high", 0.75)])
+def test_training_times_follow_their_density(data, train_times, upper_half):
+    u, f = data
+    method = fitted((u, f), dataclasses.replace(TINY, train_times=train_times))
+    seen = []
+
+    def recording_net(x, t):
+        seen.append(t)
+        return torch.zeros_like(x)
+
+    torch.manual_seed(0)
+    for _ in range(25):  # 25 x 48 = 1200 draws: the fraction's standard error is 0.0125-0.0144
+        method.loss_fn(recording_net, {"u": u, "f": f})
+    t = torch.cat(seen).double()
+    lo, hi = method.path.t_end, method.path.t_start
+    assert lo <= t.min() and t.max() <= hi
+    assert abs(float((t > (lo + hi) / 2).double().mean()) - upper_half) < 0.05
+    with pytest.raises(InputError, match=r"^train_times: expected one of"):
+        WDNOConfig(train_times="low")
+
+
 class FlatPriorDenoiser(nn.Module):
     """x0 = x_t / alpha(t): the exact denoiser of a flat (improper) prior, so that guided
     sampling is plain descent on the objective."""

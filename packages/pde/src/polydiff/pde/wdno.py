@@ -43,6 +43,7 @@ TASKS = {
     "control": (("u", "f", "u0", "uT"), ("u0", "uT")),
 }
 LOSS_WEIGHTS = ("uniform", "energy")
+TRAIN_TIMES = ("uniform", "high")
 
 
 class PhysicalSpace(nn.Module):
@@ -77,7 +78,16 @@ class WDNOConfig(Config):
     channel c weighted by scale_c^2 (normalised to mean 1), i.e. the error in the units of the
     fields, where the coarse band holds most of the energy."""
 
+    train_times: str = "uniform"
+    """Diffusion times of the loss: "uniform" over the path's times, or "high": density rising
+    linearly with t (t = sqrt(U) on [0, 1]), three quarters of the draws in the upper half, where
+    the trajectory must come from the known channels rather than from x_t."""
+
     def __post_init__(self) -> None:
+        if self.train_times not in TRAIN_TIMES:
+            raise InputError(
+                f"train_times: expected one of {TRAIN_TIMES}, got {self.train_times!r}"
+            )
         if self.task not in TASKS:
             raise InputError(f"task: expected one of {tuple(TASKS)}, got {self.task!r}")
         if self.loss_weight not in LOSS_WEIGHTS:
@@ -178,6 +188,9 @@ class WDNO(Method):
         u = batch["u"]
         x0 = self.encode(u, batch["f"], u[:, 0], u[:, -1])
         t = self.path.sample_t(x0.shape[0], device=x0.device)
+        if self.config.train_times == "high":  # from uniform on [t_end, t_start] to density ~ t
+            lo, hi = self.path.t_end, self.path.t_start
+            t = lo + (hi - lo) * ((t - lo) / (hi - lo)).sqrt()
         x_t = self._overwrite_known(self.path.marginal(x0, t, torch.randn_like(x0)), x0)
         pred = net(x_t, t.to(x0.dtype))
         unknown = ~self.known.to(x0.device)
@@ -265,4 +278,4 @@ class WDNO(Method):
         return torch.cat([u0[:, None], u[:, 1:]], 1), f
 
 
-__all__ = ["LOSS_WEIGHTS", "TASKS", "WDNO", "PhysicalSpace", "WDNOConfig", "WDNONet"]
+__all__ = ["LOSS_WEIGHTS", "TASKS", "TRAIN_TIMES", "WDNO", "PhysicalSpace", "WDNOConfig", "WDNONet"]
