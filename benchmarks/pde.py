@@ -65,6 +65,16 @@ def train(name: str, method, data, runs: Path, steps: int) -> tuple[object, floa
     return load_method(runs / name / "model"), time.process_time() - start
 
 
+def wdno_models(args) -> dict[str, Path]:
+    """WDNO simulation models by row name: ``--wdno NAME=FOLDER ...``, or the shipped one."""
+    if not args.wdno:
+        return {"wdno": shipped_model()[0]}
+    pairs = dict(item.split("=", 1) for item in args.wdno)
+    if "wdno" not in pairs:
+        raise SystemExit("--wdno: one model must be named wdno (the one the goals are about)")
+    return {name: Path(folder) for name, folder in pairs.items()}
+
+
 def summary(err: torch.Tensor) -> dict:
     mean, lo, hi = bootstrap_mean(err)
     return {"mean": mean, "ci95": [lo, hi]}
@@ -78,10 +88,11 @@ def simulation(args, train_data, test, problem: ControlProblem) -> dict:
     physical = WDNO(WDNOConfig(**UNET, wavelet="none"))
     torch.manual_seed(0)
     fno = FNO(FNOConfig(nx=64, nt=16, modes=16, width=32, layers=4))
-    wdno_dir = args.wdno or shipped_model()[0]
-    models = {"wdno": (load_method(wdno_dir), None)}
+    models = {}
     for name, method in (("physical_diffusion", physical), ("fno", fno)):
         models[name] = train(f"sim-{name}", method, train_data, args.runs, args.sim_steps)
+    for name, folder in wdno_models(args).items():  # loaded last: one may still be training
+        models[name] = (load_method(folder), None)
     results = {}
     for name, (model, cpu) in models.items():
         start = time.perf_counter()
@@ -154,6 +165,14 @@ def control_study(args, train_data, val, test, problem: ControlProblem) -> dict:
     return results
 
 
+def portable(folder: Path) -> str:
+    """A model folder as the docs may show it: the shipped name, or under ``<runs>``."""
+    folder = Path(folder).resolve()
+    if folder.is_relative_to(shipped_model()[0].parent.resolve()):
+        return f"shipped {folder.name}"
+    return f"<runs>/{folder.parent.name}/{folder.name}"
+
+
 def fmt_ci(s: dict, digits: int = 4) -> str:
     return f"{s['mean']:.{digits}f} ({s['ci95'][0]:.{digits}f}-{s['ci95'][1]:.{digits}f})"
 
@@ -209,25 +228,28 @@ def report(sim: dict, ctl: dict, meta: dict, goals: dict) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="pde")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "pde" / "bench")
-    parser.add_argument("--wdno", type=Path, default=None, help="a WDNO simulation model folder")
-    parser.add_argument("--sim-steps", type=int, default=1000)
-    parser.add_argument("--control-steps", type=int, default=800)
+    parser.add_argument(
+        "--wdno", nargs="*", default=[],
+        help="WDNO simulation models as NAME=FOLDER (one named wdno; default: the shipped one)",
+    )  # fmt: skip
+    parser.add_argument("--sim-steps", type=int, default=600)
+    parser.add_argument("--control-steps", type=int, default=500)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     train_data = generate_burgers(N_TRAIN, DATA, seed=TRAIN_SEED)
     test = generate_burgers(N_TEST, DATA, seed=TEST_SEED)
     val = generate_burgers(N_VALIDATION, DATA, seed=VALIDATION_SEED)
     problem = ControlProblem(DATA.t_end, DATA.nu, ENERGY_WEIGHT, None, DATA.boundary)
-    sim = simulation(args, train_data, test, problem)
-    print({k: v.get("relative_l2") for k, v in sim.items()}, flush=True)
     ctl = control_study(args, train_data, val, test, problem)
+    print({k: v["J"] for k, v in ctl.items()}, flush=True)
+    sim = simulation(args, train_data, test, problem)
     command = "python benchmarks/run.py pde"
-    if args.wdno is not None:
-        command += " --wdno <runs>/" + args.wdno.name
-    if args.sim_steps != 1000 or args.control_steps != 800:
+    models = wdno_models(args)
+    if args.wdno:
+        command += " --wdno " + " ".join(f"{k}={portable(v)}" for k, v in models.items())
+    if args.sim_steps != 600 or args.control_steps != 500:
         command += f" --sim-steps {args.sim_steps} --control-steps {args.control_steps}"
     batch = "batch 32, AdamW lr 1e-3, EMA 0.995, seed 0"
-    wdno_origin = "shipped burgers-wdno-64" if args.wdno is None else f"<runs>/{args.wdno.name}"
     meta = {
         "command": command, "seed": 0, "machine": "2 shared CPU cores, no GPU, one thread",
         "data": "generate_burgers nx 64, nt 16, t in [0, 1], nu 0.01, Dirichlet",
@@ -238,7 +260,7 @@ def main(argv: list[str]) -> int:
         "n_test": N_TEST, "n_control": N_CONTROL, "energy_weight": ENERGY_WEIGHT,
         "ddim_steps": DDIM_STEPS,
         "training": {
-            "wdno": wdno_origin,
+            **{name: portable(folder) for name, folder in models.items()},
             "physical_diffusion": f"{args.sim_steps} steps, {batch}",
             "fno": f"{args.sim_steps} steps, {batch}",
             "control_wdno": f"{args.control_steps} steps, {batch}",
