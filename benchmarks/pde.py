@@ -29,6 +29,7 @@ Writes docs/benchmarks/pde.{md,json}.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -56,13 +57,44 @@ DDIM_STEPS = 50
 UNET = {"nx": 64, "nt": 16, "channels": 16, "channel_mult": (1, 2)}
 
 
+# the models the benchmark trains, by run folder
+BUILDERS = {
+    "sim-physical_diffusion": lambda: WDNO(WDNOConfig(**UNET, wavelet="none")),
+    "sim-fno": lambda: FNO(FNOConfig(nx=64, nt=16, modes=16, width=32, layers=4)),
+    "control-wdno": lambda: WDNO(WDNOConfig(**UNET, task="control")),
+    "control-physical_diffusion": lambda: WDNO(WDNOConfig(**UNET, wavelet="none", task="control")),
+}
+
+
+def build(name: str):
+    torch.manual_seed(0)  # the same initialisation in every process
+    return BUILDERS[name]()
+
+
 def train(name: str, method, data, runs: Path, steps: int) -> tuple[object, float]:
     """Train (or reuse) ``method`` in runs/name; returns the exported model and the CPU seconds
-    of this call's training (0 when it was reused)."""
+    its training took (stored beside it, so a run that reuses it reports them too)."""
+    record = runs / name / "train_cpu.json"
     start = time.process_time()
     config = TrainConfig(max_steps=steps, batch_size=32, lr=1e-3, seed=0)
     train_method(method, data, runs / name, config, progress_bar=False)
-    return load_method(runs / name / "model"), time.process_time() - start
+    spent = time.process_time() - start
+    if record.is_file():
+        spent += json.loads(record.read_text())["cpu_s"]
+    atomic_write_json(record, {"cpu_s": spent})
+    return load_method(runs / name / "model"), spent
+
+
+def cached(path: Path, key: dict, compute) -> dict:
+    """``compute()``, or the result stored at ``path`` by an earlier run with the same ``key``
+    (the stages of this benchmark can run as separate processes; see ``--part``)."""
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored["key"] == key:
+            return stored["result"]
+    result = compute()
+    atomic_write_json(path, {"key": key, "result": result})
+    return result
 
 
 def wdno_models(args) -> dict[str, Path]:
@@ -80,17 +112,23 @@ def summary(err: torch.Tensor) -> dict:
     return {"mean": mean, "ci95": [lo, hi]}
 
 
+def train_only(name: str, args, train_data) -> int:
+    """Train one of the benchmark's models (``--part train:NAME``) and stop."""
+    if name not in BUILDERS:
+        raise SystemExit(f"--part train:NAME: NAME is one of {sorted(BUILDERS)}")
+    steps = args.control_steps if name.startswith("control") else args.sim_steps
+    train(name, build(name), train_data, args.runs, steps)
+    return 0
+
+
 def simulation(args, train_data, test, problem: ControlProblem) -> dict:
     truth = torch.as_tensor(test.u)
     shock = max_gradient(truth, test.attrs["dx"])
     shock_mask = shock > torch.quantile(shock, SHOCK_QUANTILE)
-    torch.manual_seed(0)
-    physical = WDNO(WDNOConfig(**UNET, wavelet="none"))
-    torch.manual_seed(0)
-    fno = FNO(FNOConfig(nx=64, nt=16, modes=16, width=32, layers=4))
     models = {}
-    for name, method in (("physical_diffusion", physical), ("fno", fno)):
-        models[name] = train(f"sim-{name}", method, train_data, args.runs, args.sim_steps)
+    for name in ("physical_diffusion", "fno"):
+        run = f"sim-{name}"
+        models[name] = train(run, build(run), train_data, args.runs, args.sim_steps)
     for name, folder in wdno_models(args).items():  # loaded last: one may still be training
         models[name] = (load_method(folder), None)
     results = {}
@@ -127,15 +165,21 @@ def control_run(method: str, u0, target, problem, nt, **options) -> dict:
 
 def control_study(args, train_data, val, test, problem: ControlProblem) -> dict:
     nt = DATA.nt
-    models = {}
-    for name, wavelet in (("wdno", "bior2.4"), ("physical_diffusion", "none")):
-        torch.manual_seed(0)
-        method = WDNO(WDNOConfig(**UNET, wavelet=wavelet, task="control"))
-        models[name] = train(f"control-{name}", method, train_data, args.runs, args.control_steps)
     u0v, tv = val.u[:N_CONTROL_VALIDATION, 0], val.u[:N_CONTROL_VALIDATION, -1]
     u0, target = test.u[:N_CONTROL, 0], test.u[:N_CONTROL, -1]
     results = {}
-    for name, (model, cpu) in models.items():
+    for name in ("wdno", "gradient", "physical_diffusion"):
+        if name == "gradient":
+            for steps in (10, 100):
+                run = control_run("gradient", u0, target, problem, nt, steps=steps, lr=0.1)
+                seconds = run["seconds"] / N_CONTROL
+                results[f"gradient_{steps}"] = {
+                    "J": summary(run["J"]),
+                    "seconds_per_trajectory": seconds,
+                }
+            continue
+        run_name = f"control-{name}"
+        model, cpu = train(run_name, build(run_name), train_data, args.runs, args.control_steps)
         scan = {}
         for g in GUIDANCE_GRID:
             run = control_run("wdno", u0v, tv, problem, nt, model=model, guidance=g,
@@ -152,10 +196,6 @@ def control_study(args, train_data, val, test, problem: ControlProblem) -> dict:
             "validation_J_by_guidance": {str(k): v for k, v in scan.items()},
             "train_cpu_s": cpu,
         }
-    for steps in (10, 100):
-        run = control_run("gradient", u0, target, problem, nt, steps=steps, lr=0.1)
-        seconds = run["seconds"] / N_CONTROL
-        results[f"gradient_{steps}"] = {"J": summary(run["J"]), "seconds_per_trajectory": seconds}
     zero = torch.zeros(N_CONTROL, nt, DATA.nx, dtype=torch.float64)
     for name, f in (("no_forcing", zero), ("generating_forcing", test.f[:N_CONTROL])):
         f = torch.as_tensor(f).double()
@@ -234,17 +274,32 @@ def main(argv: list[str]) -> int:
     )  # fmt: skip
     parser.add_argument("--sim-steps", type=int, default=600)
     parser.add_argument("--control-steps", type=int, default=500)
+    parser.add_argument(
+        "--part", default="all",
+        help="all (default), control or simulation (one stage, stored in --runs and reused by a "
+             "later full run), or train:NAME (one model: sim-fno, sim-physical_diffusion, "
+             "control-wdno, control-physical_diffusion); to spread the work over processes",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     train_data = generate_burgers(N_TRAIN, DATA, seed=TRAIN_SEED)
     test = generate_burgers(N_TEST, DATA, seed=TEST_SEED)
     val = generate_burgers(N_VALIDATION, DATA, seed=VALIDATION_SEED)
     problem = ControlProblem(DATA.t_end, DATA.nu, ENERGY_WEIGHT, None, DATA.boundary)
-    ctl = control_study(args, train_data, val, test, problem)
-    print({k: v["J"] for k, v in ctl.items()}, flush=True)
-    sim = simulation(args, train_data, test, problem)
-    command = "python benchmarks/run.py pde"
     models = wdno_models(args)
+    if args.part.startswith("train:"):
+        return train_only(args.part.removeprefix("train:"), args, train_data)
+    ctl_key = {"control_steps": args.control_steps}
+    sim_key = {"sim_steps": args.sim_steps, "wdno": {k: str(v) for k, v in models.items()}}
+    if args.part in ("all", "control"):
+        ctl = cached(args.runs / "control.json", ctl_key,
+                     lambda: control_study(args, train_data, val, test, problem))  # fmt: skip
+    if args.part in ("all", "simulation"):
+        sim = cached(args.runs / "simulation.json", sim_key,
+                     lambda: simulation(args, train_data, test, problem))  # fmt: skip
+    if args.part != "all":
+        return 0
+    command = "python benchmarks/run.py pde"
     if args.wdno:
         command += " --wdno " + " ".join(f"{k}={portable(v)}" for k, v in models.items())
     if args.sim_steps != 600 or args.control_steps != 500:
