@@ -214,6 +214,25 @@ def portable(folder: Path) -> str:
     return f"<runs>/{folder.parent.name}/{folder.name}"
 
 
+NOTES = [
+    "- Unequal training: the shipped WDNO had 4500 steps (267 CPU s); the physical-space model and "
+    "the FNO 600 steps (about 140 CPU s each, what this shared machine allowed). After 600 steps "
+    "the EMA (0.995, no warm-up) still holds 0.995^600 = 5% of the initial weights, which hurts "
+    "both. The FNO trained for 1500 steps reached 0.018 on 128 test trajectories of the same data "
+    "(docs/pde.md, first measurement): the simulation goals against the FNO are met here only at "
+    "this budget, not at equal or longer training.",
+    "- The numerical solver on the 32-point grid beats every learned model overall (at about "
+    "1 ms per trajectory), though not on the shock subset, where WDNO is better.",
+    '- The 1500-step rows compare the uniform band weighting with `loss_weight="energy"`: '
+    "energy won by 16% on the validation set (docs/benchmarks/pde-tuning.md) but not on this "
+    "test set.",
+    "- Control: guidance has almost no effect on the WDNO control model (validation J 3.69e-2 "
+    "at every scale): J's tracking term reaches the network's output only through the "
+    "predicted u, not the forcing that the solver is run with; both control models saw 500 "
+    "training steps. The gradient baseline optimises J itself through the true solver.",
+]
+
+
 def fmt_ci(s: dict, digits: int = 4) -> str:
     return f"{s['mean']:.{digits}f} ({s['ci95'][0]:.{digits}f}-{s['ci95'][1]:.{digits}f})"
 
@@ -263,6 +282,7 @@ def report(sim: dict, ctl: dict, meta: dict, goals: dict) -> str:
         lines.append(f"| {name} | {fmt_ci_e(r['J'])} | {seconds} | {guidance} | {trained} |")
     lines += ["", "## Goals (issue 17)", "", "| goal | met |", "|---|---|"]
     lines += [f"| {k} | {'yes' if v else 'no'} |" for k, v in goals.items()]
+    lines += ["", "## Read with care", "", *NOTES]
     return "\n".join(lines) + "\n"
 
 
