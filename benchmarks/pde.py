@@ -206,11 +206,12 @@ def control_study(args, train_data, val, test, problem: ControlProblem) -> dict:
     return results
 
 
-def portable(folder: Path) -> str:
-    """A model folder as the docs may show it: the shipped name, or under ``<runs>``."""
+def portable(folder: Path, *, in_command: bool = False) -> str:
+    """A model folder as the docs may show it: the shipped one (its path in the repository in a
+    command), or the last two parts under ``<runs>`` (e.g. a `benchmarks/pde_tune.py` run)."""
     folder = Path(folder).resolve()
     if folder.is_relative_to(shipped_model()[0].parent.resolve()):
-        return f"shipped {folder.name}"
+        return str(folder.relative_to(ROOT)) if in_command else f"shipped {folder.name}"
     return f"<runs>/{folder.parent.name}/{folder.name}"
 
 
@@ -225,7 +226,8 @@ NOTES = [
     "1 ms per trajectory), though not on the shock subset, where WDNO is better.",
     '- The 1500-step rows compare the uniform band weighting with `loss_weight="energy"`: '
     "energy won by 16% on the validation set (docs/benchmarks/pde-tuning.md) but not on this "
-    "test set.",
+    "test set. `<runs>` in the command is the `--runs` folder of `python benchmarks/run.py "
+    "pde_tune --steps 1500`, which trained them.",
     "- Control: guidance has almost no effect on the WDNO control model (validation J 3.69e-2 "
     "at every scale): J's tracking term reaches the network's output only through the "
     "predicted u, not the forcing that the solver is run with; both control models saw 500 "
@@ -321,8 +323,9 @@ def main(argv: list[str]) -> int:
     if args.part != "all":
         return 0
     command = "python benchmarks/run.py pde"
-    if args.wdno:
-        command += " --wdno " + " ".join(f"{k}={portable(v)}" for k, v in models.items())
+    if args.wdno:  # <runs>: the --runs folder of benchmarks/pde_tune.py
+        shown = (f"{k}={portable(v, in_command=True)}" for k, v in models.items())
+        command += " --wdno " + " ".join(shown)
     if args.sim_steps != 600 or args.control_steps != 500:
         command += f" --sim-steps {args.sim_steps} --control-steps {args.control_steps}"
     batch = "batch 32, AdamW lr 1e-3, EMA 0.995, seed 0"
