@@ -72,12 +72,14 @@ def build(name: str):
     return BUILDERS[name]()
 
 
-def train(name: str, method, data, runs: Path, steps: int) -> tuple[object, float]:
+def train(
+    name: str, method, data, runs: Path, steps: int, ema_warmup: bool = False
+) -> tuple[object, float]:
     """Train (or reuse) ``method`` in runs/name; returns the exported model and the CPU seconds
     its training took (stored beside it, so a run that reuses it reports them too)."""
     record = runs / name / "train_cpu.json"
     start = time.process_time()
-    config = TrainConfig(max_steps=steps, batch_size=32, lr=1e-3, seed=0)
+    config = TrainConfig(max_steps=steps, batch_size=32, lr=1e-3, seed=0, ema_warmup=ema_warmup)
     train_method(method, data, runs / name, config, progress_bar=False)
     spent = time.process_time() - start
     if record.is_file():
@@ -115,10 +117,15 @@ def summary(err: torch.Tensor) -> dict:
 
 def train_only(name: str, args, train_data) -> int:
     """Train one of the benchmark's models (``--part train:NAME``) and stop."""
-    if name not in BUILDERS:
-        raise SystemExit(f"--part train:NAME: NAME is one of {sorted(BUILDERS)}")
+    warmup = name.endswith("-ema_warmup")
+    name = name.removesuffix("-ema_warmup")
+    if name not in BUILDERS or (warmup and not name.startswith("sim")):
+        raise SystemExit(
+            f"--part train:NAME: NAME is one of {sorted(BUILDERS)} (sim-*: -ema_warmup)"
+        )
     steps = args.control_steps if name.startswith("control") else args.sim_steps
-    train(name, build(name), train_data, args.runs, steps)
+    folder = f"{name}-ema_warmup" if warmup else name
+    train(folder, build(name), train_data, args.runs, steps, warmup)
     return 0
 
 
@@ -130,6 +137,10 @@ def simulation(args, train_data, test, problem: ControlProblem) -> dict:
     for name in ("physical_diffusion", "fno"):
         run = f"sim-{name}"
         models[name] = train(run, build(run), train_data, args.runs, args.sim_steps)
+        if args.ema_warmup:  # the same training with an EMA warm-up, side by side
+            folder = f"{run}-ema_warmup"
+            trained = train(folder, build(run), train_data, args.runs, args.sim_steps, True)
+            models[f"{name}_ema_warmup"] = trained
     for name, folder in wdno_models(args).items():  # loaded last: one may still be training
         models[name] = (load_method(folder), None)
     results = {}
@@ -298,6 +309,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sim-steps", type=int, default=600)
     parser.add_argument("--control-steps", type=int, default=500)
     parser.add_argument(
+        "--ema-warmup", action="store_true",
+        help="also train the simulation baselines with an EMA warm-up (rows *_ema_warmup)",
+    )  # fmt: skip
+    parser.add_argument(
         "--part", default="all",
         help="all (default), control or simulation (one stage, stored in --runs and reused by a "
              "later full run), or train:NAME (one model: sim-fno, sim-physical_diffusion, "
@@ -314,6 +329,8 @@ def main(argv: list[str]) -> int:
         return train_only(args.part.removeprefix("train:"), args, train_data)
     ctl_key = {"control_steps": args.control_steps}
     sim_key = {"sim_steps": args.sim_steps, "wdno": {k: str(v) for k, v in models.items()}}
+    if args.ema_warmup:
+        sim_key["ema_warmup"] = True
     if args.part in ("all", "control"):
         ctl = cached(args.runs / "control.json", ctl_key,
                      lambda: control_study(args, train_data, val, test, problem))  # fmt: skip
@@ -328,6 +345,8 @@ def main(argv: list[str]) -> int:
         command += " --wdno " + " ".join(shown)
     if args.sim_steps != 600 or args.control_steps != 500:
         command += f" --sim-steps {args.sim_steps} --control-steps {args.control_steps}"
+    if args.ema_warmup:
+        command += " --ema-warmup"
     batch = "batch 32, AdamW lr 1e-3, EMA 0.995, seed 0"
     meta = {
         "command": command, "seed": 0, "machine": "2 shared CPU cores, no GPU, one thread",
@@ -342,6 +361,8 @@ def main(argv: list[str]) -> int:
             **{name: portable(folder) for name, folder in models.items()},
             "physical_diffusion": f"{args.sim_steps} steps, {batch}",
             "fno": f"{args.sim_steps} steps, {batch}",
+            "physical_diffusion_ema_warmup": f"{args.sim_steps} steps, {batch}, EMA warm-up",
+            "fno_ema_warmup": f"{args.sim_steps} steps, {batch}, EMA warm-up",
             "control_wdno": f"{args.control_steps} steps, {batch}",
             "control_physical_diffusion": f"{args.control_steps} steps, {batch}",
         },

@@ -49,3 +49,21 @@ def test_cosine_schedule_reaches_zero_in_training(tmp_path):
     config = TrainConfig(max_steps=4, batch_size=8, lr_schedule="cosine", ema_decay=None)
     module = train_method(method, data, tmp_path / "run", config, progress_bar=False)
     assert module.trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0)
+
+
+def test_ema_warmup_lets_a_short_run_export_trained_weights(tmp_path):
+    data = generate_burgers(16, BurgersConfig(nx=16, nt=8, t_end=0.5), seed=0)
+    moved = {}
+    for warmup in (False, True):
+        torch.manual_seed(0)
+        method = WDNO(WDNOConfig(nx=16, nt=8, channels=8))
+        initial = method.net.state_dict()["unet.conv_in.weight"].clone()
+        config = TrainConfig(max_steps=3, batch_size=8, ema_decay=0.999, ema_warmup=warmup)
+        train_method(method, data, tmp_path / str(warmup), config, progress_bar=False)
+        exported = load_method(tmp_path / str(warmup) / "model").net.state_dict()
+        trained = method.net.state_dict()["unet.conv_in.weight"]
+        moved[warmup] = float(
+            (exported["unet.conv_in.weight"] - initial).norm() / (trained - initial).norm()
+        )
+    # without the warm-up the EMA keeps ~0.999^3 of the initial weights: it has hardly moved
+    assert moved[False] < 0.05 < 0.5 < moved[True]

@@ -25,6 +25,9 @@ class TrainConfig(Config):
     lr: float = 1e-3
     warmup_steps: int = 0
     ema_decay: float | None = 0.995  # WDNO's
+    ema_warmup: bool = False
+    """Decay min(ema_decay, (1 + n) / (10 + n)) at update n, so that a short run's EMA does not
+    keep a share of the initial weights (0.995^600 = 5% after 600 steps without it)."""
     grad_clip_norm: float | None = 1.0  # WDNO's
     checkpoint_every: int = 500
     seed: int = 0
@@ -84,7 +87,8 @@ def train_method(
 
     module = Module(
         method.net, method.loss_fn, lr=config.lr, warmup_steps=config.warmup_steps,
-        ema_decay=config.ema_decay, grad_clip_norm=config.grad_clip_norm,
+        ema_decay=config.ema_decay, ema_warmup=config.ema_warmup,
+        grad_clip_norm=config.grad_clip_norm,
     )  # fmt: skip
     loader = ResumableLoader(
         TensorDataset(u, f), batch_size=min(config.batch_size, len(u)), seed=config.seed,
