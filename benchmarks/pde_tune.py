@@ -56,8 +56,8 @@ def train_variant(name: str, steps: int, data, runs: Path) -> tuple[WDNO, float]
     start = time.process_time()
     train_method(method, data, runs / f"{name}-{steps}", config, progress_bar=False)
     spent = time.process_time() - start
-    if record.is_file():  # a reused run: the CPU seconds its training took
-        spent += json.loads(record.read_text())["cpu_s"]
+    if record.is_file():  # a finished run reused: the CPU seconds its training took
+        spent = json.loads(record.read_text())["cpu_s"]
     atomic_write_json(record, {"cpu_s": spent})
     return method, spent
 
