@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from polydiff.core.errors import InputError
-from polydiff.pde.metrics import mse, nrmse, relative_l2, spectral_errors, trajectory_metrics
+from polydiff.pde.metrics import (
+    bootstrap_mean,
+    max_gradient,
+    mse,
+    nrmse,
+    relative_l2,
+    relative_l2_per_sample,
+    spectral_errors,
+    trajectory_metrics,
+)
 
 
 def test_errors_of_a_known_perturbation():
@@ -32,3 +41,23 @@ def test_errors_of_a_known_perturbation():
 def test_mismatched_shapes_are_refused():
     with pytest.raises(InputError, match=r"^pred: expected the shape of the truth"):
         mse(torch.zeros(2, 3, 8), torch.zeros(2, 3, 4))
+
+
+def test_per_sample_errors_steepest_slope_and_bootstrap_interval():
+    true = torch.ones(3, 4, 8)
+    pred = true * torch.tensor([1.0, 1.5, 3.0])[:, None, None]
+    per_sample = relative_l2_per_sample(pred, true, from_time=1)
+    assert torch.allclose(per_sample, torch.tensor([0.0, 0.5, 2.0], dtype=torch.float64))
+    assert relative_l2(pred, true, 1) == pytest.approx(2.5 / 3)
+    ramp = torch.zeros(2, 3, 8)
+    ramp[1, 2] = torch.arange(8) * 0.3  # slope 0.3 per node at the last time
+    ramp[0, 0] = torch.arange(8) * 9.0  # steep, but at t = 0, which is skipped
+    assert torch.allclose(max_gradient(ramp, dx=0.1), torch.tensor([0.0, 3.0], dtype=torch.float64))
+    mean, lo, hi = bootstrap_mean(torch.full((10,), 2.0))
+    assert mean == lo == hi == 2.0
+    values = torch.randn(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mean, lo, hi = bootstrap_mean(values)
+    half_width = 1.96 * float(values.std()) / math.sqrt(400)  # the normal approximation
+    assert lo < mean < hi and abs((hi - lo) / 2 - half_width) < 0.15 * half_width
+    with pytest.raises(InputError, match=r"^values: a confidence interval needs 2"):
+        bootstrap_mean(torch.ones(1))

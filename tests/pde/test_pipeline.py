@@ -8,7 +8,16 @@ import torch
 from polydiff.core.errors import InputError
 from polydiff.pde.data import BurgersConfig, generate_burgers, write_dataset
 from polydiff.pde.fno import FNO, FNOConfig
-from polydiff.pde.pipeline import check_fits, predict, read_trajectories, score, subset
+from polydiff.pde.metrics import relative_l2
+from polydiff.pde.pipeline import (
+    check_fits,
+    control_problem,
+    predict,
+    read_trajectories,
+    score,
+    simulate_coarse,
+    subset,
+)
 
 
 def test_read_trajectories_takes_either_layout(tmp_path):
@@ -35,3 +44,18 @@ def test_predict_scores_and_refuses_other_grids():
         score(data, head, "pred.h5")  # more predictions than true trajectories
     with pytest.raises(InputError, match=r"d\.h5: trajectories of nt x nx = 4 x 16"):
         check_fits(FNO(FNOConfig(nx=32, nt=4, modes=4)), data, "d.h5")
+
+
+def test_coarse_solver_reproduces_the_data_on_its_grid_and_degrades_when_coarser():
+    data = generate_burgers(6, BurgersConfig(nx=32, nt=5, t_end=0.5), seed=2)
+    problem = control_problem(data)
+    same = simulate_coarse(data.u[:, 0], data.f, problem, 32)
+    np.testing.assert_allclose(same, data.u, atol=1e-5)
+    truth = torch.as_tensor(data.u)
+    errors = [
+        relative_l2(torch.as_tensor(simulate_coarse(data.u[:, 0], data.f, problem, nx)), truth, 1)
+        for nx in (8, 16)
+    ]
+    assert errors[0] > errors[1] > 1e-3
+    with pytest.raises(InputError, match=r"^nx must be >= 2"):
+        simulate_coarse(data.u[:, 0], data.f, problem, 1)

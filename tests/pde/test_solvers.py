@@ -14,6 +14,7 @@ from polydiff.pde.solvers import (
     grid_1d,
     grid_spacing,
     output_times,
+    resample_grid,
     solve_advection,
     solve_burgers,
 )
@@ -153,3 +154,23 @@ def test_bad_solver_options_raise_input_error_naming_the_option(call, option):
     u0 = torch.sin(math.pi * grid_1d(32, "dirichlet"))[None]
     with pytest.raises(InputError, match=f"^{option}"):
         call(u0)
+
+
+@pytest.mark.parametrize("boundary", ["dirichlet", "periodic"])
+def test_resample_grid_keeps_nodes_and_converges_at_second_order(boundary):
+    n = 16
+    u = wave(grid_1d(n, boundary)) * torch.sin(math.pi * grid_1d(n, boundary))[None]
+    assert_close(resample_grid(u, n, boundary), u, atol=1e-14)
+    # the grid of 2n + 1 (Dirichlet) or 2n (periodic) points holds every node of the n-point grid
+    fine = resample_grid(u, 2 * n + 1 if boundary == "dirichlet" else 2 * n, boundary)
+    assert_close(fine[..., 1::2] if boundary == "dirichlet" else fine[..., ::2], u, atol=1e-14)
+
+    def smooth(x):  # zero at both ends, periodic too
+        return torch.sin(math.pi * x) ** 2 * wave(x)
+
+    target = grid_1d(50, boundary)
+    errors = [
+        (resample_grid(smooth(grid_1d(m, boundary)), 50, boundary) - smooth(target)).abs().max()
+        for m in (32, 64, 128)
+    ]
+    assert all(1.8 < order < 2.2 for order in observed_orders(errors))

@@ -112,6 +112,45 @@ def test_bad_sizes_raise_input_error(data):
         method.sample(u[:2, 0] * float("nan"), f[:2])
 
 
+def test_energy_loss_weight_measures_the_error_in_field_units(data):
+    """With an orthonormal wavelet (Haar) the squared coefficients of u sum to those of u, so the
+    energy-weighted loss of a network that predicts zeros, times the mean squared scale, is the
+    mean of u^2 (at any diffusion time)."""
+    u, f = data
+    config = dataclasses.replace(TINY, wavelet="haar", loss_weight="energy")
+    method = fitted((u, f), config)
+    unknown = ~method.known
+    zero_net = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    loss = method.loss_fn(zero_net, {"u": u, "f": f})
+    mean_square_scale = method.net.scale[unknown].square().mean()
+    assert_close(loss * mean_square_scale, u.float().square().mean(), rtol=1e-5)
+    uniform = fitted((u, f), dataclasses.replace(config, loss_weight="uniform"))
+    assert not torch.isclose(uniform.loss_fn(zero_net, {"u": u, "f": f}), loss)
+    with pytest.raises(InputError, match=r"^loss_weight: expected one of"):
+        WDNOConfig(loss_weight="bands")
+
+
+@pytest.mark.parametrize(("train_times", "upper_half"), [("uniform", 0.5), ("high", 0.75)])
+def test_training_times_follow_their_density(data, train_times, upper_half):
+    u, f = data
+    method = fitted((u, f), dataclasses.replace(TINY, train_times=train_times))
+    seen = []
+
+    def recording_net(x, t):
+        seen.append(t)
+        return torch.zeros_like(x)
+
+    torch.manual_seed(0)
+    for _ in range(25):  # 25 x 48 = 1200 draws: the fraction's standard error is 0.0125-0.0144
+        method.loss_fn(recording_net, {"u": u, "f": f})
+    t = torch.cat(seen).double()
+    lo, hi = method.path.t_end, method.path.t_start
+    assert lo <= t.min() and t.max() <= hi
+    assert abs(float((t > (lo + hi) / 2).double().mean()) - upper_half) < 0.05
+    with pytest.raises(InputError, match=r"^train_times: expected one of"):
+        WDNOConfig(train_times="low")
+
+
 class FlatPriorDenoiser(nn.Module):
     """x0 = x_t / alpha(t): the exact denoiser of a flat (improper) prior, so that guided
     sampling is plain descent on the objective."""

@@ -32,11 +32,15 @@ def mse(pred: Tensor, true: Tensor, from_time: int = 0) -> float:
     return float((pred - true).square().mean())
 
 
-def relative_l2(pred: Tensor, true: Tensor, from_time: int = 0) -> float:
-    """||pred - true||_2 / ||true||_2 per sample over its (t, x) values, averaged over samples."""
+def relative_l2_per_sample(pred: Tensor, true: Tensor, from_time: int = 0) -> Tensor:
+    """||pred - true||_2 / ||true||_2 of each sample over its (t, x) values: [B] (float64)."""
     pred, true = _pair(pred, true, from_time)
-    err = (pred - true).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1).clamp_min(1e-12)
-    return float(err.mean())
+    return (pred - true).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1).clamp_min(1e-12)
+
+
+def relative_l2(pred: Tensor, true: Tensor, from_time: int = 0) -> float:
+    """``relative_l2_per_sample`` averaged over samples."""
+    return float(relative_l2_per_sample(pred, true, from_time).mean())
 
 
 def nrmse(pred: Tensor, true: Tensor, from_time: int = 0) -> float:
@@ -61,6 +65,29 @@ def spectral_errors(pred: Tensor, true: Tensor, from_time: int = 0) -> dict[str,
     return out
 
 
+def max_gradient(u: Tensor, dx: float, from_time: int = 1) -> Tensor:
+    """The steepest slope of each trajectory [B, nt, nx], max over t >= ``from_time`` and x of
+    |u(x + dx) - u(x)| / dx: [B]; large values mark shocks (steep fronts)."""
+    u = torch.as_tensor(u)[:, from_time:].double()
+    return (u.diff(dim=-1).abs() / dx).amax((1, 2))
+
+
+def bootstrap_mean(
+    values: Tensor, *, level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """The mean of ``values`` [N] and the percentile bootstrap interval of the mean at ``level``
+    (Efron & Tibshirani 1993, ch. 13), resampling the N values with a seeded generator."""
+    values = torch.as_tensor(values).double().flatten()
+    if values.numel() < 2:
+        raise InputError(f"values: a confidence interval needs 2 or more values, got {len(values)}")
+    generator = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(values), (resamples, len(values)), generator=generator)
+    means = values[idx].mean(1)
+    tail = (1 - level) / 2
+    lo, hi = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=means.dtype))
+    return float(values.mean()), float(lo), float(hi)
+
+
 def trajectory_metrics(pred: Tensor, true: Tensor, from_time: int = 1) -> dict[str, float]:
     """Every metric above over t >= ``from_time`` and at the final time (``*_final``)."""
     out = {
@@ -75,4 +102,14 @@ def trajectory_metrics(pred: Tensor, true: Tensor, from_time: int = 1) -> dict[s
     return out
 
 
-__all__ = ["BANDS", "mse", "nrmse", "relative_l2", "spectral_errors", "trajectory_metrics"]
+__all__ = [
+    "BANDS",
+    "bootstrap_mean",
+    "max_gradient",
+    "mse",
+    "nrmse",
+    "relative_l2",
+    "relative_l2_per_sample",
+    "spectral_errors",
+    "trajectory_metrics",
+]

@@ -18,6 +18,7 @@ from polydiff.core.io import read_json
 from polydiff.pde.control import ControlProblem, control_objective, optimize_control
 from polydiff.pde.data import BurgersConfig, PDEData, read_dataset, read_pdebench
 from polydiff.pde.metrics import trajectory_metrics
+from polydiff.pde.solvers import resample_grid
 from polydiff.pde.wdno import WDNO
 
 SHIPPED = Path(__file__).parent / "checkpoints"
@@ -103,6 +104,19 @@ def model_loss(method: Method, data: PDEData, *, n: int = 256, repeats: int = 4,
     return float(np.mean(losses))
 
 
+def simulate_coarse(u0, f, problem: ControlProblem, nx: int) -> np.ndarray:
+    """The numerical baseline for simulation: ``solve_burgers`` (``problem``'s physics) on the
+    coarser grid of ``nx`` points, from u0 [N, n] and f [N, nt, n] interpolated onto it
+    (``resample_grid``), the trajectory interpolated back: [N, nt, n]."""
+    check_number("nx", nx, minimum=2)
+    u0, f = torch.as_tensor(np.asarray(u0)).double(), torch.as_tensor(np.asarray(f)).double()
+    n = u0.shape[-1]
+    coarse = problem.solve(
+        resample_grid(u0, nx, problem.boundary), resample_grid(f, nx, problem.boundary)
+    )
+    return resample_grid(coarse, n, problem.boundary).float().numpy()
+
+
 def control_problem(data: PDEData, energy_weight: float = 0.0) -> ControlProblem:
     """The Burgers control problem of a dataset: its nu, horizon and boundary."""
     if data.attrs.get("equation", "burgers") != "burgers" or "nu" not in data.attrs:
@@ -165,5 +179,6 @@ __all__ = [
     "read_trajectories",
     "score",
     "shipped_model",
+    "simulate_coarse",
     "subset",
 ]

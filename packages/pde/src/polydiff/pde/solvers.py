@@ -38,6 +38,26 @@ def grid_spacing(nx: int, boundary: str) -> float:
     return 1.0 / nx if boundary == "periodic" else 1.0 / (nx + 1)
 
 
+def resample_grid(u: Tensor, nx: int, boundary: str = "dirichlet") -> Tensor:
+    """Fields [..., n] on ``grid_1d(n, boundary)`` linearly interpolated onto ``grid_1d(nx,
+    boundary)``: the piecewise-linear function through the nodes and the boundary values (0 at
+    x = 0 and 1 for "dirichlet"; the wrap-around for "periodic")."""
+    u = torch.as_tensor(u)
+    n = u.shape[-1]
+    src = grid_1d(n, boundary, dtype=torch.float64)
+    if boundary == "periodic":
+        ext = torch.cat([u, u[..., :1]], -1)
+        src = torch.cat([src, src.new_ones(1)])
+    else:
+        zero = torch.zeros_like(u[..., :1])
+        ext = torch.cat([zero, u, zero], -1)
+        src = torch.cat([src.new_zeros(1), src, src.new_ones(1)])
+    dst = grid_1d(nx, boundary, dtype=torch.float64)
+    right = torch.searchsorted(src, dst, right=True).clamp(1, len(src) - 1)
+    weight = ((dst - src[right - 1]) / (src[right] - src[right - 1])).to(u.dtype)
+    return ext[..., right - 1] * (1 - weight) + ext[..., right] * weight
+
+
 def output_times(t_end: float, nt: int, *, dtype=torch.float64) -> Tensor:
     return torch.linspace(0.0, t_end, nt, dtype=dtype)
 
@@ -275,6 +295,7 @@ __all__ = [
     "grid_1d",
     "grid_spacing",
     "output_times",
+    "resample_grid",
     "solve_advection",
     "solve_burgers",
 ]

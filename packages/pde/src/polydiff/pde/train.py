@@ -4,6 +4,7 @@ checkpoints, automatic resume), then export of the EMA weights as a saved method
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from polydiff.core import Method
+from polydiff.core.errors import InputError
 from polydiff.core.method import Config
 from polydiff.pde.data import PDEData
 
@@ -23,9 +25,36 @@ class TrainConfig(Config):
     lr: float = 1e-3
     warmup_steps: int = 0
     ema_decay: float | None = 0.995  # WDNO's
+    ema_warmup: bool = False
+    """Decay min(ema_decay, (1 + n) / (10 + n)) at update n, so that a short run's EMA does not
+    keep a share of the initial weights (0.995^600 = 5% after 600 steps without it)."""
     grad_clip_norm: float | None = 1.0  # WDNO's
     checkpoint_every: int = 500
     seed: int = 0
+    lr_schedule: str = "constant"
+    """"constant", or "cosine": after the warmup, the learning rate falls as a half cosine from
+    ``lr`` to 0 at ``max_steps`` (Loshchilov & Hutter 2017, without restarts)."""
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InputError(
+                f"lr_schedule: expected one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
+            )
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """The learning-rate multiplier after ``step`` optimizer steps: linear warmup, then constant
+    or a half cosine to 0 at ``config.max_steps``."""
+    warmup = config.warmup_steps
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.lr_schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, config.max_steps - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _as_batch(items: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -47,9 +76,19 @@ def train_method(
     f = torch.zeros_like(u) if data.f is None else torch.as_tensor(data.f, dtype=torch.float32)
     if hasattr(method, "fit_scale"):
         method.fit_scale(u, f)
-    module = DiffusionModule(
+
+    class Module(DiffusionModule):  # the core's module with this config's schedule
+        def configure_optimizers(self) -> dict[str, Any]:
+            out = super().configure_optimizers()
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                out["optimizer"], lambda step: lr_factor(step, config)
+            )
+            return {**out, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    module = Module(
         method.net, method.loss_fn, lr=config.lr, warmup_steps=config.warmup_steps,
-        ema_decay=config.ema_decay, grad_clip_norm=config.grad_clip_norm,
+        ema_decay=config.ema_decay, ema_warmup=config.ema_warmup,
+        grad_clip_norm=config.grad_clip_norm,
     )  # fmt: skip
     loader = ResumableLoader(
         TensorDataset(u, f), batch_size=min(config.batch_size, len(u)), seed=config.seed,
@@ -62,4 +101,4 @@ def train_method(
     return module
 
 
-__all__ = ["TrainConfig", "train_method"]
+__all__ = ["LR_SCHEDULES", "TrainConfig", "lr_factor", "train_method"]

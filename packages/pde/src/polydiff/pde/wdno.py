@@ -42,6 +42,8 @@ TASKS = {
     "simulate": (("u", "f", "u0"), ("f", "u0")),
     "control": (("u", "f", "u0", "uT"), ("u0", "uT")),
 }
+LOSS_WEIGHTS = ("uniform", "energy")
+TRAIN_TIMES = ("uniform", "high")
 
 
 class PhysicalSpace(nn.Module):
@@ -71,10 +73,27 @@ class WDNOConfig(Config):
     """x0 predictions of the unknown channels are clamped to [-clamp, clamp] (scaled units)."""
     task: str = "simulate"
     """"simulate": p(u | u0, f); "control": p(u, f | u0, uT), sampled with guidance of J."""
+    loss_weight: str = "uniform"
+    """"uniform": every unknown channel counts the same in scaled units (WDNO's); "energy":
+    channel c weighted by scale_c^2 (normalised to mean 1), i.e. the error in the units of the
+    fields, where the coarse band holds most of the energy."""
+
+    train_times: str = "uniform"
+    """Diffusion times of the loss: "uniform" over the path's times, or "high": density rising
+    linearly with t (t = sqrt(U) on [0, 1]), three quarters of the draws in the upper half, where
+    the trajectory must come from the known channels rather than from x_t."""
 
     def __post_init__(self) -> None:
+        if self.train_times not in TRAIN_TIMES:
+            raise InputError(
+                f"train_times: expected one of {TRAIN_TIMES}, got {self.train_times!r}"
+            )
         if self.task not in TASKS:
             raise InputError(f"task: expected one of {tuple(TASKS)}, got {self.task!r}")
+        if self.loss_weight not in LOSS_WEIGHTS:
+            raise InputError(
+                f"loss_weight: expected one of {LOSS_WEIGHTS}, got {self.loss_weight!r}"
+            )
 
 
 class WDNONet(nn.Module):
@@ -164,14 +183,22 @@ class WDNO(Method):
         return torch.where(self.known.to(x.device)[:, None, None], known_values, x)
 
     def loss_fn(self, net: nn.Module, batch: dict) -> Tensor:
-        """Mean squared x0 error over the unknown channels at a uniform random time."""
+        """Mean squared x0 error over the unknown channels at a uniform random time (weighted
+        per channel by ``config.loss_weight``)."""
         u = batch["u"]
         x0 = self.encode(u, batch["f"], u[:, 0], u[:, -1])
         t = self.path.sample_t(x0.shape[0], device=x0.device)
+        if self.config.train_times == "high":  # from uniform on [t_end, t_start] to density ~ t
+            lo, hi = self.path.t_end, self.path.t_start
+            t = lo + (hi - lo) * ((t - lo) / (hi - lo)).sqrt()
         x_t = self._overwrite_known(self.path.marginal(x0, t, torch.randn_like(x0)), x0)
         pred = net(x_t, t.to(x0.dtype))
         unknown = ~self.known.to(x0.device)
-        return (pred - x0)[:, unknown].square().mean()
+        per_channel = (pred - x0)[:, unknown].square().mean((0, 2, 3))
+        if self.config.loss_weight == "energy":
+            weight = self.net.scale[unknown].square()
+            return (per_channel * weight / weight.mean()).mean()
+        return per_channel.mean()
 
     # --- sampling ------------------------------------------------------------------------------
 
@@ -251,4 +278,4 @@ class WDNO(Method):
         return torch.cat([u0[:, None], u[:, 1:]], 1), f
 
 
-__all__ = ["TASKS", "WDNO", "PhysicalSpace", "WDNOConfig", "WDNONet"]
+__all__ = ["LOSS_WEIGHTS", "TASKS", "TRAIN_TIMES", "WDNO", "PhysicalSpace", "WDNOConfig", "WDNONet"]
