@@ -153,7 +153,8 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     method = _build_method(cfg, dataset, source)
     recipe = TrainConfig(
         max_steps=t.steps, batch_size=t.batch_size, lr=t.lr, warmup_steps=t.warmup,
-        ema_decay=t.ema, checkpoint_every=t.checkpoint_every, seed=cfg.seed,
+        ema_decay=t.ema, ema_warmup=bool(t.ema_warmup), checkpoint_every=t.checkpoint_every,
+        seed=cfg.seed,
     )  # fmt: skip
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     train_method(method, dataset, run_dir, recipe, **trainer)
