@@ -244,3 +244,23 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     left = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
     assert set(left) <= {".hydra", "polydiff.log"}, left
     assert not (bad_files["a_file"].parent / "data.hdf5").exists()
+
+
+def test_readme_quick_start_at_reduced_size_beats_random_actions(tmp_path: Path):
+    """The README's data -> train method=diffusion -> evaluate, with 300 training steps (the
+    default is 1000) and 10 episodes: the trained policy reaches the goal in at least 8 of 10
+    UMaze episodes, and more often than uniform random actions on the same seeds."""
+    from polydiff.motion.policy.envs import make_env
+    from polydiff.motion.policy.evaluate import ScriptedChunkPolicy, rollout
+    from polydiff.motion.policy.experts import RandomPolicy
+
+    data = ok(tmp_path, "data", "maze=umaze", "variant=expert", "episodes=60", out="umaze")
+    args = (f"data={data / 'data.hdf5'}", "method=diffusion", "steps=300")
+    model = ok(tmp_path, "train", *args, out="dp") / "model"
+    folder = ok(tmp_path, "evaluate", f"model={model}", "episodes=10", out="eval")
+    ours = json.loads((folder / "metrics.json").read_text())["success_rate"]
+    env = make_env(UMAZE, continuing_task=False)
+    random_actions = ScriptedChunkPolicy(RandomPolicy(env.action_space), env.observation_space)
+    env.close()
+    chance = rollout(random_actions, UMAZE, range(10)).summary()["success_rate"]  # evaluate's seeds
+    assert ours >= 0.8 and ours > chance, (ours, chance)
