@@ -168,14 +168,10 @@ def _warm_start(method, cfg: DictConfig) -> str:
         raise ConfigError(f"train.init={init} and {cfg.method}.predictor both set the "
                           "predictor's weights: give one (train.init=null)")  # fmt: skip
     from polydiff.speech.methods import warm_start
-    from polydiff.speech.shipped import shipped_checkpoint, shipped_names
 
-    if init in ("auto", "shipped") or (init in shipped_names() and not Path(init).exists()):
-        with _usage("train.init: "):
-            folder = shipped_checkpoint(method.name if init in ("auto", "shipped") else init)
-        name = f"the shipped {folder.name}"
-    else:
-        folder = name = _require_path(init, "train.init", folder=True)
+    spec = None if init in ("auto", "shipped") else init
+    folder, shipped = _model_folder(spec, "train.init", default=method.name)
+    name = f"the shipped {folder.name}" if shipped else folder
     try:
         warm_start(method, folder)
     except (ValueError, FileNotFoundError) as err:
@@ -201,21 +197,24 @@ def _report_validation(method, root: Path, cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
+def _model_folder(spec: Any, option: str, default: str) -> tuple[Path, bool]:
+    """(folder, shipped?) of a model option: null is the shipped model of method `default`, a
+    shipped model's name (where no path of that name exists) that model, else a folder."""
+    from polydiff.speech.shipped import shipped_checkpoint, shipped_names
+
+    if spec in (None, "") or (str(spec) in shipped_names() and not Path(str(spec)).exists()):
+        with _usage(f"{option}: "):
+            return shipped_checkpoint(str(spec) if spec else default), True
+    return _require_path(spec, option, folder=True), False
+
+
 def _load(cfg: DictConfig):
     """(method, its name in reports) of option `model`: a model folder or the name of a shipped
     model (e.g. storm_micro_8k); null: the shipped default StoRM."""
     from polydiff.speech.methods import load_model
-    from polydiff.speech.shipped import shipped_checkpoint, shipped_names
 
-    shipped = cfg.model in (None, "") or (
-        str(cfg.model) in shipped_names() and not Path(str(cfg.model)).exists()
-    )
-    if shipped:
-        with _usage("model: "):
-            folder = shipped_checkpoint(cfg.model or "storm")
-        name = f"shipped:{folder.name}"
-    else:
-        folder = name = _require_path(cfg.model, "model", folder=True)
+    folder, shipped = _model_folder(cfg.model, "model", default="storm")
+    name = f"shipped:{folder.name}" if shipped else folder
     with _usage("model: "):  # e.g. a folder without config.json
         return load_model(folder, map_location=cfg.device), str(name)
 
