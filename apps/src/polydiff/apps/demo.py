@@ -47,9 +47,15 @@ def select_stages(domains: str | Sequence[str] | None) -> list[DemoStage]:
 
 
 def stage_overrides(cfg: DictConfig, stage: DemoStage) -> list[str]:
-    """The stage's quick overrides (if cfg.quick), then the user's `overrides.<domain>`."""
-    extra = cfg.get("overrides", {}).get(stage.domain) or []
-    return [*(stage.quick if cfg.quick else ()), *extra]
+    """The stage's quick overrides (if cfg.quick), then the user's `overrides.<domain>` (a
+    ConfigError unless it is a list)."""
+    extra = cfg.get("overrides", {}).get(stage.domain)
+    if extra is not None and not OmegaConf.is_list(extra):
+        raise ConfigError(
+            f"overrides.{stage.domain} must be a list of overrides, e.g. "
+            f"'overrides.{stage.domain}=[\"seed=1\"]', got {extra!r}"
+        )
+    return [*(stage.quick if cfg.quick else ()), *(extra or [])]
 
 
 def check_demo(cfg: DictConfig) -> None:
@@ -64,14 +70,9 @@ def check_demo(cfg: DictConfig) -> None:
                 f"domains must be a non-empty list of domains, e.g. [core,text], got {domains!r}"
             )
     for stage in select_stages(cfg.domains):
-        extra = cfg.get("overrides", {}).get(stage.domain)
-        if extra is not None and not OmegaConf.is_list(extra):
-            raise ConfigError(
-                f"overrides.{stage.domain} must be a list of overrides, e.g. "
-                f"'overrides.{stage.domain}=[\"seed=1\"]', got {extra!r}"
-            )
+        overrides = stage_overrides(cfg, stage)  # ConfigError: not a list
         try:
-            compose_config(stage.verb.config_name, stage_overrides(cfg, stage))
+            compose_config(stage.verb.config_name, overrides)
         except Exception as err:
             first = str(err).strip().split("\n", 1)[0]
             raise ConfigError(f"overrides.{stage.domain}: {first}") from None
