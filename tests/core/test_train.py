@@ -28,6 +28,7 @@ from polydiff.core.train import (
     load_checkpoint,
     load_config,
     load_weights,
+    logged_losses,
     make_ema,
     set_rng_state,
     update_ema,
@@ -392,6 +393,10 @@ def test_fit_writes_checkpoints_logs_and_resumes_exactly(tmp_path):
     assert {"train/loss", "train/t_mean", "val/loss"} <= set(rows[0])
     assert [r["step"] for r in rows if r["train/loss"]] == [str(s) for s in range(10)]
     assert sum(1 for r in rows if r["val/loss"]) == 2  # validated at steps 5 and 10
+    # the loss history across both launches of the resumed run is the straight run's
+    history = logged_losses(tmp_path / "b")
+    assert len(history) == 10 and history == logged_losses(tmp_path / "a")
+    assert history == [float(r["train/loss"]) for r in rows if r["train/loss"]]
     # A second launch after completion does no work and leaves the checkpoint alone.
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     before = last.read_bytes()

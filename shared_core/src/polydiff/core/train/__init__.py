@@ -36,6 +36,7 @@ _SOURCES = {
     "StepCheckpoint": "fitting",
     "auto_precision": "fitting",
     "fit": "fitting",
+    "logged_losses": "fitting",
     "DiffusionModule": "module",
     "LossFn": "module",
 }

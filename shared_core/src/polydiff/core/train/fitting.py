@@ -9,6 +9,7 @@ Run folder layout:
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import warnings
 from collections.abc import Iterable
@@ -32,6 +33,7 @@ __all__ = [
     "StepProgressBar",
     "auto_precision",
     "fit",
+    "logged_losses",
     "resume_point",
 ]
 
@@ -274,3 +276,19 @@ def fit(
             weights_only=True,
         )
     return trainer
+
+
+def logged_losses(run_dir: str | Path) -> list[float]:
+    """The training losses `fit` logged in ``run_dir`` (every launch, in step order; a resumed
+    run's steps replace those the interrupted one logged after its checkpoint)."""
+    by_step: dict[int, float] = {}
+    versions = sorted(
+        (Path(run_dir) / "logs").glob("version_*/metrics.csv"),
+        key=lambda p: int(p.parent.name.split("_")[1]),
+    )
+    for csv_file in versions:
+        with csv_file.open() as f:
+            for row in csv.DictReader(f):
+                if row.get("train/loss"):
+                    by_step[int(row["step"])] = float(row["train/loss"])
+    return [by_step[k] for k in sorted(by_step)]

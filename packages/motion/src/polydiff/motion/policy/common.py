@@ -4,7 +4,6 @@ tensors, the receding-horizon ``act`` the rollout evaluator calls, and training 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ __all__ = [
     "PolicyConfig",
     "PolicyMethod",
     "load_policy",
-    "logged_losses",
     "make_policy",
     "train_policy",
 ]
@@ -156,7 +154,7 @@ def train_policy(
     fewer in runs under 1000 steps), ``final_loss`` (their mean over the last 5% of the steps)
     and ``folder``. ``fit_kwargs`` go to ``polydiff.core.train.fit``."""
     # Lightning is imported here, so that importing the policies stays light
-    from polydiff.core.train import DiffusionModule, ResumableLoader, fit
+    from polydiff.core.train import DiffusionModule, ResumableLoader, fit, logged_losses
 
     windows = method.windows(data)
     method.net.train()  # Lightning keeps the mode it finds (a trained policy is in eval mode)
@@ -179,22 +177,6 @@ def train_policy(
     tail = losses[-max(1, len(losses) // 20) :]
     return {"steps": trainer.global_step, "losses": losses, "final_loss": float(np.mean(tail)),
             "log_every": fit_kwargs["log_every"], "folder": folder}  # fmt: skip
-
-
-def logged_losses(run_dir: str | Path) -> list[float]:
-    """The training losses `fit` logged in ``run_dir`` (every launch, in step order; a resumed
-    run's steps replace those the interrupted one logged after its checkpoint)."""
-    by_step: dict[int, float] = {}
-    versions = sorted(
-        (Path(run_dir) / "logs").glob("version_*/metrics.csv"),
-        key=lambda p: int(p.parent.name.split("_")[1]),
-    )
-    for csv_file in versions:
-        with csv_file.open() as f:
-            for row in csv.DictReader(f):
-                if row.get("train/loss"):
-                    by_step[int(row["step"])] = float(row["train/loss"])
-    return [by_step[k] for k in sorted(by_step)]
 
 
 def make_policy(method: str, data: OfflineData, **options: Any) -> PolicyMethod:
