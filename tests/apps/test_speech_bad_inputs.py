@@ -79,7 +79,7 @@ M, E = "model={model}", "enhance"
 CASES = [
     # damaged audio given to enhance
     ("missing-input", E, (M, "input={root}/missing.wav"), ("input", "missing.wav")),
-    ("empty-wav", E, (M, "input={root}/empty.wav"), ("empty.wav",)),
+    ("empty-wav", E, (M, "input={root}/empty.wav"), ("empty.wav", "empty file (0 bytes)")),
     ("header-only-wav", E, (M, "input={root}/header_only.wav"), ("header_only.wav", "empty")),
     ("truncated-wav", E, (M, "input={root}/truncated.wav"), ("truncated.wav", "truncated")),
     (

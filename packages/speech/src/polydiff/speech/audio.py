@@ -244,6 +244,8 @@ def open_audio(path: str | os.PathLike):
         raise FileNotFoundError(f"audio file not found: {path}")
     if not path.is_file():  # opening a FIFO would wait for a writer
         raise InputError(f"{path}: not a regular file (a folder, FIFO or device)")
+    if path.stat().st_size == 0:  # libsndfile would only say "Format not recognised"
+        raise InputError(f"{path}: empty file (0 bytes); copy or export it again")
     try:
         f = _AudioFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
