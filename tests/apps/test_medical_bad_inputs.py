@@ -108,8 +108,13 @@ CASES = [
     ("phantom-size-not-a-number", S, ("phantom.size=abc",), ("phantom.size", "abc")),
     ("n_views-zero", S, ("operator.n_views=0",), ("n_views",)),
     ("noise-negative", S, ("noise_std=-1",), ("noise_std",)),
-    ("steps-zero", "train", ("train.steps=0", "prior.n_volumes=1"), ("steps",)),
-    ("batch-negative", "train", ("train.batch_size=-2", "prior.n_volumes=1"), ("batch_size",)),
+    ("steps-zero", "train", ("train.steps=0", "prior.n_volumes=1"), ("train.steps",)),
+    (
+        "batch-negative",
+        "train",
+        ("train.batch_size=-2", "prior.n_volumes=1"),
+        ("train.batch_size",),
+    ),
     (
         "dds-steps-zero",
         R,

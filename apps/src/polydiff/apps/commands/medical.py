@@ -131,9 +131,12 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     polydiff.core.train; rerun with the same hydra.run.dir to resume from
     train/checkpoints/last.ckpt. Use the exported folder as `reconstruct prior=<run>/model`.
     """
+    from polydiff.core.errors import check_number
     from polydiff.medical.prior import PriorConfig, train_prior
 
     t = cfg.train
+    for key in ("steps", "batch_size", "checkpoint_every", "lr"):
+        check_number(f"train.{key}", t[key], positive=True)
     recipe = {"batch_size": t.batch_size, "lr": t.lr, "warmup_steps": t.warmup}
     recipe |= {"ema_decay": t.ema, "max_steps": t.steps, "checkpoint_every": t.checkpoint_every}
     try:
