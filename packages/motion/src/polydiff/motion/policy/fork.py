@@ -2,11 +2,11 @@
 or on the right to reach the goal straight behind it.
 
 Diffusion Policy's argument for modelling the action distribution (Chi et al. 2023, "Diffusion
-Policy: Visuomotor Policy Learning via Action Diffusion", Sec. 4.1 and Fig. 3): when
+Policy: Visuomotor Policy Learning via Action Diffusion", Sec. 4.1): when
 demonstrations go around an obstacle either way with equal probability, the mean action, which is
 what a regressor trained with squared error predicts, heads for the obstacle. Here the expert
-picks its side once per episode, so before the obstacle every state has two demonstrated actions,
-mirror images in x, whose mean points at the obstacle; touching it ends the episode as a failure.
+picks its side once per episode, so near the start every state has two demonstrated actions,
+one to each side, whose mean points at the obstacle; touching it ends the episode as a failure.
 
 ``ObstacleFork`` (registered as ``FORK_ID``): observation = position (x, y), action = velocity in
 [-1, 1]^2, x += 0.1 a per step; start at (U[-0.3, 0.3], -1.2); the obstacle is the disc of radius
