@@ -4,31 +4,38 @@ Euler steps), BC MLP and the Diffuser-style planner, beside the scripted expert 
 actions, all judged by rollouts.
 
 Data: PointMaze Medium demonstrations of the expert taking random ones of equally short routes
-(`multimodal`, the test of mode averaging) and PointMaze UMaze expert demonstrations (episode i
-reset with seed i). On UMaze the diffusion policy is the shipped `umaze-diffusion` checkpoint
-(trained on the same 60 expert episodes) beside BC; SDP, flow and the planner run on Medium only
-(CPU budget). Everything else is trained here with one recipe (fixed beforehand, nothing tuned
-on the evaluation seeds). Evaluation episodes use seeds from
-10000 on, none of which made a training episode. Success rate with a 95% Wilson interval;
-normalized score = D4RL's (R - R_random) / (R_expert - R_random) with the scripted expert and
-uniform random actions measured on the same seeds (episodic PointMaze pays 1 at the goal and
-ends there, so R is the success indicator); an episode not at its goal after 300 steps (PointMaze
-Medium's limit is 600, UMaze's 300) counts as a failure; network calls and ms of policy time per
-executed action (one batched call serves every running episode).
+(`multimodal`), PointMaze UMaze expert demonstrations (episode i reset with seed i) and the
+obstacle fork (`polydiff.motion.policy.fork`: demonstrations pass a round obstacle on the left
+or the right with equal probability, so the mean action, BC's squared-error optimum, runs into
+it; the test of mode averaging). On UMaze the diffusion policy is the shipped `umaze-diffusion`
+checkpoint (trained on the same 60 expert episodes) beside BC; SDP and flow run on Medium and
+the fork, the planner on Medium only (CPU budget). Everything else is trained here with one
+recipe, chosen on validation data by `benchmarks/policy_tune.py` (PointMaze Medium validation
+episodes and rollout seeds from 20000); nothing was tuned on the test seeds. Test episodes use
+seeds from 10000 on, none of which made a training or validation episode. Success rate with a
+95% Wilson interval; normalized score = D4RL's (R - R_random) / (R_expert - R_random) with the
+scripted expert and uniform random actions measured on the same seeds (episodic PointMaze pays 1
+at the goal and ends there, so R is the success indicator); an episode not at its goal after 300
+steps (PointMaze Medium's limit is 600, UMaze's 300) counts as a failure; network calls and ms
+of policy time per executed action (one batched call serves every running episode). Against BC
+each row also gets the paired difference in success over the same test seeds with a 95%
+bootstrap interval.
 
-Writes docs/benchmarks/policy.json and docs/benchmarks/policy.md.
-Run: `nox -s bench -- policy` (or `python benchmarks/run.py policy [--quick] [--runs DIR]`);
-trained models go to --runs (a rerun resumes, or reuses finished trainings).
+Writes docs/benchmarks/policy.json and docs/benchmarks/policy.md. Run: `nox -s bench -- policy`
+(or `python benchmarks/run.py policy [--quick] [--runs DIR]`); trained models go to --runs (a
+rerun resumes, or reuses finished trainings).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from polydiff.core.io import atomic_write_text
@@ -36,6 +43,7 @@ from polydiff.motion.policy.common import CHECKPOINTS, load_policy, make_policy,
 from polydiff.motion.policy.envs import make_env
 from polydiff.motion.policy.evaluate import ScriptedChunkPolicy, rollout
 from polydiff.motion.policy.experts import PointMazeExpert, RandomPolicy, pointmaze_dataset
+from polydiff.motion.policy.fork import FORK_ID, ForkExpert, ModeAverage, fork_dataset
 from polydiff.motion.policy.methods import DiffuserPlanner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,15 +60,21 @@ ROWS = {
     "BC MLP": ("bc", {}),
     "planner (inpainting, DDIM-10)": ("planner", {}),
 }
+# The U-Net recipe chosen on validation (benchmarks/policy_tune.py: policy-tuning.md)
+RECIPE_DP = {"prediction": "v"}
+UNET = {"diffusion": RECIPE_DP, "streaming": RECIPE_DP, "flow": {}}
 SIZES = {
     "full": {"medium_episodes": 100, "eval_episodes": 30, "max_steps": 300, "steps": 1000,
-             "batch_size": 64, "channels": 16, "lr": 1e-3},
+             "batch_size": 64, "channels": 16, "lr": 1e-3, "fork_episodes": 100,
+             "fork_eval_episodes": 100},
     "quick": {"medium_episodes": 4, "eval_episodes": 2, "max_steps": 40, "steps": 4,
-              "batch_size": 16, "channels": 8, "lr": 1e-3},
+              "batch_size": 16, "channels": 8, "lr": 1e-3, "fork_episodes": 4,
+              "fork_eval_episodes": 3},
 }  # fmt: skip
-TASKS = {"medium": "multimodal", "umaze": "expert"}
+TASKS = {"medium": "multimodal", "umaze": "expert", "fork": "either side"}
 UMAZE_EPISODES = 60  # as the shipped umaze-diffusion checkpoint
-UMAZE_MODELS = ("diffusion", "bc")
+TASK_MODELS = {"umaze": ("diffusion", "bc"), "fork": ("diffusion", "streaming", "flow", "bc")}
+SCRIPTED = {"fork": ("expert", "mean of the two sides", "random actions")}
 
 
 def build(model: str, data, size: dict):
@@ -73,7 +87,7 @@ def build(model: str, data, size: dict):
         )  # fmt: skip
     if model == "bc":
         return make_policy("bc", data)
-    return make_policy(model, data, channels=size["channels"])
+    return make_policy(model, data, channels=size["channels"], **UNET[model])
 
 
 def trained(model: str, task: str, data, size: dict, runs: Path):
@@ -88,9 +102,17 @@ def trained(model: str, task: str, data, size: dict, runs: Path):
 
 
 def scripted(name: str, env_id: str) -> ScriptedChunkPolicy:
-    env = make_env(env_id, continuing_task=False)
+    """The expert (the fork's passes on the right), the mean of the fork expert's two sides or
+    uniform random actions."""
+    fork = env_id == FORK_ID
+    env = make_env(env_id) if fork else make_env(env_id, continuing_task=False)
     try:
-        script = PointMazeExpert(env) if name == "expert" else RandomPolicy(env.action_space)
+        if name == "random actions":
+            script = RandomPolicy(env.action_space)
+        elif name == "mean of the two sides":
+            script = ModeAverage()
+        else:
+            script = ForkExpert(side=1) if fork else PointMazeExpert(env)
         return ScriptedChunkPolicy(script, env.observation_space, seed=EVAL_SEED)
     finally:
         env.close()
@@ -98,21 +120,39 @@ def scripted(name: str, env_id: str) -> ScriptedChunkPolicy:
 
 def measure(policy, env_id: str, seeds: range, max_steps: int) -> dict:
     torch.manual_seed(EVAL_SEED)
-    s = rollout(policy, env_id, seeds, max_steps).summary()
+    result = rollout(policy, env_id, seeds, max_steps)
+    s = result.summary()
     return {k: s[k] for k in ("success_rate", "success_ci95", "mean_return", "mean_length",
-                              "network_calls_per_action", "ms_per_action")}  # fmt: skip
+                              "network_calls_per_action", "ms_per_action")} | {
+        "successes": [int(v) for v in result.successes]}  # fmt: skip
+
+
+def paired_difference(a: list[int], b: list[int], draws: int = 10_000) -> dict:
+    """Mean of a - b over the same seeds with a 95% bootstrap interval (seeds resampled)."""
+    diff = np.asarray(a, float) - np.asarray(b, float)
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, len(diff), (draws, len(diff)))].mean(1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return {"difference": float(diff.mean()), "ci95": [float(low), float(high)]}
+
+
+def task_data(task: str, size: dict):
+    if task == "fork":
+        return fork_dataset(size["fork_episodes"], seed=TRAIN_SEED)
+    episodes = UMAZE_EPISODES if task == "umaze" else size["medium_episodes"]
+    return pointmaze_dataset(task, TASKS[task], episodes, seed=TRAIN_SEED)
 
 
 def run_task(task: str, size: dict, runs: Path) -> dict:
-    episodes = UMAZE_EPISODES if task == "umaze" else size["medium_episodes"]
-    data = pointmaze_dataset(task, TASKS[task], episodes, seed=TRAIN_SEED)
-    seeds = range(EVAL_SEED, EVAL_SEED + size["eval_episodes"])
-    limit = size["max_steps"]
+    data = task_data(task, size)
+    n = size["fork_eval_episodes"] if task == "fork" else size["eval_episodes"]
+    seeds = range(EVAL_SEED, EVAL_SEED + n)
+    limit = None if task == "fork" else size["max_steps"]  # the fork ends after 100 steps
     rows = {name: measure(scripted(name, data.env_id), data.env_id, seeds, limit)
-            for name in ("expert", "random actions")}  # fmt: skip
+            for name in SCRIPTED.get(task, ("expert", "random actions"))}  # fmt: skip
     models: dict = {}
     for row, (model, sampler) in ROWS.items():
-        if task == "umaze" and model not in UMAZE_MODELS:
+        if model not in TASK_MODELS.get(task, (model,)):
             continue  # CPU budget: the other methods are measured on Medium only
         if model not in models:
             models[model] = trained(model, task, data, size, runs)
@@ -126,10 +166,16 @@ def run_task(task: str, size: dict, runs: Path) -> dict:
     low, high = rows["random actions"]["mean_return"], rows["expert"]["mean_return"]
     for r in rows.values():
         r["normalized_score"] = (r["mean_return"] - low) / (high - low) if high > low else None
+        r["minus_bc"] = paired_difference(r["successes"], rows["BC MLP"]["successes"])
     stats = data.stats()
     return {"env_id": data.env_id, "data": f"{TASKS[task]}, {stats['episodes']} episodes, "
-            f"{stats['steps']} steps (seeds 0..{episodes - 1})", "eval_seeds":
+            f"{stats['steps']} steps (seeds 0..{stats['episodes'] - 1})", "eval_seeds":
             [seeds.start, seeds.stop - 1], "rows": rows}  # fmt: skip
+
+
+def beats_bc(row: dict) -> bool:
+    """Higher success than BC on the same seeds, the paired 95% interval above 0."""
+    return bool(row["minus_bc"]["ci95"][0] > 0)
 
 
 def goals(results: dict) -> dict:
@@ -137,6 +183,7 @@ def goals(results: dict) -> dict:
     ddpm, sdp, bc = medium["DP DDPM-100"], medium["SDP (N=10, DDIM)"], medium["BC MLP"]
     fewer = ddpm["network_calls_per_action"] / sdp["network_calls_per_action"]
     diffusion = [r for r in ROWS if ROWS[r][0] in ("diffusion", "streaming", "flow")]
+    fork = results["fork"]["rows"]
     return {
         "sdp_5x_fewer_calls_than_dp_ddpm100_at_success_within_ci": bool(
             fewer >= 5 and ddpm["success_ci95"][0] <= sdp["success_rate"]
@@ -148,6 +195,8 @@ def goals(results: dict) -> dict:
         "every_diffusion_or_flow_row_beats_bc_on_multimodal_medium": all(
             medium[r]["success_rate"] > bc["success_rate"] for r in diffusion
         ),
+        "diffusion_policy_beats_bc_on_fork": beats_bc(fork["DP DDIM-10"]),
+        "every_diffusion_or_flow_row_beats_bc_on_fork": all(beats_bc(fork[r]) for r in diffusion),
     }
 
 
@@ -156,36 +205,95 @@ def fmt_row(name: str, r: dict) -> str:
     score = "–" if r["normalized_score"] is None else f"{100 * r['normalized_score']:.0f}"
     params = f"{r['parameters']:,}" if "parameters" in r else "–"
     train = r.get("trained", "scripted")
-    return (f"| {name} | {r['success_rate']:.2f} [{low:.2f}, {high:.2f}] | {score} | "
+    d = r["minus_bc"]
+    vs_bc = f"{d['difference']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
+    return (f"| {name} | {r['success_rate']:.2f} [{low:.2f}, {high:.2f}] | {vs_bc} | {score} | "
             f"{r['mean_length']:.0f} | {r['network_calls_per_action']:.2f} | "
             f"{r['ms_per_action']:.2f} | {params} | {train} |")  # fmt: skip
 
 
+def validation_gain(val: dict) -> str:
+    """' (DP DDIM-10 0.20 -> 0.55, ...)' from the tuning run's validation success rates."""
+    rates = val.get("success_rate", {})
+    pairs = [("DP", "DP eps (benchmark recipe)", "DP v-prediction"),
+             ("SDP", "SDP eps (benchmark recipe)", "SDP v-prediction")]  # fmt: skip
+    parts = [f"{m} {rates[a]:.2f} -> {rates[b]:.2f}" for m, a, b in pairs if {a, b} <= set(rates)]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def reading(out: dict) -> list[str]:
+    """What the tables say, with this run's numbers (and the validation run's, when given)."""
+    res = out["results"]
+    if "fork" not in res or "medium" not in res:
+        return []
+    med, fork = res["medium"]["rows"], res["fork"]["rows"]
+    val = out.get("validation") or {}
+    share = val.get("multimodal_share")
+    lines = [
+        "",
+        "## Reading",
+        "",
+        f"- PointMaze Medium: BC's test success is {med['BC MLP']['success_rate']:.2f}, at the "
+        "ceiling, so no row can beat it and the two Medium goals stay false. The task hardly "
+        "punishes mode averaging: the tie-breaking expert acts in more than one way in only "
+        + (f"{share:.1%} of the validation states" if share is not None else "a few states")
+        + " (policy-tuning.md), and "
+        "closed-loop BC replanning every 8 steps follows one route. The diffusion rows were "
+        "under-trained in one specific way: eps-prediction weights the action error by "
+        "alpha^2 / sigma^2, so at high noise, where DDIM commits to a route, the denoiser "
+        "had not learnt the observation-conditional mean (policy-tuning.md: x0 error at "
+        "t = 0.9). v-prediction weights it by 1 / sigma^2 and won on validation"
+        + validation_gain(val)
+        + f"; on test DP DDPM-100 reaches {med['DP DDPM-100']['success_rate']:.2f} and SDP "
+        f"{med['SDP (N=10, DDIM)']['success_rate']:.2f} (the eps recipe's benchmark run, "
+        "committed before: 0.30 and 0.50). They still trail BC at 1000 steps.",
+        "- Obstacle fork (the demonstrations pass on the left or the right, half each): BC's "
+        f"test success is {fork['BC MLP']['success_rate']:.2f} (mean length "
+        f"{fork['BC MLP']['mean_length']:.0f} steps: it runs into the obstacle), as the "
+        "scripted mean of the two sides' actions, BC's squared-error optimum, does "
+        f"({fork['mean of the two sides']['success_rate']:.2f}). DP DDIM-10 reaches "
+        f"{fork['DP DDIM-10']['success_rate']:.2f}, SDP "
+        f"{fork['SDP (N=10, DDIM)']['success_rate']:.2f}, flow with 2 steps "
+        f"{fork['flow, 2 steps']['success_rate']:.2f}; one Euler step from noise "
+        f"({fork['flow, 1 step']['success_rate']:.2f}) lands near the conditional mean, "
+        "i.e. between the modes, more often. The expert row is the expert passing on the "
+        "right.",
+    ]
+    return lines
+
+
 def report(out: dict) -> str:
     lines = [
-        "# Policies on PointMaze (`nox -s bench -- policy`)",
+        "# Policies on PointMaze and the obstacle fork (`nox -s bench -- policy`)",
         "",
         f"Command: `{out['command']}`; sizes {json.dumps(out['sizes'])}; training seed "
-        f"{TRAIN_SEED}, evaluation seeds from {EVAL_SEED} (test episodes: none made a training "
-        "episode; nothing was tuned on them, there is no validation split because no "
-        f"hyperparameter was searched). Machine: {out['machine']}; {out['seconds']:.0f} s.",
+        f"{TRAIN_SEED}; TEST seeds from {EVAL_SEED} (none made a training or validation "
+        "episode, nothing was tuned on them). The U-Net recipe "
+        f"({json.dumps(out['unet'])} for DP and SDP) was chosen on VALIDATION data (PointMaze "
+        "Medium validation episodes and rollout seeds from 20000) by "
+        "`python benchmarks/run.py policy_tune`: docs/benchmarks/policy-tuning.md. Machine: "
+        f"{out['machine']}; {out['seconds']:.0f} s (models already trained in --runs by the same "
+        "recipe, e.g. by policy_tune, are reused and their training is not in this time).",
         "",
         "Every U-Net method has the same network size (core `TemporalUNet`, channels "
         f"{out['sizes']['channels']}, H 16 / To 2 / Ta 8; SDP H 20, planner H 32 over states and "
         "actions) and the same training recipe (steps, batch, AdamW lr, EMA 0.995, core `fit`). "
         "Normalized score: (R - R_random) / (R_expert - R_random) x 100 with the scripted expert "
-        "and uniform random actions on the same seeds; episodic PointMaze pays 1 at the goal, so "
-        "it restates the success rate against those references. ms per action: policy time per "
+        "and uniform random actions on the same seeds; both tasks pay 1 at the goal, so it "
+        "restates the success rate against those references. Minus BC: the paired difference "
+        "in success over the same test seeds, 95% bootstrap interval (10,000 resamples of the "
+        "seeds); a row beats BC when that interval lies above 0. ms per action: policy time per "
         "lockstep control step, one batched call serving every running episode (1 CPU thread). "
-        f"An episode that has not reached its goal after {out['sizes']['max_steps']} steps "
-        "counts as a failure.",
+        f"A PointMaze episode not at its goal after {out['sizes']['max_steps']} steps counts as "
+        "a failure; a fork episode fails on touching the obstacle or after 100 steps.",
     ]
     for res in out["results"].values():
         lines += ["", f"## {res['env_id']} ({res['data']})", "",
-                  "| method | success [95% CI] | normalized score | mean length | network calls"
-                  " / action | ms / action | parameters | trained |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "| method | success [95% CI] | minus BC, paired [95% bootstrap] | normalized "
+                  "score | mean length | network calls / action | ms / action | parameters | "
+                  "trained |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         lines += [fmt_row(name, r) for name, r in res["rows"].items()]
+    lines += reading(out)
     lines += ["", "## Goals", "", "| goal | met |", "|---|---|"]
     lines += [f"| {k} | {'yes' if v else 'no'} |" for k, v in out["goals"].items()]
     medium = out["results"]["medium"]["rows"]
@@ -196,12 +304,36 @@ def report(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def dump(out: dict) -> str:
+    """JSON with lists of numbers on one line each (the per-seed successes stay readable)."""
+    text = json.dumps(out, indent=2) + "\n"
+    return re.sub(r"\[\s+([-\d.e,\s]+?)\s+\]", lambda m: f"[{' '.join(m[1].split())}]", text)
+
+
+def validation_summary(folder: Path) -> dict | None:
+    """The validation run that chose the recipe (policy-tuning.json), in short."""
+    tuning = folder / "policy-tuning.json"
+    if not tuning.is_file():
+        return None
+    t = json.loads(tuning.read_text())
+    rates = {k: v["success_rate"] for k, v in t["variants"].items()}
+    return {"command": t["command"], "multimodal_share": t["multimodal_share"],
+            "chosen": t["chosen"], "success_rate": rates}  # fmt: skip
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/run.py policy")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     parser.add_argument("--runs", type=Path, default=None, help="trained models (resumable)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser.add_argument("--from-json", action="store_true", help="only rewrite policy.md")
     args = parser.parse_args(argv)
+    if args.from_json:  # the tables again from the stored results (no rollouts)
+        out = json.loads((args.out / "policy.json").read_text())
+        out["validation"] = out.get("validation") or validation_summary(args.out)
+        atomic_write_text(args.out / "policy.json", dump(out))
+        atomic_write_text(args.out / "policy.md", report(out))
+        return 0
     torch.set_num_threads(1)
     size = SIZES["quick" if args.quick else "full"]
     runs = args.runs or Path(tempfile.mkdtemp(prefix="policy-bench-"))
@@ -211,6 +343,7 @@ def main(argv: list[str]) -> int:
         "command": "nox -s bench -- policy" + (" --quick" if args.quick else ""),
         "machine": "2 shared CPU cores, no GPU",
         "sizes": size,
+        "unet": RECIPE_DP,
         "train_seed": TRAIN_SEED,
         "eval_seed": EVAL_SEED,
         "results": results,
@@ -218,9 +351,10 @@ def main(argv: list[str]) -> int:
         "seconds": 0.0,
     }
     out["goals"] = goals(results)
+    out["validation"] = validation_summary(args.out)
     out["seconds"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "policy.json", json.dumps(out, indent=2) + "\n")
+    atomic_write_text(args.out / "policy.json", dump(out))
     atomic_write_text(args.out / "policy.md", report(out))
     print(report(out))
     return 0

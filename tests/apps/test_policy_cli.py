@@ -20,6 +20,7 @@ from polydiff.apps.registry import verbs
 from polydiff.motion.policy.common import load_policy
 from polydiff.motion.policy.data import read_d4rl, read_minari
 from polydiff.motion.policy.experts import pointmaze_dataset
+from polydiff.motion.policy.fork import FORK_ID, fork_dataset
 
 UMAZE = "PointMaze_UMaze-v3"
 TINY_DIFFUSION = ("method=diffusion", "diffusion.channels=8", "steps=3", "batch_size=8")
@@ -125,6 +126,19 @@ def test_train_every_generative_method_and_roll_it_out(work: Path, dataset: Path
     folder = ok(work, "evaluate", *args, out=f"e_{method}")
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["episodes"] == 2 and metrics["network_calls_per_action"] > 0
+
+
+def test_fork_data_trains_and_rolls_out(work: Path):
+    dataset = ok(work, "data", "maze=fork", "episodes=6", out="fork") / "data.hdf5"
+    written = read_d4rl(dataset)
+    assert written.env_id == FORK_ID
+    np.testing.assert_array_equal(written.actions, fork_dataset(6, seed=0).actions)
+    args = (f"data={dataset}", "method=bc", "bc.hidden=16", "steps=3", "batch_size=8")
+    model = ok(work, "train", *args, out="fork_bc") / "model"
+    folder = ok(work, "rollout", f"model={model}", "episodes=2", out="fork_rollout")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["env_id"] == FORK_ID and metrics["episodes"] == 2
+    assert (folder / "rollout.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_rollout_of_the_expert_succeeds_and_plots(work: Path):

@@ -94,17 +94,20 @@ def test_receding_horizon_executes_the_actions_after_the_current_observation():
 
 
 @pytest.mark.parametrize(
-    ("cls", "samplers"),
+    ("cls", "options", "samplers"),
     [
-        (DiffusionPolicy, [("ddim", 10, 10), ("dpmpp_2m", 5, 5), ("ddpm", 20, 20)]),
-        (FlowPolicy, [("flow_euler", 1, 1), ("flow_euler", 2, 2)]),
+        (DiffusionPolicy, {}, [("ddim", 10, 10), ("dpmpp_2m", 5, 5), ("ddpm", 20, 20)]),
+        (DiffusionPolicy, {"prediction": "v", "obs_encoder": 32}, [("ddim", 10, 10)]),
+        (DiffusionPolicy, {"prediction": "x0"}, [("dpmpp_2m", 5, 5)]),
+        (FlowPolicy, {}, [("flow_euler", 1, 1), ("flow_euler", 2, 2)]),
     ],
 )
-def test_generative_policies_learn_a_deterministic_map(cls, samplers, tmp_path):
+def test_generative_policies_learn_a_deterministic_map(cls, options, samplers, tmp_path):
     data = toy_data()
     policy = cls.for_data(
-        data, horizon=4, n_obs_steps=1, n_action_steps=4, channels=16, channel_mult=(1, 2)
-    )
+        data, horizon=4, n_obs_steps=1, n_action_steps=4, channels=16, channel_mult=(1, 2),
+        **options,
+    )  # fmt: skip
     run = train_policy(policy, data, tmp_path, steps=300, batch_size=128, lr=4e-3, log_every=1)
     losses = run["losses"]
     assert run["steps"] == 300 and len(losses) == 300
@@ -128,8 +131,18 @@ def test_saved_policies_load_with_their_normalizers(tmp_path):
         FlowPolicy.for_data(
             data, channels=8, channel_mult=(1, 2), horizon=4, n_obs_steps=1, n_action_steps=4
         ),
+        DiffusionPolicy.for_data(
+            data,
+            channels=8,
+            channel_mult=(1, 2),
+            horizon=4,
+            n_obs_steps=1,
+            n_action_steps=4,
+            prediction="v",
+            obs_encoder=16,
+        ),
     ):
-        folder = policy.save(tmp_path / policy.name)
+        folder = policy.save(tmp_path / f"{policy.name}-{getattr(policy.config, 'prediction', '')}")
         again = load_method(folder)
         assert type(again) is type(policy) and again.config == policy.config
         # a fresh process finds the class from the saved domain name alone
@@ -199,6 +212,8 @@ def test_a_policy_for_another_task_is_refused():
         (BCPolicy, {"n_action_steps": 0}, "n_action_steps must be a positive integer"),
         (DiffusionPolicy, {"horizon": 10, "n_action_steps": 4}, "horizon: 10 must be a multiple"),
         (FlowPolicy, {"n_obs_steps": 2.5}, "n_obs_steps must be a positive integer"),
+        (DiffusionPolicy, {"prediction": "score"}, "prediction: 'score' is not one of eps, x0"),
+        (FlowPolicy, {"prediction": "eps"}, "prediction: 'eps' is not one of velocity"),
     ],
 )
 def test_bad_policy_options(cls, options, match):

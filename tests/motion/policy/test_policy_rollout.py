@@ -66,6 +66,8 @@ def test_make_policy_and_load_policy(tmp_path, maze):
 def test_the_shipped_policy_is_found_for_its_env():
     policy, env_id = policy_for(None)
     assert env_id == UMAZE and policy.config.env_id == UMAZE
+    # saved before the prediction option existed: its config.json has none, it loads as eps
+    assert policy.prediction == "eps"
     assert (CHECKPOINTS / "umaze-diffusion" / "README.md").is_file()
     with pytest.raises(InputError, match="model=expert: the scripted expert needs"):
         policy_for("expert", "Hopper-v5", option="model")

@@ -107,6 +107,17 @@ def test_training_mixes_noise_and_learns(tmp_path, monkeypatch):
     assert again.config == policy.config and (again.chunks, again.drop) == (2, 2)
 
 
+def test_the_loss_regresses_the_configured_prediction():
+    """x0-prediction: a network returning the true actions has zero loss; eps-prediction: a
+    network returning zeros has the noise's mean square (about 1) as its loss."""
+    torch.manual_seed(0)
+    batch = {"obs": torch.zeros(256, 2, 1), "action": torch.rand(256, 20, 2) * 2 - 1}
+    x0 = make_policy(prediction="x0")
+    assert x0.loss_fn(lambda x, t, c: batch["action"], batch).item() == 0.0
+    eps = make_policy(prediction="eps")
+    assert eps.loss_fn(lambda x, t, c: torch.zeros_like(x), batch).item() == pytest.approx(1, 0.05)
+
+
 def test_evaluator_keeps_one_stream_per_environment(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # MuJoCo writes MUJOCO_LOG.TXT into the working folder
     data = pointmaze_dataset("umaze", "expert", episodes=1, seed=0)

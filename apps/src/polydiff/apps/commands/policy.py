@@ -48,7 +48,8 @@ def data(cfg: DictConfig, run_dir: Path) -> None:
     """Write a built-in PointMaze dataset, or a local Minari dataset, as a D4RL HDF5 file.
 
     Without input=: rollouts of the scripted PointMaze expert (maze umaze | medium | large,
-    variant expert | noisy | random | multimodal), episode i reset with seed + i. With
+    variant expert | noisy | random | multimodal), or with maze=fork the obstacle-fork expert
+    passing on a random side (variant and noise unused), episode i reset with seed + i. With
     input=<Minari dataset folder>: that dataset converted. Writes output (default
     <run>/data.hdf5) and data.json (episodes, steps, success rate); `polydiff policy train
     data=<file>` reads it.
@@ -56,6 +57,7 @@ def data(cfg: DictConfig, run_dir: Path) -> None:
     from polydiff.core.io import atomic_write_json
     from polydiff.motion.policy.data import read_d4rl, read_minari, write_d4rl
     from polydiff.motion.policy.experts import pointmaze_dataset
+    from polydiff.motion.policy.fork import fork_dataset
 
     _positive(cfg, "episodes")
     if cfg.noise < 0:
@@ -63,6 +65,8 @@ def data(cfg: DictConfig, run_dir: Path) -> None:
     out = run_dir / "data.hdf5" if cfg.output is None else _path(cfg.output, "output", exists=False)
     if cfg.input is not None:
         dataset = read_minari(_path(cfg.input, "input"), env_id=cfg.env_id)
+    elif cfg.maze == "fork":
+        dataset = fork_dataset(cfg.episodes, cfg.seed)
     else:
         dataset = pointmaze_dataset(cfg.maze, cfg.variant, cfg.episodes, cfg.seed, cfg.noise)
     write_d4rl(out, dataset)

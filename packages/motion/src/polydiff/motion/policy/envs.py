@@ -19,7 +19,7 @@ from polydiff.core.errors import InputError
 __all__ = ["check_env_dims", "env_dims", "flat_obs", "make_env"]
 
 # Packages whose import registers more environments, tried in order when an id is unknown.
-_REGISTRARS = ("gymnasium_robotics", "gym_pusht")
+_REGISTRARS = ("gymnasium_robotics", "gym_pusht", "polydiff.motion.policy.fork")
 
 
 def _register_extras() -> None:

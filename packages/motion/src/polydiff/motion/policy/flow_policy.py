@@ -17,6 +17,7 @@ __all__ = ["FlowPolicy", "FlowPolicyConfig"]
 
 @dataclasses.dataclass
 class FlowPolicyConfig(DiffusionPolicyConfig):
+    prediction: str = "velocity"
     solver: str = "flow_euler"
     steps: int = 2
 
@@ -26,7 +27,7 @@ class FlowPolicy(DiffusionPolicy):
     """Velocity prediction on x_t = (1 - t) x0 + t eps; Euler in t from pure noise."""
 
     name, config_class = "flow_policy", FlowPolicyConfig
-    prediction = "velocity"
+    predictions = ("velocity",)
 
     def make_path(self) -> AffinePath:
         return Flow()

@@ -94,8 +94,9 @@ def return_to_go(data: OfflineData, discount: float) -> np.ndarray:
 
 @register_method
 class DiffuserPlanner(DiffusionPolicy):
-    """Epsilon-prediction on (observation, action) trajectories; the first observation (and the
-    goal columns of the last) are inpainted with the core's replacement hook at every step."""
+    """Denoising (``config.prediction``) of (observation, action) trajectories; the first
+    observation (and the goal columns of the last) are inpainted with the core's replacement
+    hook at every step."""
 
     name, config_class = "diffuser", PlannerConfig
 
@@ -156,7 +157,9 @@ class DiffuserPlanner(DiffusionPolicy):
         return out
 
     def loss_fn(self, net, batch) -> Tensor | dict[str, Tensor]:
-        loss = diffusion_loss(lambda x, t: net(x, t), batch["traj"], self.path).mean()
+        loss = diffusion_loss(
+            lambda x, t: net(x, t), batch["traj"], self.path, prediction=self.prediction
+        ).mean()
         if "value" not in batch:
             return loss
         traj = batch["traj"]  # the value of noisy trajectories, at its own random times
@@ -211,6 +214,7 @@ class DiffuserPlanner(DiffusionPolicy):
             path=self.path,
             solver=solver or c.solver,
             steps=steps or c.steps,
+            prediction=self.prediction,
             guidance=guidance,
             xt_hook=inpaint(mask, known, self.path),
             x0_hook=self.x0_hook(),

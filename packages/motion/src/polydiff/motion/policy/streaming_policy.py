@@ -22,6 +22,7 @@ from torch import Tensor
 
 from polydiff.core.errors import InputError
 from polydiff.core.method import register_method
+from polydiff.core.param import from_x0
 from polydiff.core.sample import sample
 from polydiff.motion.policy.diffusion_policy import DiffusionPolicy, DiffusionPolicyConfig
 
@@ -84,7 +85,8 @@ class StreamingPolicy(DiffusionPolicy):
         t = self.time_of(levels).to(action.device)
         noise = torch.randn_like(action)
         x_t = self.path.marginal(action, t, noise)
-        err = (net(x_t, t.to(action.dtype), batch["obs"].flatten(1)) - noise).square().mean(-1)
+        target = from_x0(action, self.prediction, x_t, t, self.path)
+        err = (net(x_t, t.to(action.dtype), batch["obs"].flatten(1)) - target).square().mean(-1)
         weight = (levels >= 0).to(err.dtype)  # the clean past is context, not a target
         return (err * weight).sum() / weight.sum().clamp_min(1)
 
