@@ -10,13 +10,7 @@ import polydiff.motion.mdm as mdm_module
 from polydiff.core import load_method
 from polydiff.core.errors import InputError
 from polydiff.motion.autoregressive import MotionStreamer, StreamConfig, load_streamer
-from polydiff.motion.data import MotionDataset, generate_corpus
 from polydiff.motion.mdm import load_mdm
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return MotionDataset(generate_corpus(1, seconds=2.5, seed=0), window=16, stride=8)
 
 
 def tiny(dataset, **changes):

@@ -10,14 +10,8 @@ import torch
 import polydiff.motion.mdm as mdm_module
 from polydiff.core import VPCosine, VPLinear, load_method
 from polydiff.core.errors import InputError
-from polydiff.motion.data import MotionDataset, generate_corpus
 from polydiff.motion.emdm import EMDMConfig, MotionDDGAN, init_generator, load_emdm
 from polydiff.motion.mdm import MDMConfig, MotionDiffusion, load_mdm
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return MotionDataset(generate_corpus(1, seconds=2.5, seed=0), window=16, stride=8)
 
 
 def tiny(dataset, **changes):
