@@ -42,17 +42,18 @@ STREAM_STEPS = 2
 STREAM_FRAMES = 100
 NOTES = (
     "Diagnosis (on validation data, docs/benchmarks/motion-tuning.md): the EMDM shipped before "
-    "was trained from scratch with an adversarial weight of 0.1 (EMDM's code uses 1) and scored "
-    "with CFG 2.5, which raises a GAN generator's foot skating and FID; its posterior step is "
+    "was trained from scratch with an adversarial weight of 0.1 (EMDM's code uses 1) and scored"
+    " with CFG 2.5, which raises a GAN generator's foot skating and FID; its posterior step is "
     "the path's exact Gaussian posterior (tested against Bayes' rule by hand). The EMDM now "
     "shipped is the validation's choice: the generator started from the trained MDM (same "
-    "trunk, MDM's time convention), which no 300-step GAN fine-tune beat on validation, sampled "
-    "without guidance; its FID varies strongly with the noise seed (`fid_per_seed` in the "
-    "JSON). Its FID and foot skating stay worse than 50-step MDM's, so those goals stay false; "
-    "a longer GAN run than this CPU budget allowed is the next step. The streamer (2 denoiser "
-    "calls per frame, no latent; settings chosen on validation) has the highest FID of the "
-    "rows, foot skating close to EMDM's and the lowest jerk; it streams faster than real time "
-    "on one thread of this shared machine."
+    "trunk, MDM's time convention), sampled without guidance; GAN fine-tunes of 300 and 900 "
+    "steps lowered validation foot skating (900 steps: below MDM-50's) but not FID, and lost by"
+    " the choice rule. The shipped one's FID varies strongly with the noise seed "
+    "(`fid_per_seed` in the JSON). Its FID and foot skating stay worse than 50-step MDM's, so "
+    "those goals stay false; a longer GAN run than this CPU budget allowed is the next step. "
+    "The streamer (2 denoiser calls per frame, no latent; settings chosen on validation) has "
+    "the highest FID of the rows, foot skating close to EMDM's and the lowest jerk; it streams "
+    "faster than real time on one thread of this shared machine."
 )
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}  # Student t quantiles by degrees of freedom
 
