@@ -135,9 +135,12 @@ def test_emdm_and_encoder_train_and_serve_generate_and_evaluate(runs, tmp_path):
     corpus = f"data={runs['corpus']}"
     emdm = tmp_path / "emdm"
     gan = ("method=emdm", "emdm.steps=2", "emdm.latent_dim=4", "emdm.disc_layers=1")
-    assert _run("train", corpus, *TINY_MODEL, *gan, "train.steps=3", f"hydra.run.dir={emdm}") == 0
+    init = f"emdm.init={runs['train'] / 'model'}"  # the generator starts from the tiny MDM
+    assert _run("train", corpus, *TINY_MODEL, *gan, init, "train.steps=3",
+                f"hydra.run.dir={emdm}") == 0  # fmt: skip
     model = load_mdm(emdm / "model")
     assert type(model).__name__ == "MotionDDGAN" and model.config.steps == 2
+    assert model.net.discriminator is None and model.config.mdm_time  # generator-only export
     encoder = tmp_path / "encoder"
     small = ("encoder.width=8", "encoder.embed_dim=4", "encoder.layers=1", "encoder.steps=3")
     assert _run("train", corpus, "method=encoder", "window=16", *small,
@@ -149,6 +152,21 @@ def test_emdm_and_encoder_train_and_serve_generate_and_evaluate(runs, tmp_path):
     generated = rows["generated"]
     assert generated["steps"] == 2 and generated["clips"] == 2 and generated["fid"] > 0
     assert len(list((run / "samples").glob("*.bvh"))) == 2
+
+
+def test_autoregressive_trains_and_streams_through_generate(runs, tmp_path):
+    """method=autoregressive: the frame-by-frame streamer; generate writes its clips."""
+    stream = tmp_path / "stream"
+    options = ("method=autoregressive", "autoregressive.history=3", "autoregressive.steps=2")
+    assert _run("train", f"data={runs['corpus']}", *TINY_MODEL, *options, "train.steps=3",
+                f"hydra.run.dir={stream}") == 0  # fmt: skip
+    model = load_mdm(stream / "model")
+    assert type(model).__name__ == "MotionStreamer" and model.config.history == 3
+    run = tmp_path / "g"
+    assert _run("generate", f"model={stream / 'model'}", "actions=[walk]", "frames=12",
+                "cfg_scale=1", "gifs=0", f"hydra.run.dir={run}") == 0  # fmt: skip
+    (bvh,) = (run).glob("*.bvh")
+    assert read_bvh(bvh).positions.shape[0] == 12
 
 
 def test_quick_demo_stage_end_to_end(tmp_path, monkeypatch):
@@ -247,6 +265,8 @@ CASES = [  # (verb and options with {name} placeholders, the text the error line
     (("train", "data={short_corpus}", "window=40"), "window: 40 frames"),
     (("train", "method=ddpm"), "method=ddpm: unknown"),
     (("train", "method=emdm", "emdm.steps=0"), "emdm.steps"),
+    (("train", "method=emdm", "emdm.init={root}/nowhere"), "emdm.init="),
+    (("train", "method=emdm", "emdm.init=shipped", "emdm.mdm_time=false"), "emdm.mdm_time"),
     (("train", "method=encoder", "encoder.lr=0"), "encoder.lr"),
     (("evaluate", "encoder={empty}"), "not a motion encoder"),
     (("evaluate", "encoder={root}/nowhere"), "encoder="),

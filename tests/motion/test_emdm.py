@@ -1,22 +1,17 @@
 """EMDM (denoising-diffusion GAN): the forward pairs and the posterior step against the path's
 Gaussians, a tiny training run, few-step sampling, save/load."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 import polydiff.motion.mdm as mdm_module
-from polydiff.core import VPLinear, load_method
+from polydiff.core import VPCosine, VPLinear, load_method
 from polydiff.core.errors import InputError
-from polydiff.motion.data import MotionDataset, generate_corpus
-from polydiff.motion.emdm import EMDMConfig, MotionDDGAN, load_emdm
-from polydiff.motion.mdm import load_mdm
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return MotionDataset(generate_corpus(1, seconds=2.5, seed=0), window=16, stride=8)
+from polydiff.motion.emdm import EMDMConfig, MotionDDGAN, init_generator, load_emdm
+from polydiff.motion.mdm import MDMConfig, MotionDiffusion, load_mdm
 
 
 def tiny(dataset, **changes):
@@ -121,9 +116,13 @@ def test_few_step_sampling_guidance_and_save_load(dataset, tmp_path):
     method.sample(["walk"], generator=seed(0))
     assert len(calls) == 3  # one generator call per step
     folder = method.save(tmp_path / "emdm")
-    again = load_method(folder)
-    assert isinstance(again, MotionDDGAN) and again.config == method.config
+    again = load_method(folder)  # the generator alone: the discriminator is dropped at export
+    assert isinstance(again, MotionDDGAN) and again.net.discriminator is None
+    assert again.config == replace(method.config, discriminator=False)
+    assert not any(k.startswith("discriminator") for k in again.net.state_dict())
     assert torch.equal(again.sample(["walk", "jump"], guidance=2.0, generator=seed(0)), features)
+    with pytest.raises(InputError, match="generator-only EMDM export cannot be trained"):
+        again.loss_fn(again.net, {"x": dataset.features[:2], "action": dataset.actions[:2]})
     assert isinstance(load_mdm(folder), MotionDDGAN)  # the CLI's loader takes it too
     with pytest.raises(InputError, match="samples in its training's 3 steps, not 50"):
         method.sample(["walk"], steps=50)
@@ -136,3 +135,49 @@ def test_shipped_checkpoint_samples_in_four_steps(dataset):
     assert features.shape == (2, 40, 263) and torch.isfinite(features).all()
     with pytest.raises(InputError, match="not an EMDM model"):
         load_emdm(Path(mdm_module.__file__).parent / "checkpoints" / "mdm-procedural")
+
+
+def test_an_mdm_starts_the_generator_at_equal_noise_levels(dataset):
+    """With mdm_time the generator reads each level as the cosine time of equal log-SNR, so an
+    MDM denoiser's weights give the same x0 at that noise level, whatever the latent."""
+    torch.manual_seed(3)
+    sizes = dict(frames=16, d_model=32, n_layers=1, n_heads=2, dropout=0.0)
+    mdm = MotionDiffusion(MDMConfig(**sizes))
+    mdm.set_normalizer(dataset.normalizer)
+    for block in mdm.net.blocks:  # adaLN-Zero starts every block as the identity
+        torch.nn.init.normal_(block.modulation.weight, std=0.1)
+    method = MotionDDGAN(EMDMConfig(**sizes, latent_dim=8, steps=4, mdm_time=True))
+    with pytest.raises(InputError, match="must be true"):
+        init_generator(tiny(dataset), mdm)
+    init_generator(method, mdm)
+    linear, cosine = VPLinear(), VPCosine()
+    for k in range(1, 5):
+        t = method.net_times[k]
+        assert float(cosine.log_snr(t)) == pytest.approx(float(linear.log_snr(method.times[k])))
+    mdm.net.eval()
+    method.net.eval()
+    x, labels = torch.randn(3, 16, 263), torch.tensor([0, 2, 7])
+    t = method.net_times[2].float()
+    with torch.no_grad():
+        expected = mdm.net(x, t, labels)
+        for seed in range(2):
+            z = torch.randn(3, 8, generator=torch.Generator().manual_seed(seed))
+            assert torch.allclose(method.net.generator(x, t, labels, z), expected, atol=1e-6)
+    bigger = MotionDiffusion(MDMConfig(**{**sizes, "d_model": 64}))
+    with pytest.raises(InputError, match="differs in size"):
+        init_generator(MotionDDGAN(EMDMConfig(**sizes, latent_dim=8, mdm_time=True)), bigger)
+
+
+def test_lazy_r1_applies_the_scaled_penalty_on_a_random_share_of_steps(dataset):
+    batch = {"x": dataset.features[:4], "action": dataset.actions[:4]}
+    every, lazy = tiny(dataset), tiny(dataset, r1_every=4)
+    applied = 0
+    for seed in range(24):
+        full = every.loss_fn(every.net, batch, generator=torch.Generator().manual_seed(seed))
+        some = lazy.loss_fn(lazy.net, batch, generator=torch.Generator().manual_seed(seed))
+        if float(some["r1"]) == 0:
+            continue
+        applied += 1
+        assert float(some["r1"]) == pytest.approx(4 * float(full["r1"]), rel=1e-5)
+        assert float(full["r1"]) > 0
+    assert 2 <= applied <= 12  # about a quarter of 24

@@ -5,14 +5,8 @@ import torch
 
 from polydiff.core import load_method
 from polydiff.core.errors import InputError
-from polydiff.motion.data import MotionDataset, generate_corpus
 from polydiff.motion.features import FeatureLayout
 from polydiff.motion.mdm import MDMConfig, MotionDiffusion, train_mdm
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return MotionDataset(generate_corpus(1, seconds=2.5, seed=0), window=16, stride=8)
 
 
 def tiny(dataset, **changes):

@@ -174,19 +174,27 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     """Train a motion model (MDM, EMDM) or the evaluation encoder on the built-in corpus or a
     BVH folder.
 
-    method=mdm (the diffusion model) or method=emdm (the few-step denoising-diffusion GAN, with
-    the emdm.* options) run polydiff.motion.mdm.train_mdm (AdamW, EMA) through
-    polydiff.core.train; rerun with the same hydra.run.dir to resume from
-    checkpoints/last.ckpt. The EMA weights with the feature normaliser go to <run>/model (use it
-    as `generate model=<run>/model`). method=encoder trains the action/style classifier whose
-    features `evaluate` uses for FID and diversity (encoder.* options) into <run>/encoder.
+    method=mdm (the diffusion model), method=emdm (the few-step denoising-diffusion GAN, with
+    the emdm.* options; emdm.init=<MDM folder> or `shipped` starts its generator from an MDM) or
+    method=autoregressive (the frame-by-frame streamer, autoregressive.* options) run
+    polydiff.motion.mdm.train_mdm (AdamW, EMA) through polydiff.core.train; rerun with the same
+    hydra.run.dir to resume from checkpoints/last.ckpt. The EMA weights with the feature
+    normaliser go to <run>/model (use it as `generate model=<run>/model`). method=encoder trains
+    the action/style classifier whose features `evaluate` uses for FID and diversity (encoder.*
+    options) into <run>/encoder.
     """
+    from polydiff.motion.autoregressive import MotionStreamer, StreamConfig
     from polydiff.motion.data import MotionDataset
-    from polydiff.motion.emdm import EMDMConfig, MotionDDGAN
-    from polydiff.motion.mdm import MDMConfig, MotionDiffusion, train_mdm
+    from polydiff.motion.emdm import EMDMConfig, MotionDDGAN, init_generator
+    from polydiff.motion.mdm import MDMConfig, MotionDiffusion, load_mdm, train_mdm
 
-    if cfg.method not in ("mdm", "emdm", "encoder"):
-        raise ConfigError(f"method={cfg.method}: unknown; known: mdm, emdm, encoder")
+    methods = {
+        "mdm": (MDMConfig, MotionDiffusion, None),
+        "emdm": (EMDMConfig, MotionDDGAN, "emdm"),
+        "autoregressive": (StreamConfig, MotionStreamer, "autoregressive"),
+    }
+    if cfg.method not in (*methods, "encoder"):
+        raise ConfigError(f"method={cfg.method}: unknown; known: {', '.join(methods)}, encoder")
     if cfg.method == "encoder":
         return _train_encoder(cfg, run_dir)
     t = cfg.train
@@ -196,14 +204,18 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     gan = cfg.method == "emdm"
     if gan:
         _positive(cfg, "emdm.steps", "emdm.latent_dim", "emdm.disc_layers")
+    config_class, method_class, section = methods[cfg.method]
+    extra = dict(cfg[section]) if section else {}
+    init = extra.pop("init", None)
     try:
-        options = {"frames": cfg.window, **cfg.model, **(cfg.emdm if gan else {})}
-        config = (EMDMConfig if gan else MDMConfig)(**options)
+        config = config_class(**{"frames": cfg.window, **cfg.model, **extra})
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model: {err}") from None
     dataset = MotionDataset(_clips(cfg, "data"), window=cfg.window, stride=cfg.stride)
     log.info("%d windows of %d frames", len(dataset), cfg.window)
-    method = MotionDDGAN(config) if gan else MotionDiffusion(config)
+    method = method_class(config)
+    if init is not None:
+        init_generator(method, load_mdm(None if init == "shipped" else _path(init, "emdm.init")))
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     recipe = {"batch_size": t.batch_size, "lr": t.lr, "ema_decay": t.ema}
     recipe |= {"warmup_steps": t.warmup, "checkpoint_every": t.checkpoint_every}

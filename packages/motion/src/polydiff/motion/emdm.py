@@ -18,12 +18,18 @@ detached, and the generator's adversarial loss calls the discriminator with deta
 (`torch.func.functional_call`), so each loss moves only its own network and one backward pass
 makes a simultaneous GAN step; the core's `DiffusionModule` and `fit` therefore train it
 (checkpoints, resume, EMA) exactly as they train MDM (`train_mdm`).
+
+With ``mdm_time`` the generator reads each level as the VP-cosine time of equal log-SNR, MDM's
+own convention, so a trained MDM denoiser can start the generator (`init_generator`; its latent
+layer starts at zero, so the untrained GAN samples exactly like that denoiser in 4 large
+ancestral steps). `MotionDDGAN.save` writes the generator only: the discriminator serves
+training alone (the run's Lightning checkpoints keep it for resuming).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,10 +38,10 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from polydiff.core import VPLinear, register_method
+from polydiff.core import Method, VPCosine, VPLinear, register_method
 from polydiff.core.errors import InputError
 from polydiff.motion.features import FeatureLayout
-from polydiff.motion.mdm import MDMConfig, MotionDenoiser, MotionDiffusion, load_mdm
+from polydiff.motion.mdm import MDMConfig, MotionDenoiser, MotionDiffusion, load_kind
 
 
 @dataclass
@@ -46,7 +52,10 @@ class EMDMConfig(MDMConfig):
     adversarial_weight: float = 0.1  # of the generator's adversarial loss
     reconstruction_weight: float = 1.0  # of the x0 MSE of the generator
     r1_gamma: float = 0.02  # R1 penalty gamma (the loss adds gamma / 2 |grad D(real)|^2)
+    r1_every: int = 1  # lazy R1: on a random 1 / r1_every of the steps, times r1_every
     dropout: float = 0.0
+    mdm_time: bool = False  # the generator reads MDM's (VP-cosine) time of equal log-SNR
+    discriminator: bool = True  # False: a generator-only export (samples, cannot train)
 
 
 def _mdm_fields(config: EMDMConfig) -> dict:
@@ -64,7 +73,9 @@ class EMDMNet(nn.Module):
         dim = FeatureLayout(config.n_joints).dim
         self.generator = MotionDenoiser(config, latent_dim=config.latent_dim)
         disc = MDMConfig(**{**_mdm_fields(config), "n_layers": config.disc_layers})
-        self.discriminator = MotionDenoiser(disc, in_dim=2 * dim, out_dim=1)
+        self.discriminator = (
+            MotionDenoiser(disc, in_dim=2 * dim, out_dim=1) if config.discriminator else None
+        )
 
     @property
     def mean(self) -> Tensor:
@@ -108,6 +119,10 @@ class MotionDDGAN(MotionDiffusion):
         super().__init__(config, net)
         self.path = VPLinear()
         self.times = torch.linspace(0.0, 1.0, config.steps + 1, dtype=torch.float64)
+        # the generator's time input per level: the level's own, or MDM's of equal log-SNR
+        self.net_times = self.times.clone()
+        if config.mdm_time:
+            self.net_times[1:] = VPCosine().t_of_log_snr(self.path.log_snr(self.times[1:]))
 
     def build_net(self) -> nn.Module:
         return EMDMNet(self.config)
@@ -139,6 +154,8 @@ class MotionDDGAN(MotionDiffusion):
         """The discriminator's and the generator's losses summed (each reaches only its own
         network's weights; see the module docstring), with both logged."""
         c = self.config
+        if net.discriminator is None:
+            raise InputError("model: a generator-only EMDM export cannot be trained")
         x0, action = batch["x"], batch["action"]
         b, device = x0.shape[0], x0.device
         drop = torch.rand(b, generator=generator, device=device) < c.cond_drop
@@ -147,35 +164,46 @@ class MotionDDGAN(MotionDiffusion):
         t = self.times.to(device)[k]
         x_prev, x_t = self.real_pair(x0, k, generator)
         z = torch.randn((b, c.latent_dim), generator=generator, device=device, dtype=x0.dtype)
-        x0_hat = net.generator(x_t, t, action, z)
+        x0_hat = net.generator(x_t, self.net_times.to(device)[k], action, z)
         noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
         fake = self.posterior_step(x_t, x0_hat, k, noise)
 
-        real = x_prev.detach().requires_grad_(True)
-        with sdpa_kernel(SDPBackend.MATH):  # R1 differentiates twice: fused kernels cannot
-            d_real = discriminate(net.discriminator, real, x_t, t, action)
+        # lazy R1 (StyleGAN2's lazy regularisation), drawn at random so that no step counter
+        # is needed: the expected penalty is the same as applying it every step
+        lazy = torch.rand((), generator=generator, device=device) * c.r1_every < 1
+        real = x_prev.detach().requires_grad_(bool(lazy))
         d_fake = discriminate(net.discriminator, fake.detach(), x_t, t, action)
-        (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
-        r1 = grad.square().flatten(1).sum(1).mean()
+        if lazy:
+            with sdpa_kernel(SDPBackend.MATH):  # R1 differentiates twice: fused kernels cannot
+                d_real = discriminate(net.discriminator, real, x_t, t, action)
+            (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+            r1 = grad.square().flatten(1).sum(1).mean() * c.r1_every
+        else:
+            d_real = discriminate(net.discriminator, real, x_t, t, action)
+            r1 = torch.zeros((), device=device)
         d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean() + c.r1_gamma / 2 * r1
 
         g_logit = discriminate(net.discriminator, fake, x_t, t, action, frozen=True)
         losses = {"adversarial": F.softplus(-g_logit).mean(), "discriminator": d_loss, "r1": r1}
         losses["simple"] = (x0_hat - x0).square().mean()
         losses |= self.geometric_losses(net.generator, x0_hat, x0)
-        g_loss = (
-            c.adversarial_weight * losses["adversarial"]
-            + c.reconstruction_weight * losses["simple"]
-            + c.position_weight * losses["position"]
-            + c.velocity_weight * losses["velocity"]
-            + c.foot_weight * losses["foot"]
+        g_loss = c.adversarial_weight * losses["adversarial"] + self.weighted_loss(
+            losses, c.reconstruction_weight
         )
         losses["generator"] = g_loss
         losses["loss"] = d_loss + g_loss
         return losses
 
+    def save(self, folder: str | Path, module: nn.Module | None = None, ema: bool = True) -> Path:
+        """The generator-only export (``discriminator=False`` in its config): ``module`` a
+        trained DiffusionModule (its EMA weights by default), else this method's network."""
+        source = self.net if module is None else (module.eval_net if ema else module.net)
+        light = MotionDDGAN(replace(self.config, discriminator=False))
+        light.net.generator.load_state_dict(source.generator.state_dict())
+        return Method.save(light, folder)
+
     def _x0(self, x: Tensor, k: int, labels: Tensor, z: Tensor, guidance: float) -> Tensor:
-        t = self.times[k].to(x.device).expand(len(x))
+        t = self.net_times[k].to(x.device).expand(len(x))
         if guidance == 1.0:
             return self.net.generator(x, t, labels, z)
         null = torch.full_like(labels, self.config.n_actions)
@@ -226,13 +254,26 @@ class MotionDDGAN(MotionDiffusion):
 SHIPPED = "emdm-procedural"  # the checkpoint under polydiff/motion/checkpoints/
 
 
+def init_generator(method: MotionDDGAN, mdm: MotionDiffusion) -> None:
+    """Start ``method``'s generator from a trained MDM denoiser of the same size (weights and
+    normaliser), with the latent layer at zero; needs ``mdm_time`` (MDM's time convention)."""
+    if not method.config.mdm_time:
+        raise InputError("emdm.mdm_time: must be true to start the generator from an MDM")
+    if type(mdm) is not MotionDiffusion:
+        raise InputError(f"emdm.init: a {type(mdm).__name__}, not an MDM denoiser")
+    state = mdm.net.state_dict()
+    own = method.net.generator.state_dict()
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if wrong or set(state) - set(own):
+        raise InputError(f"emdm.init: the MDM's network differs in size ({wrong[:3]})")
+    method.net.generator.load_state_dict(state, strict=False)
+    nn.init.zeros_(method.net.generator.latent.weight)
+    nn.init.zeros_(method.net.generator.latent.bias)
+
+
 def load_emdm(folder: str | Path | None = None) -> MotionDDGAN:
     """A saved EMDM model; None: the shipped checkpoint. Anything else is an InputError."""
-    folder = Path(__file__).parent / "checkpoints" / SHIPPED if folder is None else folder
-    method = load_mdm(folder)
-    if not isinstance(method, MotionDDGAN):
-        raise InputError(f"{folder}: a {type(method).__name__}, not an EMDM model")
-    return method
+    return load_kind(folder, SHIPPED, MotionDDGAN, "an EMDM model")
 
 
-__all__ = ["EMDMConfig", "EMDMNet", "MotionDDGAN", "discriminate", "load_emdm"]
+__all__ = ["EMDMConfig", "EMDMNet", "MotionDDGAN", "discriminate", "init_generator", "load_emdm"]

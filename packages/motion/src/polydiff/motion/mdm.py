@@ -145,13 +145,18 @@ class MotionDiffusion(Method):
         x0_hat = net(self.path.marginal(x0, t, noise), t, action)
         losses = {"simple": (x0_hat - x0).square().mean()}
         losses |= self.geometric_losses(net, x0_hat, x0)
-        losses["loss"] = (
-            losses["simple"]
+        losses["loss"] = self.weighted_loss(losses)
+        return losses
+
+    def weighted_loss(self, losses: dict[str, Tensor], simple_weight: float = 1.0) -> Tensor:
+        """The x0 loss and the geometric losses weighted as the config says."""
+        c = self.config
+        return (
+            simple_weight * losses["simple"]
             + c.position_weight * losses["position"]
             + c.velocity_weight * losses["velocity"]
             + c.foot_weight * losses["foot"]
         )
-        return losses
 
     def action_labels(self, actions: Sequence[str | int] | Tensor) -> Tensor:
         """Action indices ``[B]`` from names or indices; unknown ones are InputErrors."""
@@ -226,6 +231,16 @@ def load_mdm(folder: str | Path | None = None) -> MotionDiffusion:
     return method
 
 
+def load_kind(folder: str | Path | None, shipped: str, kind: type, what: str) -> Any:
+    """A saved model of class ``kind`` (`load_mdm`); None: the shipped checkpoint ``shipped``.
+    Another kind of model is an InputError saying it is not ``what``."""
+    folder = Path(__file__).parent / "checkpoints" / shipped if folder is None else folder
+    method = load_mdm(folder)
+    if not isinstance(method, kind):
+        raise InputError(f"{folder}: a {type(method).__name__}, not {what}")
+    return method
+
+
 def train_mdm(
     method: MotionDiffusion,
     dataset: MotionDataset,
@@ -294,6 +309,7 @@ __all__ = [
     "MotionDenoiser",
     "MotionDiffusion",
     "generate_motions",
+    "load_kind",
     "load_mdm",
     "train_mdm",
 ]
