@@ -75,15 +75,17 @@ def _sampling(cfg: DictConfig) -> dict[str, Any]:
         _positive(cfg, "steps")
         if not isinstance(cfg.steps, int):
             raise ConfigError(f"steps={cfg.steps}: must be a whole number")
-    if not isinstance(cfg.cfg_scale, (int, float)) or cfg.cfg_scale < 0:
-        raise ConfigError(f"cfg_scale={cfg.cfg_scale}: must be >= 0 (1: no guidance)")
+    scale = cfg.cfg_scale
+    if scale is not None and (not isinstance(scale, (int, float)) or scale < 0):
+        raise ConfigError(f"cfg_scale={scale}: must be >= 0 (1: no guidance; null: the model's)")
     if not isinstance(cfg.gifs, int) or cfg.gifs < 0:
         raise ConfigError(f"gifs={cfg.gifs}: must be a whole number >= 0")
     if cfg.solver not in list_solvers():
         raise ConfigError(f"solver={cfg.solver}: unknown; known: {', '.join(list_solvers())}")
     if cfg.frames is not None:
         _positive(cfg, "frames")
-    return {"steps": cfg.steps, "solver": cfg.solver, "guidance": float(cfg.cfg_scale)}
+    guidance = None if scale is None else float(scale)
+    return {"steps": cfg.steps, "solver": cfg.solver, "guidance": guidance}
 
 
 def _model(cfg: DictConfig) -> MotionDiffusion:
@@ -244,6 +246,8 @@ def _generate(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], list[Path], l
 
     options, actions = _sampling(cfg), _actions(cfg)
     method = _model(cfg)
+    if options["guidance"] is None:
+        options["guidance"] = method.default_guidance
     positions, seconds = generate_motions(
         method, actions, frames=cfg.frames, seed=cfg.seed, **options
     )

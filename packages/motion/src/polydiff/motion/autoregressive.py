@@ -47,6 +47,7 @@ class MotionStreamer(MotionDiffusion):
     (the `MotionDiffusion` interface, so the CLI's generate and evaluate take it)."""
 
     domain, name, config_class = "motion", "autoregressive", StreamConfig
+    default_guidance = 1.0  # CFG scale when none is given (chosen on validation)
 
     def build_net(self) -> nn.Module:
         dim = FeatureLayout(self.config.n_joints).dim

@@ -97,6 +97,7 @@ class MotionDiffusion(Method):
     """MDM on the 263-d features: ``sample(actions)`` returns features, `positions` joints."""
 
     domain, name, config_class = "motion", "mdm", MDMConfig
+    default_guidance = 2.5  # CFG scale when none is given (MDM paper)
 
     def __init__(self, config: MDMConfig, net: nn.Module | None = None) -> None:
         super().__init__(config, net)
@@ -289,16 +290,18 @@ def generate_motions(
     *,
     steps: int | None = None,
     solver: str = "ddim",
-    guidance: float = 2.5,
+    guidance: float | None = None,
     frames: int | None = None,
     seed: int = 0,
 ) -> tuple[Tensor, float]:
     """Sample one clip per action: joint positions ``[B, T, J, 3]`` (float64, canonical frame)
     and the wall-clock seconds the sampling took; ``steps`` None: the method's default (50 for
-    MDM, its training's steps for EMDM)."""
+    MDM, its training's steps for EMDM); ``guidance`` None: the method's own default CFG scale
+    (MDM 2.5; EMDM and the streamer 1, chosen on validation)."""
     labels = method.action_labels(list(actions))  # unknown labels fail before any work
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
+    guidance = method.default_guidance if guidance is None else guidance
     options = {"solver": solver, "guidance": guidance, "frames": frames, "generator": generator}
     features = method.sample(labels, steps=method.sampling_steps(steps), **options)
     return method.positions(features.cpu()), time.perf_counter() - start
