@@ -31,17 +31,19 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from polydiff.core import load_method
+from polydiff.core.errors import InputError
 from polydiff.core.io import atomic_write_json, atomic_write_text
 from polydiff.pde.control import ControlProblem, control_objective
 from polydiff.pde.data import BurgersConfig, generate_burgers
 from polydiff.pde.fno import FNO, FNOConfig
 from polydiff.pde.metrics import bootstrap_mean, max_gradient, relative_l2_per_sample
-from polydiff.pde.pipeline import control, predict, shipped_model, simulate_coarse
+from polydiff.pde.pipeline import GUIDE_BY, control, predict, shipped_model, simulate_coarse
 from polydiff.pde.train import TrainConfig, train_method
 from polydiff.pde.wdno import WDNO, WDNOConfig
 
@@ -52,9 +54,14 @@ N_TRAIN, N_TEST, N_VALIDATION, N_CONTROL = 1024, 256, 64, 32
 N_CONTROL_VALIDATION = 16
 SHOCK_QUANTILE = 0.75
 ENERGY_WEIGHT = 1e-3
-GUIDANCE_GRID = (0.0, 1e1, 1e2, 1e3, 1e4, 1e5)
+# guidance scales tried on the validation targets, by where J is judged (pipeline.GUIDE_BY)
+GUIDANCE_GRIDS = {
+    "model": (0.0, 1e2, 1e3, 1e4, 1e5, 3e5, 1e6, 3e6, 1e7),
+    "solver": (0.0, 1e2, 1e3, 1e4, 1e5, 3e5, 1e6),
+}
 DDIM_STEPS = 20
-GRADIENT_STEPS = (10, 50)
+GRADIENT_STEPS = (10, 20, 50)
+CONTROL_PARTS = ("gradient", "wdno", "physical_diffusion")
 UNET = {"nx": 64, "nt": 16, "channels": 16, "channel_mult": (1, 2)}
 
 
@@ -175,39 +182,58 @@ def control_run(method: str, u0, target, problem, nt, **options) -> dict:
     return {"J": torch.as_tensor(out["J"]), "seconds": out["seconds"]}
 
 
-def control_study(args, train_data, val, test, problem: ControlProblem) -> dict:
+def guided_row(model, guide_by: str, val, test, problem, nt) -> dict:
+    """One guided diffusion control row: the guidance scale with the lowest mean J on the
+    validation targets (a scale that drives the solver unstable counts as infinite J), then J
+    on the test targets at that scale."""
+    scan = {}
+    for g in GUIDANCE_GRIDS[guide_by]:
+        options = {"model": model, "guidance": g, "guide_by": guide_by, "steps": DDIM_STEPS}
+        try:
+            scan[g] = float(control_run("wdno", *val, problem, nt, **options)["J"].mean())
+        except InputError as err:  # the forcing broke the solver's stability condition
+            scan[g] = float("inf")
+            print(f"validation guidance {g:g} ({guide_by}): {err}", flush=True)
+        print(f"validation {guide_by} guidance {g:g}: J {scan[g]:.3e}", flush=True)
+    best = min(scan, key=scan.get)
+    options = {"model": model, "guidance": best, "guide_by": guide_by, "steps": DDIM_STEPS}
+    run = control_run("wdno", *test, problem, nt, **options)
+    return {
+        "J": summary(run["J"]),
+        "seconds_per_trajectory": run["seconds"] / len(run["J"]),
+        "guidance": best,
+        "guide_by": guide_by,
+        "validation_J_by_guidance": {str(k): v for k, v in scan.items()},
+    }
+
+
+def control_study(args, train_data, val, test, problem: ControlProblem, only=None) -> dict:
+    """Every control row (``only``: those of one method, see ``--part``), each stored in --runs
+    as it finishes (``cached``)."""
     nt = DATA.nt
-    u0v, tv = val.u[:N_CONTROL_VALIDATION, 0], val.u[:N_CONTROL_VALIDATION, -1]
+    val = (val.u[:N_CONTROL_VALIDATION, 0], val.u[:N_CONTROL_VALIDATION, -1])
     u0, target = test.u[:N_CONTROL, 0], test.u[:N_CONTROL, -1]
     results = {}
-    for name in ("wdno", "gradient", "physical_diffusion"):
-        if name == "gradient":
-            for steps in GRADIENT_STEPS:
-                run = control_run("gradient", u0, target, problem, nt, steps=steps, lr=0.1)
-                seconds = run["seconds"] / N_CONTROL
-                results[f"gradient_{steps}"] = {
-                    "J": summary(run["J"]),
-                    "seconds_per_trajectory": seconds,
-                }
+    for steps in GRADIENT_STEPS if only in (None, "gradient") else ():
+
+        def gradient(steps=steps) -> dict:
+            run = control_run("gradient", u0, target, problem, nt, steps=steps, lr=0.1)
+            return {"J": summary(run["J"]), "seconds_per_trajectory": run["seconds"] / N_CONTROL}
+
+        row = f"gradient_{steps}"
+        results[row] = cached(args.runs / f"control-{row}.json", {"n": N_CONTROL}, gradient)
+    for name in ("wdno", "physical_diffusion"):
+        if only not in (None, name):
             continue
         run_name = f"control-{name}"
         model, cpu = train(run_name, build(run_name), train_data, args.runs, args.control_steps)
-        scan = {}
-        for g in GUIDANCE_GRID:
-            run = control_run("wdno", u0v, tv, problem, nt, model=model, guidance=g,
-                              steps=DDIM_STEPS)  # fmt: skip
-            scan[g] = float(run["J"].mean())
-            print(f"validation {name} guidance {g:g}: J {scan[g]:.3e}", flush=True)
-        best = min(scan, key=scan.get)
-        run = control_run("wdno", u0, target, problem, nt, model=model, guidance=best,
-                          steps=DDIM_STEPS)  # fmt: skip
-        results[name] = {
-            "J": summary(run["J"]),
-            "seconds_per_trajectory": run["seconds"] / N_CONTROL,
-            "guidance": best,
-            "validation_J_by_guidance": {str(k): v for k, v in scan.items()},
-            "train_cpu_s": cpu,
-        }
+        for guide_by in GUIDE_BY:
+            row = name if guide_by == "model" else f"{name}_solver_guided"
+            compute = partial(guided_row, model, guide_by, val, (u0, target), problem, nt)
+            key = {"control_steps": args.control_steps, "grid": list(GUIDANCE_GRIDS[guide_by]),
+                   "ddim": DDIM_STEPS}  # fmt: skip
+            results[row] = cached(args.runs / f"control-{row}.json", key, compute)
+            results[row]["train_cpu_s"] = cpu
     zero = torch.zeros(N_CONTROL, nt, DATA.nx, dtype=torch.float64)
     for name, f in (("no_forcing", zero), ("generating_forcing", test.f[:N_CONTROL])):
         f = torch.as_tensor(f).double()
@@ -257,6 +283,9 @@ def fmt_ci_e(s: dict) -> str:
 
 def report(sim: dict, ctl: dict, meta: dict, goals: dict) -> str:
     shock = sim["_shock_subset"]
+    grids = "; ".join(
+        f"{by}: {', '.join(f'{g:g}' for g in grid)}" for by, grid in GUIDANCE_GRIDS.items()
+    )
     lines = [
         "# PDE benchmark: 1D forced Burgers, simulation and control", "",
         f"Command: `{meta['command']}` (seed {meta['seed']}); machine: {meta['machine']}.", "",
@@ -286,7 +315,7 @@ def report(sim: dict, ctl: dict, meta: dict, goals: dict) -> str:
         f"J = mean_x (u(T) - u*)^2 + {ENERGY_WEIGHT:g} mean f^2, u by the true solver under the "
         f"returned forcing; mean and 95% bootstrap interval over {meta['n_control']} targets "
         f"(the first test trajectories' final states). Guidance scales tried on the validation "
-        f"set: {', '.join(f'{g:g}' for g in GUIDANCE_GRID)}.", "",
+        f"set: {grids}.", "",
         "| method | J | s / trajectory | guidance | training |", "|---|---|---|---|---|",
     ]  # fmt: skip
     for name, r in ctl.items():
@@ -328,7 +357,14 @@ def main(argv: list[str]) -> int:
     models = wdno_models(args)
     if args.part.startswith("train:"):
         return train_only(args.part.removeprefix("train:"), args, train_data)
-    ctl_key = {"control_steps": args.control_steps}
+    if args.part.startswith("control:"):
+        only = args.part.removeprefix("control:")
+        if only not in CONTROL_PARTS:
+            raise SystemExit(f"--part control:NAME: NAME is one of {CONTROL_PARTS}")
+        control_study(args, train_data, val, test, problem, only)
+        return 0
+    grids = {k: list(v) for k, v in GUIDANCE_GRIDS.items()}
+    ctl_key = {"control_steps": args.control_steps, "grids": grids}
     sim_key = {"sim_steps": args.sim_steps, "wdno": {k: str(v) for k, v in models.items()}}
     if args.ema_warmup:
         sim_key["ema_warmup"] = True

@@ -22,6 +22,7 @@ from polydiff.pde.solvers import resample_grid
 from polydiff.pde.wdno import WDNO
 
 SHIPPED = Path(__file__).parent / "checkpoints"
+GUIDE_BY = ("model", "solver")
 
 
 def shipped_model(name: str = "burgers-wdno-64") -> tuple[Path, BurgersConfig]:
@@ -128,12 +129,18 @@ def control_problem(data: PDEData, energy_weight: float = 0.0) -> ControlProblem
 
 def control(
     name: str, u0, target, problem: ControlProblem, nt: int, *, model: Method | None = None,
-    guidance: float = 1.0, steps: int = 50, lr: float = 0.1, seed: int = 0,
+    guidance: float = 1.0, guide_by: str = "model", steps: int = 50, lr: float = 0.1,
+    seed: int = 0,
 ) -> dict:  # fmt: skip
     """Forcings [N, nt, nx] steering u0 [N, nx] to target [N, nx] by ``name``: "wdno" (a WDNO
-    control model's guided sampling, ``steps`` DDIM steps) or "gradient" (``steps`` Adam steps
+    control model's guided sampling, ``steps`` DDIM steps; ``guide_by`` "model": J of the
+    predicted final state, as in WDNO, or "solver": J of the solver's final state under the
+    predicted forcing by ``problem.solve``, the solver that judges it; see
+    ``WDNO.control_coefficients``) or "gradient" (``steps`` Adam steps
     of lr ``lr`` through the solver); J by the true solver. Returns the forcing f, the true
     trajectory u under it, J [N] and the seconds the method took."""
+    if guide_by not in GUIDE_BY:
+        raise InputError(f"guide_by: expected one of {GUIDE_BY}, got {guide_by!r}")
     u0, target = torch.as_tensor(np.asarray(u0)).double(), torch.as_tensor(np.asarray(target))
     start = time.perf_counter()
     if name == "gradient":
@@ -142,9 +149,10 @@ def control(
         if model is None or getattr(model.config, "task", None) != "control":
             raise InputError("model: the wdno control method needs a WDNO trained for control")
         generator = torch.Generator().manual_seed(seed)
+        solver = problem.solve if guide_by == "solver" else None
         _, f = model.control(
             u0.float(), target.float(), guidance=guidance, energy_weight=problem.energy_weight,
-            steps=steps, generator=generator,
+            solver=solver, steps=steps, generator=generator,
         )  # fmt: skip
     else:
         raise InputError(f"methods: unknown control method {name!r} (wdno | gradient)")
@@ -170,6 +178,7 @@ def score(pred: PDEData, truth: PDEData, source: str, from_time: int = 1) -> dic
 
 
 __all__ = [
+    "GUIDE_BY",
     "check_fits",
     "control",
     "control_problem",
