@@ -29,6 +29,7 @@ Writes docs/benchmarks/pde.{md,json}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from functools import partial
@@ -43,7 +44,15 @@ from polydiff.pde.control import ControlProblem, control_objective
 from polydiff.pde.data import BurgersConfig, generate_burgers
 from polydiff.pde.fno import FNO, FNOConfig
 from polydiff.pde.metrics import bootstrap_mean, max_gradient, relative_l2_per_sample
-from polydiff.pde.pipeline import GUIDE_BY, control, predict, shipped_model, simulate_coarse
+from polydiff.pde.pipeline import (
+    GUIDE_BY,
+    control,
+    predict,
+    predict_on_grid,
+    shipped_model,
+    simulate_coarse,
+)
+from polydiff.pde.solvers import resample_grid
 from polydiff.pde.train import TrainConfig, train_method
 from polydiff.pde.wdno import WDNO, WDNOConfig
 
@@ -52,6 +61,7 @@ DATA = BurgersConfig(nx=64, nt=16, t_end=1.0)
 TRAIN_SEED, TEST_SEED, VALIDATION_SEED = 0, 1, 2
 N_TRAIN, N_TEST, N_VALIDATION, N_CONTROL = 1024, 256, 64, 32
 N_CONTROL_VALIDATION = 16
+FINE_NX = 128  # the zero-shot resolution test
 SHOCK_QUANTILE = 0.75
 ENERGY_WEIGHT = 1e-3
 # guidance scales tried on the validation targets, by where J is judged (pipeline.GUIDE_BY)
@@ -177,6 +187,37 @@ def simulation(args, train_data, test, problem: ControlProblem) -> dict:
     return results
 
 
+def resolution_study(args, train_data, test, problem: ControlProblem) -> dict:
+    """Zero-shot on a finer grid: the test trajectories (same seed, so the same initial states
+    and forcings) generated at FINE_NX points, predicted by the models trained at 64 points
+    (``predict_on_grid``: the FNO on the fine grid itself, the diffusion models on 64 points
+    between two interpolations), the solver on 64 points interpolated the same way, and the
+    64-point test trajectories interpolated (the floor of any 64-point method)."""
+    fine = generate_burgers(N_TEST, dataclasses.replace(DATA, nx=FINE_NX), seed=TEST_SEED)
+    truth = torch.as_tensor(fine.u)
+    suffix = "_ema_warmup" if args.ema_warmup else ""
+    models = {"wdno": load_method(wdno_models(args)["wdno"])}
+    for name in ("physical_diffusion", "fno"):
+        run = f"sim-{name}"
+        folder = f"{run}-ema_warmup" if args.ema_warmup else run
+        trained = train(folder, build(run), train_data, args.runs, args.sim_steps, args.ema_warmup)
+        models[name + suffix] = trained[0]
+    preds = {
+        name: predict_on_grid(model, fine.u[:, 0], fine.f, steps=DDIM_STEPS, seed=0)
+        for name, model in models.items()
+    }
+    preds[f"solver_nx{DATA.nx}"] = simulate_coarse(fine.u[:, 0], fine.f, problem, DATA.nx)
+    preds[f"truth_nx{DATA.nx}_interpolated"] = resample_grid(torch.as_tensor(test.u), FINE_NX)
+    results = {}
+    for name, pred in preds.items():
+        pred = torch.as_tensor(pred)
+        results[name] = {
+            "relative_l2": summary(relative_l2_per_sample(pred, truth, from_time=1)),
+            "relative_l2_final": summary(relative_l2_per_sample(pred, truth, truth.shape[1] - 1)),
+        }
+    return results
+
+
 def control_run(method: str, u0, target, problem, nt, **options) -> dict:
     out = control(method, u0, target, problem, nt, **options)
     return {"J": torch.as_tensor(out["J"]), "seconds": out["seconds"]}
@@ -281,7 +322,7 @@ def fmt_ci_e(s: dict) -> str:
     return f"{s['mean']:.2e} ({s['ci95'][0]:.2e}-{s['ci95'][1]:.2e})"
 
 
-def report(sim: dict, ctl: dict, meta: dict, goals: dict) -> str:
+def report(sim: dict, res: dict, ctl: dict, meta: dict, goals: dict) -> str:
     shock = sim["_shock_subset"]
     grids = "; ".join(
         f"{by}: {', '.join(f'{g:g}' for g in grid)}" for by, grid in GUIDANCE_GRIDS.items()
@@ -311,18 +352,44 @@ def report(sim: dict, ctl: dict, meta: dict, goals: dict) -> str:
             f"{fmt_ci(r['relative_l2_final'])} | {r['seconds_per_trajectory']:.4f} | {trained} |"
         )
     lines += [
+        "", f"## Zero-shot on a finer grid ({FINE_NX} points), test set", "",
+        f"The same {meta['n_test']} test trajectories generated at {FINE_NX} points (same "
+        f"seed: the same initial states and forcings); models trained at {DATA.nx} points. "
+        "The FNO rolls out on the fine grid itself; the diffusion models and the solver work "
+        f"on {DATA.nx} points between two linear interpolations (`predict_on_grid`; WDNO's "
+        f"super-resolution model is not built). truth_nx{DATA.nx}_interpolated: the "
+        f"{DATA.nx}-point test trajectories interpolated, the floor of any {DATA.nx}-point "
+        "method.", "",
+        "| method | relative L2 | final time |", "|---|---|---|",
+    ]  # fmt: skip
+    for name, r in res.items():
+        lines.append(f"| {name} | {fmt_ci(r['relative_l2'])} | {fmt_ci(r['relative_l2_final'])} |")
+    lines += [
         "", "## Control (reach the target's final state), test set", "",
         f"J = mean_x (u(T) - u*)^2 + {ENERGY_WEIGHT:g} mean f^2, u by the true solver under the "
         f"returned forcing; mean and 95% bootstrap interval over {meta['n_control']} targets "
-        f"(the first test trajectories' final states). Guidance scales tried on the validation "
-        f"set: {grids}.", "",
-        "| method | J | s / trajectory | guidance | training |", "|---|---|---|---|---|",
+        f"(the first test trajectories' final states). Diffusion rows: guidance with J judged "
+        f"on the model's predicted final state (as in WDNO; rows wdno, physical_diffusion) or "
+        f"on the solver's final state under the predicted forcing (*_solver_guided), DDIM "
+        f"{DDIM_STEPS} steps; the scale with the lowest mean J on {N_CONTROL_VALIDATION} "
+        f"validation targets, from {grids}. gradient_N: N Adam steps through the solver "
+        f"(gradient_{DDIM_STEPS}: as many solver gradients as a solver-guided sample).", "",
+        "| method | J | s / trajectory | guidance | validation J: no guidance -> chosen | "
+        "training |",
+        "|---|---|---|---|---|---|",
     ]  # fmt: skip
     for name, r in ctl.items():
-        guidance = f"{r['guidance']:g}" if "guidance" in r else ""
-        trained = meta["training"].get(f"control_{name}", "")
+        guidance, scan, trained = "", "", ""
+        if "guidance" in r:
+            guidance = f"{r['guidance']:g}"
+            by = r["validation_J_by_guidance"]
+            scan = f"{by['0.0']:.2e} -> {by[str(r['guidance'])]:.2e}"
+            trained = meta["training"]["control_" + name.removesuffix("_solver_guided")]
+            trained += f", {r['train_cpu_s']:.0f} CPU s"
         seconds = f"{r['seconds_per_trajectory']:.3f}" if "seconds_per_trajectory" in r else ""
-        lines.append(f"| {name} | {fmt_ci_e(r['J'])} | {seconds} | {guidance} | {trained} |")
+        lines.append(
+            f"| {name} | {fmt_ci_e(r['J'])} | {seconds} | {guidance} | {scan} | {trained} |"
+        )
     lines += ["", "## Goals (issue 17)", "", "| goal | met |", "|---|---|"]
     lines += [f"| {k} | {'yes' if v else 'no'} |" for k, v in goals.items()]
     lines += ["", "## Read with care", "", *NOTES]
@@ -344,8 +411,9 @@ def main(argv: list[str]) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--part", default="all",
-        help="all (default), control or simulation (one stage, stored in --runs and reused by a "
-             "later full run), or train:NAME (one model: sim-fno, sim-physical_diffusion, "
+        help="all (default), control, simulation or resolution (one stage, stored in --runs and "
+             "reused by a later full run), control:NAME (the control rows of gradient, wdno or "
+             "physical_diffusion), or train:NAME (one model: sim-fno, sim-physical_diffusion, "
              "control-wdno, control-physical_diffusion); to spread the work over processes",
     )  # fmt: skip
     args = parser.parse_args(argv)
@@ -374,6 +442,9 @@ def main(argv: list[str]) -> int:
     if args.part in ("all", "simulation"):
         sim = cached(args.runs / "simulation.json", sim_key,
                      lambda: simulation(args, train_data, test, problem))  # fmt: skip
+    if args.part in ("all", "resolution"):
+        res = cached(args.runs / "resolution.json", {**sim_key, "fine_nx": FINE_NX},
+                     lambda: resolution_study(args, train_data, test, problem))  # fmt: skip
     if args.part != "all":
         return 0
     command = "python benchmarks/run.py pde"
@@ -413,17 +484,21 @@ def main(argv: list[str]) -> int:
         rel[base] = min(rel.get(base, float("inf")), r["relative_l2"]["mean"])
         shock[base] = min(shock.get(base, float("inf")), r["relative_l2_shock"]["mean"])
     j = {k: v["J"]["mean"] for k, v in ctl.items()}
+    # each diffusion model's better guidance (judged on its prediction or through the solver)
+    wdno_j = min(j["wdno"], j["wdno_solver_guided"])
+    physical_j = min(j["physical_diffusion"], j["physical_diffusion_solver_guided"])
     goals = {
         "simulation_wdno_below_physical_diffusion": rel["wdno"] < rel["physical_diffusion"],
         "simulation_wdno_below_fno": rel["wdno"] < rel["fno"],
         "shock_wdno_below_physical_diffusion": shock["wdno"] < shock["physical_diffusion"],
         "shock_wdno_below_fno": shock["wdno"] < shock["fno"],
-        "control_wdno_J_20pct_below_physical_diffusion": j["wdno"] <= 0.8 * j["physical_diffusion"],
-        "control_wdno_J_below_gradient_50": j["wdno"] < j["gradient_50"],
+        "control_wdno_J_20pct_below_physical_diffusion": wdno_j <= 0.8 * physical_j,
+        "control_wdno_J_below_gradient_50": wdno_j < j["gradient_50"],
     }
     out = ROOT / "docs" / "benchmarks"
-    atomic_write_json(out / "pde.json", {**meta, "simulation": sim, "control": ctl, "goals": goals})
-    atomic_write_text(out / "pde.md", report(sim, ctl, meta, goals))
+    results = {"simulation": sim, "resolution": res, "control": ctl}
+    atomic_write_json(out / "pde.json", {**meta, **results, "goals": goals})
+    atomic_write_text(out / "pde.md", report(sim, res, ctl, meta, goals))
     print(goals)
     return 0
 

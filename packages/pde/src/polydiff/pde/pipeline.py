@@ -17,6 +17,7 @@ from polydiff.core.errors import InputError, check_number
 from polydiff.core.io import read_json
 from polydiff.pde.control import ControlProblem, control_objective, optimize_control
 from polydiff.pde.data import BurgersConfig, PDEData, read_dataset, read_pdebench
+from polydiff.pde.fno import FNO
 from polydiff.pde.metrics import trajectory_metrics
 from polydiff.pde.solvers import resample_grid
 from polydiff.pde.wdno import WDNO
@@ -87,6 +88,25 @@ def predict(
         for lo in range(0, len(u0), batch_size)
     ]
     return torch.cat(out).numpy()
+
+
+def predict_on_grid(method: Method, u0, f, boundary: str = "dirichlet", **options) -> np.ndarray:
+    """``predict`` on the grid of u0 [N, n] and f [N, nt, n], whatever the model's nx: the FNO
+    rolls out on it directly (resolution-free layers); a WDNO, whose coefficients are tied to
+    its grid, predicts on its own nx from u0 and f moved there by ``resample_grid`` and its
+    trajectory is interpolated back, u[:, 0] = u0 (WDNO's super-resolution model is not built:
+    this is the interpolation baseline it would be judged against)."""
+    u0, f = np.asarray(u0), np.asarray(f)
+    nx = method.config.nx
+    if isinstance(method, FNO) or u0.shape[-1] == nx:
+        return predict(method, u0, f, **options)
+    coarse = predict(
+        method, resample_grid(torch.as_tensor(u0), nx, boundary),
+        resample_grid(torch.as_tensor(f), nx, boundary), **options,
+    )  # fmt: skip
+    fine = resample_grid(torch.as_tensor(coarse), u0.shape[-1], boundary).numpy()
+    fine[:, 0] = u0
+    return fine
 
 
 @torch.no_grad()
@@ -185,6 +205,7 @@ __all__ = [
     "forcing_of",
     "model_loss",
     "predict",
+    "predict_on_grid",
     "read_trajectories",
     "score",
     "shipped_model",
