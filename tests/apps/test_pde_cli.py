@@ -130,6 +130,14 @@ def test_control_judges_every_forcing_with_the_true_solver(work: Path):
         np.testing.assert_allclose(metrics[name]["J_per_sample"], j.numpy(), rtol=1e-4)
         assert metrics[name]["J"] == pytest.approx(float(j.mean()), rel=1e-4)
     assert metrics["gradient"]["J"] < float(zero.mean())  # three Adam steps already help
+    assert metrics["wdno"]["guide_by"] == "model"
+    solver = (*overrides[:2], "methods=[wdno]", "n=2", "wdno.steps=3", "wdno.guide_by=solver")
+    assert pde("control", *solver, out=work / "control_solver") == 0
+    metrics = _json(work / "control_solver" / "metrics.json")["methods"]["wdno"]
+    saved = read_dataset(work / "control_solver" / "control_wdno.h5")
+    j = evaluate_control(u0, torch.as_tensor(saved.f).double(), target, problem)
+    np.testing.assert_allclose(metrics["J_per_sample"], j.numpy(), rtol=1e-4)
+    assert metrics["guide_by"] == "solver"
 
 
 def _write(path: Path, **arrays) -> Path:
@@ -195,6 +203,7 @@ BAD = {
         "needs a WDNO trained for control",
     ),
     "advection control": (("control", "data={adv}"), "control needs a Burgers dataset"),
+    "guide_by": (("control", "data={data}", "wdno.guide_by=physics"), "wdno.guide_by: expected"),
     "evaluate grid": (("evaluate", "predictions={bad}/nx32.h5", "data={data}"), "do not fit"),
     "from_time": (
         ("evaluate", "predictions={data}", "data={data}", "from_time=99"),

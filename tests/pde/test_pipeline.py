@@ -13,11 +13,14 @@ from polydiff.pde.pipeline import (
     check_fits,
     control_problem,
     predict,
+    predict_on_grid,
     read_trajectories,
     score,
     simulate_coarse,
     subset,
 )
+from polydiff.pde.solvers import resample_grid
+from polydiff.pde.wdno import WDNO, WDNOConfig
 
 
 def test_read_trajectories_takes_either_layout(tmp_path):
@@ -59,3 +62,26 @@ def test_coarse_solver_reproduces_the_data_on_its_grid_and_degrades_when_coarser
     assert errors[0] > errors[1] > 1e-3
     with pytest.raises(InputError, match=r"^nx must be >= 2"):
         simulate_coarse(data.u[:, 0], data.f, problem, 1)
+
+
+def test_predict_on_a_finer_grid():
+    """The FNO rolls out on any grid (with zero weights it holds u0 exactly at 40 points); a
+    WDNO predicts on its own grid between two interpolations, u0 kept exactly."""
+    fine = generate_burgers(3, BurgersConfig(nx=40, nt=4, t_end=0.5), seed=1)
+    fno = FNO(FNOConfig(nx=16, nt=4, modes=4, width=8, layers=1))
+    for p in fno.net.parameters():
+        p.data.zero_()
+    held = predict_on_grid(fno, fine.u[:, 0], fine.f)
+    np.testing.assert_allclose(held, np.repeat(fine.u[:, :1], 4, 1), atol=1e-6)
+    with pytest.raises(InputError, match=r"^modes: 4 modes need nx >= 6"):
+        predict_on_grid(fno, fine.u[:, 0, :4], fine.f[..., :4])
+    torch.manual_seed(0)
+    wdno = WDNO(WDNOConfig(nx=16, nt=4, channels=8, channel_mult=(1,)))
+    pred = predict_on_grid(wdno, fine.u[:, 0], fine.f, steps=2, seed=3)
+    assert pred.shape == fine.u.shape and np.array_equal(pred[:, 0], fine.u[:, 0])
+    coarse = predict(
+        wdno, resample_grid(torch.as_tensor(fine.u[:, 0]), 16),
+        resample_grid(torch.as_tensor(fine.f), 16), steps=2, seed=3,
+    )  # fmt: skip
+    back = resample_grid(torch.as_tensor(coarse), 40).numpy()
+    np.testing.assert_allclose(pred[:, 1:], back[:, 1:], atol=1e-6)

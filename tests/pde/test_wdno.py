@@ -10,7 +10,7 @@ from torch import nn
 from polydiff.core import load_method
 from polydiff.core.errors import InputError
 from polydiff.core.utils import expand_like
-from polydiff.pde.control import control_objective
+from polydiff.pde.control import ControlProblem, control_objective, evaluate_control
 from polydiff.pde.data import BurgersConfig, generate_burgers
 from polydiff.pde.wdno import WDNO, WDNOConfig
 
@@ -184,3 +184,22 @@ def test_control_guidance_lowers_the_objective_and_holds_the_states(data):
         method.sample(u0, f[:8])
     with pytest.raises(InputError, match=r"^task: expected one of"):
         WDNOConfig(task="optimise")
+
+
+def test_guidance_through_the_solver_lowers_the_true_objective(data):
+    """With ``solver``, J's tracking term is judged on the solver's final state under the
+    predicted forcing, so guidance lowers J as the true solver measures it."""
+    u, _ = data
+    method = fitted(data, dataclasses.replace(TINY, task="control"))
+    method.net.unet = FlatPriorDenoiser(method.path)
+    u0, target = u[:8, 0], u[:8, -1]
+    problem = ControlProblem(t_end=0.5, energy_weight=0.01)
+
+    def true_objective(guidance):
+        gen = torch.Generator().manual_seed(0)
+        options = {"guidance": guidance, "energy_weight": 0.01, "eta": 0.0, "steps": 10}
+        _, f_gen = method.control(u0, target, solver=problem.solve, generator=gen, **options)
+        return float(evaluate_control(u0.double(), f_gen.double(), target, problem).mean())
+
+    costs = [true_objective(g) for g in (0.0, 3.0, 30.0)]
+    assert costs[0] > costs[1] > costs[2] and costs[2] < 0.5 * costs[0], costs

@@ -228,19 +228,20 @@ def control(cfg: DictConfig, run_dir: Path) -> None:
     """Control Burgers trajectories to their final states by WDNO guidance or gradient descent.
 
     The forcings steer the dataset's initial states to its final states: WDNO guidance
-    (model=<a WDNO trained with wdno.task=control>) and/or the gradient baseline (Adam through
-    the differentiable solver).
+    (model=<a WDNO trained with wdno.task=control>; wdno.guide_by=model judges J on the
+    predicted final state as WDNO does, solver on the solver's under the predicted forcing)
+    and/or the gradient baseline (Adam through the differentiable solver).
 
     Every forcing is judged by the true solver: J = mean_x (u(T) - target)^2 + energy_weight *
     mean f^2. Writes control_<method>.h5 (polydiff layout: the forcing and the trajectory it
     produces), controls.png (forcings and trajectories of the first sample) and metrics.json
-    (mean J, J per sample and seconds per method).
+    (mean J, J per sample and seconds per method; wdno's guidance settings).
     """
     import numpy as np
 
     from polydiff.core.io import atomic_write_json
     from polydiff.pde.data import PDEData, write_dataset
-    from polydiff.pde.pipeline import check_fits, control_problem, subset
+    from polydiff.pde.pipeline import GUIDE_BY, check_fits, control_problem, subset
     from polydiff.pde.pipeline import control as run_control
     from polydiff.pde.plots import plot_space_time
 
@@ -251,6 +252,8 @@ def control(cfg: DictConfig, run_dir: Path) -> None:
             raise ConfigError(f"methods: unknown control method {name!r} (wdno | gradient)")
     if not methods:
         raise ConfigError("methods: give at least one of wdno | gradient")
+    if cfg.wdno.guide_by not in GUIDE_BY:
+        raise ConfigError(f"wdno.guide_by: expected one of {GUIDE_BY}, got {cfg.wdno.guide_by!r}")
     source = _input(cfg.data, "data")
     truth = subset(_dataset(cfg.data, "data"), cfg.n)
     problem = control_problem(truth, cfg.energy_weight)
@@ -264,15 +267,17 @@ def control(cfg: DictConfig, run_dir: Path) -> None:
     for name in methods:
         options = cfg[name]
         steps, lr = options.steps, options.get("lr", 0.1)
-        guidance = options.get("guidance", 0.0)
+        guidance, guide_by = options.get("guidance", 0.0), options.get("guide_by", "model")
         out = run_control(name, u0, target, problem, nt, model=model, guidance=guidance,
-                          steps=steps, lr=lr, seed=cfg.seed)  # fmt: skip
+                          guide_by=guide_by, steps=steps, lr=lr, seed=cfg.seed)  # fmt: skip
         attrs = {"dt": float(truth.t[1] - truth.t[0]), "dx": float(truth.x[1] - truth.x[0])}
         attrs |= {"nu": problem.nu, "energy_weight": problem.energy_weight, "method": name}
         result = PDEData(u=out["u"], x=truth.x, t=truth.t, f=out["f"], attrs=attrs)
         write_dataset(run_dir / f"control_{name}.h5", result)
         results[name] = {"J": float(np.mean(out["J"])), "J_per_sample": out["J"].tolist(),
                          "seconds": out["seconds"]}  # fmt: skip
+        if name == "wdno":
+            results[name] |= {"guidance": guidance, "guide_by": guide_by}
         panels[f"{name} forcing"], trajectories[name] = out["f"][0], out["u"][0]
         log.info("%s: J = %.4g (true solver, mean of %d), %.1f s", name, results[name]["J"],
                  len(u0), out["seconds"])  # fmt: skip

@@ -56,10 +56,13 @@ class FNO(Method):
 
     @torch.no_grad()
     def sample(self, u0: Tensor, f: Tensor) -> Tensor:
-        """Roll out from u0 [B, nx] under f [B, nt, nx]: u [B, nt, nx] with u[:, 0] = u0."""
+        """Roll out from u0 [B, n] under f [B, nt, n]: u [B, nt, n] with u[:, 0] = u0. Any grid
+        of n >= 2 (modes - 1) points on [0, 1] works, not only the training grid nx: the spectral
+        and pointwise layers are resolution-free (the FNO's zero-shot super-resolution)."""
         c = self.config
-        u = [batch_of("u0", u0, (c.nx,), torch.float32)]
-        f = batch_of("f", f, (c.nt, c.nx), torch.float32)
+        n = torch.as_tensor(u0).shape[-1]
+        u = [batch_of("u0", u0, (n,), torch.float32)]
+        f = batch_of("f", f, (c.nt, n), torch.float32)
         for k in range(c.nt - 1):
             u.append(self.step(self.net, u[-1], f[:, k], f[:, k + 1]))
         return torch.stack(u, 1)

@@ -17,11 +17,13 @@ from polydiff.core.errors import InputError, check_number
 from polydiff.core.io import read_json
 from polydiff.pde.control import ControlProblem, control_objective, optimize_control
 from polydiff.pde.data import BurgersConfig, PDEData, read_dataset, read_pdebench
+from polydiff.pde.fno import FNO
 from polydiff.pde.metrics import trajectory_metrics
 from polydiff.pde.solvers import resample_grid
 from polydiff.pde.wdno import WDNO
 
 SHIPPED = Path(__file__).parent / "checkpoints"
+GUIDE_BY = ("model", "solver")
 
 
 def shipped_model(name: str = "burgers-wdno-64") -> tuple[Path, BurgersConfig]:
@@ -88,6 +90,25 @@ def predict(
     return torch.cat(out).numpy()
 
 
+def predict_on_grid(method: Method, u0, f, boundary: str = "dirichlet", **options) -> np.ndarray:
+    """``predict`` on the grid of u0 [N, n] and f [N, nt, n], whatever the model's nx: the FNO
+    rolls out on it directly (resolution-free layers); a WDNO, whose coefficients are tied to
+    its grid, predicts on its own nx from u0 and f moved there by ``resample_grid`` and its
+    trajectory is interpolated back, u[:, 0] = u0 (WDNO's super-resolution model is not built:
+    this is the interpolation baseline it would be judged against)."""
+    u0, f = np.asarray(u0), np.asarray(f)
+    nx = method.config.nx
+    if isinstance(method, FNO) or u0.shape[-1] == nx:
+        return predict(method, u0, f, **options)
+    coarse = predict(
+        method, resample_grid(torch.as_tensor(u0), nx, boundary),
+        resample_grid(torch.as_tensor(f), nx, boundary), **options,
+    )  # fmt: skip
+    fine = resample_grid(torch.as_tensor(coarse), u0.shape[-1], boundary).numpy()
+    fine[:, 0] = u0
+    return fine
+
+
 @torch.no_grad()
 def model_loss(method: Method, data: PDEData, *, n: int = 256, repeats: int = 4, seed=0) -> float:
     """The training loss of ``method`` (as it is, e.g. the exported EMA weights) on the first
@@ -128,12 +149,18 @@ def control_problem(data: PDEData, energy_weight: float = 0.0) -> ControlProblem
 
 def control(
     name: str, u0, target, problem: ControlProblem, nt: int, *, model: Method | None = None,
-    guidance: float = 1.0, steps: int = 50, lr: float = 0.1, seed: int = 0,
+    guidance: float = 1.0, guide_by: str = "model", steps: int = 50, lr: float = 0.1,
+    seed: int = 0,
 ) -> dict:  # fmt: skip
     """Forcings [N, nt, nx] steering u0 [N, nx] to target [N, nx] by ``name``: "wdno" (a WDNO
-    control model's guided sampling, ``steps`` DDIM steps) or "gradient" (``steps`` Adam steps
+    control model's guided sampling, ``steps`` DDIM steps; ``guide_by`` "model": J of the
+    predicted final state, as in WDNO, or "solver": J of the solver's final state under the
+    predicted forcing by ``problem.solve``, the solver that judges it; see
+    ``WDNO.control_coefficients``) or "gradient" (``steps`` Adam steps
     of lr ``lr`` through the solver); J by the true solver. Returns the forcing f, the true
     trajectory u under it, J [N] and the seconds the method took."""
+    if guide_by not in GUIDE_BY:
+        raise InputError(f"guide_by: expected one of {GUIDE_BY}, got {guide_by!r}")
     u0, target = torch.as_tensor(np.asarray(u0)).double(), torch.as_tensor(np.asarray(target))
     start = time.perf_counter()
     if name == "gradient":
@@ -142,9 +169,10 @@ def control(
         if model is None or getattr(model.config, "task", None) != "control":
             raise InputError("model: the wdno control method needs a WDNO trained for control")
         generator = torch.Generator().manual_seed(seed)
+        solver = problem.solve if guide_by == "solver" else None
         _, f = model.control(
             u0.float(), target.float(), guidance=guidance, energy_weight=problem.energy_weight,
-            steps=steps, generator=generator,
+            solver=solver, steps=steps, generator=generator,
         )  # fmt: skip
     else:
         raise InputError(f"methods: unknown control method {name!r} (wdno | gradient)")
@@ -170,12 +198,14 @@ def score(pred: PDEData, truth: PDEData, source: str, from_time: int = 1) -> dic
 
 
 __all__ = [
+    "GUIDE_BY",
     "check_fits",
     "control",
     "control_problem",
     "forcing_of",
     "model_loss",
     "predict",
+    "predict_on_grid",
     "read_trajectories",
     "score",
     "shipped_model",

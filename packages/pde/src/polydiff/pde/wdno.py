@@ -23,6 +23,7 @@ baseline.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -204,15 +205,18 @@ class WDNO(Method):
 
     def _sample(self, known: Tensor, guide, *, steps: int, eta: float, generator) -> Tensor:
         """DDIM over the coefficients with the known channels held; ``guide(x0, t)`` (if any)
-        moves each x0 prediction before the clamp."""
+        moves each clamped x0 prediction (J is judged where the sampler will step), which is
+        then clamped again."""
         lim = self.config.clamp
 
         def model(x: Tensor, t: Tensor) -> Tensor:
             return self.net(self._overwrite_known(x, known), t)
 
         def x0_hook(x0: Tensor, x: Tensor, t: Tensor) -> Tensor:
-            x0 = x0 if guide is None else guide(x0, t)
-            return self._overwrite_known(x0.clamp(-lim, lim), known)
+            x0 = x0.clamp(-lim, lim)
+            if guide is not None:
+                x0 = guide(x0, t).clamp(-lim, lim)
+            return self._overwrite_known(x0, known)
 
         x_init = torch.randn(known.shape, generator=generator, dtype=known.dtype).to(known.device)
         return sample(
@@ -246,16 +250,24 @@ class WDNO(Method):
     @torch.no_grad()
     def control_coefficients(
         self, u0: Tensor, target: Tensor, *, guidance: float = 0.0, energy_weight: float = 0.0,
-        steps: int = 50, eta: float = 1.0, generator=None,
+        solver: Callable[[Tensor, Tensor], Tensor] | None = None, steps: int = 50,
+        eta: float = 1.0, generator=None,
     ) -> Tensor:  # fmt: skip
         """Control: coefficients of (u, f, u0, uT) from p(u, f | u0, uT = target), each x0
         prediction moved by x0 <- x0 - guidance sigma(t)^2 grad_x0 J(x0), J the control objective
         of the decoded final state and forcing. As in WDNO the gradient goes through the inverse
         wavelet transform only, not through the network; the weight sigma(t)^2 fades it out as
-        the noise vanishes (WDNO scales its eps-space step by the schedule's beta_t)."""
+        the noise vanishes (WDNO scales its eps-space step by the schedule's beta_t).
+
+        ``solver``: None (WDNO's), J of the predicted final state u[:, -1]; or a differentiable
+        map (u0, f) -> trajectory [B, nt, nx] (e.g. ``ControlProblem.solve``): J of the final
+        state it produces under the predicted forcing, so that the tracking term's gradient
+        reaches f itself rather than only the predicted u (which a small model couples loosely
+        to its f)."""
         self._require_task("control")
         c, dtype = self.config, self.net.scale.dtype
         target = batch_of("target", target, (c.nx,), dtype)
+        u0 = batch_of("u0", u0, (c.nx,), dtype)
         zeros = target.new_zeros(target.shape[0], c.nt, c.nx)
         known = self.encode(zeros, zeros, u0, target)
 
@@ -263,7 +275,8 @@ class WDNO(Method):
             with torch.enable_grad():
                 y = x0.detach().requires_grad_(True)
                 u, f = self.decode(y)
-                cost = control_objective(u[:, -1], target, f, energy_weight).sum()
+                final = u[:, -1] if solver is None else solver(u0, f)[:, -1].to(dtype)
+                cost = control_objective(final, target, f, energy_weight).sum()
                 (grad,) = torch.autograd.grad(cost, y)
             return x0 - guidance * expand_like(self.path.sigma(t) ** 2, x0).to(x0.dtype) * grad
 
