@@ -43,10 +43,11 @@ import torch
 from polydiff.core import load_method
 from polydiff.core.errors import InputError
 from polydiff.core.io import atomic_write_json, atomic_write_text
+from polydiff.core.metrics import bootstrap_mean
 from polydiff.pde.control import ControlProblem, control_objective
 from polydiff.pde.data import BurgersConfig, generate_burgers
 from polydiff.pde.fno import FNO, FNOConfig
-from polydiff.pde.metrics import bootstrap_mean, max_gradient, relative_l2_per_sample
+from polydiff.pde.metrics import max_gradient, relative_l2_per_sample
 from polydiff.pde.pipeline import (
     control,
     predict,

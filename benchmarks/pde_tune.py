@@ -27,8 +27,9 @@ import torch
 
 from polydiff.core import load_method
 from polydiff.core.io import atomic_write_json, atomic_write_text
+from polydiff.core.metrics import bootstrap_mean
 from polydiff.pde.data import BurgersConfig, generate_burgers
-from polydiff.pde.metrics import bootstrap_mean, relative_l2_per_sample
+from polydiff.pde.metrics import relative_l2_per_sample
 from polydiff.pde.pipeline import predict
 from polydiff.pde.train import TrainConfig, train_method
 from polydiff.pde.wdno import WDNO, WDNOConfig

@@ -1,11 +1,19 @@
-"""polydiff.core.metrics: the sliced Wasserstein distance."""
+"""polydiff.core.metrics: sliced Wasserstein, Frechet distance / FID, bootstrap and Wilson
+intervals, against closed forms."""
 
 import math
 
 import pytest
 import torch
 
-from polydiff.core.metrics import sliced_wasserstein
+from polydiff.core.errors import InputError
+from polydiff.core.metrics import (
+    bootstrap_mean,
+    fid,
+    frechet_distance,
+    sliced_wasserstein,
+    wilson_interval,
+)
 
 
 def test_swd_of_a_translation_is_the_mean_squared_projected_shift():
@@ -32,3 +40,67 @@ def test_swd_is_zero_for_permutations_and_symmetric():
     assert a.item() == pytest.approx(b.item(), rel=1e-6)
     with pytest.raises(ValueError, match="equal shapes"):
         sliced_wasserstein(x, y[:50])
+
+
+def random_rotation(dim, generator):
+    q, r = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r))
+
+
+def test_frechet_distance_of_gaussians_matches_closed_forms():
+    g = torch.Generator().manual_seed(0)
+    mean_a, mean_b = (torch.randn(5, generator=g, dtype=torch.float64) for _ in range(2))
+    var_a, var_b = (torch.rand(5, generator=g, dtype=torch.float64) + 0.1 for _ in range(2))
+    # diagonal covariances: |mu_a - mu_b|^2 + sum (sqrt(a_i) - sqrt(b_i))^2
+    exact = (mean_a - mean_b).square().sum() + (var_a.sqrt() - var_b.sqrt()).square().sum()
+    found = frechet_distance(mean_a, torch.diag(var_a), mean_b, torch.diag(var_b))
+    assert found == pytest.approx(float(exact), rel=1e-10)
+    # rotating both Gaussians (non-diagonal, commuting covariances) changes nothing
+    q = random_rotation(5, g)
+    cov_a, cov_b = q @ torch.diag(var_a) @ q.T, q @ torch.diag(var_b) @ q.T
+    assert frechet_distance(q @ mean_a, cov_a, q @ mean_b, cov_b) == (
+        pytest.approx(float(exact), rel=1e-9)
+    )
+    # non-commuting covariances: tr of (S_a^1/2 S_b S_a^1/2)^1/2 is symmetric in a and b and
+    # equals tr((S_a S_b)^1/2), whose eigenvalues are the square roots of those of S_a S_b
+    m = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    n = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    cov_a, cov_b = m @ m.T + 0.1 * torch.eye(5), n @ n.T + 0.1 * torch.eye(5)
+    cross = torch.linalg.eigvals(cov_a @ cov_b).real.clamp_min(0).sqrt().sum()
+    expected = float(cov_a.trace() + cov_b.trace() - 2 * cross)
+    zero = torch.zeros(5, dtype=torch.float64)
+    assert frechet_distance(zero, cov_a, zero, cov_b) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(zero, cov_b, zero, cov_a) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(mean_a, cov_a, mean_a, cov_a) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_fid_of_samples_estimates_the_gaussians_distance():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(20000, 3, generator=g, dtype=torch.float64)
+    b = 2.0 * torch.randn(20000, 3, generator=g, dtype=torch.float64) + 1.0
+    # N(0, I) vs N(1, 4 I): 3 * 1 + 3 * (1 - 2)^2 = 6
+    assert fid(a, b) == pytest.approx(6.0, rel=0.03)
+    assert fid(a, a) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(InputError, match="features: FID needs at least 2"):
+        fid(torch.zeros(1, 3), torch.zeros(4, 3))
+    with pytest.raises(InputError, match="reference: FID needs"):
+        fid(torch.zeros(4, 3), torch.zeros(4))
+
+
+def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
+    mean, lo, hi = bootstrap_mean(torch.full((10,), 2.0))
+    assert mean == lo == hi == 2.0
+    values = torch.randn(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mean, lo, hi = bootstrap_mean(values)
+    half_width = 1.96 * float(values.std()) / math.sqrt(400)  # the normal approximation
+    assert lo < mean < hi and abs((hi - lo) / 2 - half_width) < 0.15 * half_width
+    with pytest.raises(InputError, match=r"^values: a confidence interval needs 2"):
+        bootstrap_mean(torch.ones(1))
+
+
+def test_wilson_interval_against_known_values():
+    low, high = wilson_interval(8, 8)
+    assert low == pytest.approx(0.6756, abs=1e-4) and high == 1.0
+    low, high = wilson_interval(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)  # no trials: nothing known

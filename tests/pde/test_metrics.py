@@ -7,7 +7,6 @@ import torch
 
 from polydiff.core.errors import InputError
 from polydiff.pde.metrics import (
-    bootstrap_mean,
     max_gradient,
     mse,
     nrmse,
@@ -53,11 +52,3 @@ def test_per_sample_errors_steepest_slope_and_bootstrap_interval():
     ramp[1, 2] = torch.arange(8) * 0.3  # slope 0.3 per node at the last time
     ramp[0, 0] = torch.arange(8) * 9.0  # steep, but at t = 0, which is skipped
     assert torch.allclose(max_gradient(ramp, dx=0.1), torch.tensor([0.0, 3.0], dtype=torch.float64))
-    mean, lo, hi = bootstrap_mean(torch.full((10,), 2.0))
-    assert mean == lo == hi == 2.0
-    values = torch.randn(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    mean, lo, hi = bootstrap_mean(values)
-    half_width = 1.96 * float(values.std()) / math.sqrt(400)  # the normal approximation
-    assert lo < mean < hi and abs((hi - lo) / 2 - half_width) < 0.15 * half_width
-    with pytest.raises(InputError, match=r"^values: a confidence interval needs 2"):
-        bootstrap_mean(torch.ones(1))

@@ -12,7 +12,7 @@ from polydiff.core.method import load_method
 from polydiff.motion.policy.common import train_policy
 from polydiff.motion.policy.data import OfflineData
 from polydiff.motion.policy.envs import make_env
-from polydiff.motion.policy.evaluate import ScriptedChunkPolicy, evaluate, wilson_interval
+from polydiff.motion.policy.evaluate import ScriptedChunkPolicy, evaluate
 from polydiff.motion.policy.experts import PointMazeExpert, pointmaze_dataset
 from polydiff.motion.policy.methods import BCPolicy, DiffusionPolicy, FlowPolicy
 
@@ -62,13 +62,6 @@ def test_evaluator_executes_whole_chunks_and_stacks_observations():
     assert first.shape == (2, 2, 8)
     np.testing.assert_array_equal(first[:, 0], first[:, 1])  # reset observation repeated
     assert not np.array_equal(second[:, 0], second[:, 1])  # then the last two observations
-
-
-def test_wilson_interval():
-    low, high = wilson_interval(8, 8)
-    assert low == pytest.approx(0.6756, abs=1e-4) and high == 1.0
-    low, high = wilson_interval(5, 10)
-    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
 
 
 def toy_data(n=400, seed=0):

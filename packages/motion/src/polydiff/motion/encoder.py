@@ -22,9 +22,10 @@ from torch import Tensor, nn
 
 from polydiff.core import Config
 from polydiff.core.errors import InputError
+from polydiff.core.metrics import fid
 from polydiff.motion.data import ACTIONS, STYLES, Clip
 from polydiff.motion.features import FeatureLayout, position_features
-from polydiff.motion.metrics import diversity, fid
+from polydiff.motion.metrics import diversity
 
 FORMAT = "polydiff-motion-encoder"
 SHIPPED = "encoder-procedural"  # the checkpoint under polydiff/motion/checkpoints/

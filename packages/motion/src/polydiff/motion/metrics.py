@@ -72,38 +72,6 @@ def motion_metrics(clips: Mapping[str, Tensor], fps: float) -> dict[str, float]:
     }
 
 
-def frechet_distance(mean_a: Tensor, cov_a: Tensor, mean_b: Tensor, cov_b: Tensor) -> float:
-    """Frechet (2-Wasserstein squared) distance of two Gaussians (Dowson & Landau 1982):
-    |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2), in float64. The trace of the
-    matrix square root is the sum of the square roots of the eigenvalues of the symmetric
-    S_a^1/2 S_b S_a^1/2, so no non-symmetric square root is needed."""
-    mean_a, cov_a, mean_b, cov_b = (v.double() for v in (mean_a, cov_a, mean_b, cov_b))
-    values, vectors = torch.linalg.eigh(cov_a)
-    root_a = (vectors * values.clamp_min(0).sqrt()) @ vectors.T
-    middle = root_a @ cov_b @ root_a
-    cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
-    distance = (mean_a - mean_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross
-    return float(distance.clamp_min(0))
-
-
-def _statistics(features: Tensor, name: str) -> tuple[Tensor, Tensor]:
-    if features.ndim != 2 or len(features) < 2:
-        raise InputError(
-            f"{name}: FID needs at least 2 feature vectors [N, D], got {features.shape}"
-        )
-    features = features.double()
-    return features.mean(0), torch.cov(features.T)
-
-
-def fid(features: Tensor, reference: Tensor) -> float:
-    """Frechet distance between the Gaussians fitted to two sets of feature vectors ``[N, D]``
-    (the FID of Heusel et al. 2017 as HumanML3D / MDM compute it in their motion encoder's
-    feature space: sample mean and unbiased covariance)."""
-    return frechet_distance(
-        *_statistics(features, "features"), *_statistics(reference, "reference")
-    )
-
-
 def diversity(features: Tensor, *, pairs: int = 300, seed: int = 0) -> float:
     """Mean Euclidean distance between the features ``[N, D]`` of random pairs of different
     clips (MDM / HumanML3D's diversity, which pairs 300 draws; here ``pairs`` pairs drawn
@@ -121,10 +89,8 @@ __all__ = [
     "CONTACT_HEIGHTS",
     "SKATING_STEP",
     "diversity",
-    "fid",
     "floor_penetration",
     "foot_skating_ratio",
-    "frechet_distance",
     "jerk",
     "motion_metrics",
 ]

@@ -72,22 +72,6 @@ def max_gradient(u: Tensor, dx: float, from_time: int = 1) -> Tensor:
     return (u.diff(dim=-1).abs() / dx).amax((1, 2))
 
 
-def bootstrap_mean(
-    values: Tensor, *, level: float = 0.95, resamples: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    """The mean of ``values`` [N] and the percentile bootstrap interval of the mean at ``level``
-    (Efron & Tibshirani 1993, ch. 13), resampling the N values with a seeded generator."""
-    values = torch.as_tensor(values).double().flatten()
-    if values.numel() < 2:
-        raise InputError(f"values: a confidence interval needs 2 or more values, got {len(values)}")
-    generator = torch.Generator().manual_seed(seed)
-    idx = torch.randint(len(values), (resamples, len(values)), generator=generator)
-    means = values[idx].mean(1)
-    tail = (1 - level) / 2
-    lo, hi = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=means.dtype))
-    return float(values.mean()), float(lo), float(hi)
-
-
 def trajectory_metrics(pred: Tensor, true: Tensor, from_time: int = 1) -> dict[str, float]:
     """Every metric above over t >= ``from_time`` and at the final time (``*_final``)."""
     out = {
@@ -104,7 +88,6 @@ def trajectory_metrics(pred: Tensor, true: Tensor, from_time: int = 1) -> dict[s
 
 __all__ = [
     "BANDS",
-    "bootstrap_mean",
     "max_gradient",
     "mse",
     "nrmse",

@@ -10,7 +10,6 @@ mean return, episode length, network calls and milliseconds of policy time per e
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any, Protocol
 
@@ -18,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from polydiff.core.errors import InputError
+from polydiff.core.metrics import wilson_interval
 from polydiff.motion.policy.data.scores import reference_scores
 from polydiff.motion.policy.envs import env_dims, flat_obs, make_env
 
@@ -29,7 +29,6 @@ __all__ = [
     "evaluate",
     "policy_for",
     "rollout",
-    "wilson_interval",
 ]
 
 
@@ -101,16 +100,6 @@ class RolloutResult:
         out["normalized_score"] = (self.mean_return - random) / (expert - random)
         out["normalized_score_indicative"] = indicative
         return out
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a success rate (95% for z = 1.96)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def evaluate(
