@@ -80,11 +80,12 @@ class SlicePrior:
             return self(x, t)
         return convert(self(x, t), self.prediction, "x0", x, as_time(t, x), self.path)
 
-    def grid(self, steps: int, kind: str = "uniform") -> Tensor:
-        """The sampling times t_0 > ... > t_steps on the prior's path (float64)."""
+    def grid(self, steps: int, kind: str = "uniform", t_start: float | None = None) -> Tensor:
+        """The sampling times t_0 > ... > t_steps on the prior's path (float64), from
+        ``t_start`` (None: the path's start)."""
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        return make_grid(kind, steps, self.path)
+        return make_grid(kind, steps, self.path, t_start=t_start)
 
 
 def operator_norm2(op: LinearOperator, n_iter: int = 50) -> float:
@@ -291,14 +292,18 @@ def run_steps(
     ts: Tensor,
     hooks: list[Any],
     generator: torch.Generator | None,
+    start: Tensor | None = None,
 ) -> None:
     """The reverse-time loop of DDS and DPS on the core driver (:func:`polydiff.core.sample`):
-    ``x_T ~ N(0, sigma_T^2 I)`` shaped like ``like``, then one deterministic DDIM step per grid
-    interval, each replaced by the method's own step (its after-step hook, which also keeps
-    the method's estimate); one prior evaluation per step.
+    ``x_T ~ N(0, sigma_T^2 I)`` shaped like ``like`` (with ``start``, a volume: the forward
+    process at ``T = ts[0]`` from it, ``alpha_T start + sigma_T xi``), then one deterministic
+    DDIM step per grid interval, each replaced by the method's own step (its after-step hook,
+    which also keeps the method's estimate); one prior evaluation per step.
     """
     noise = SliceNoise(generator)
-    x = noise(like) * expand_like(prior.path.sigma(ts[0]), like)  # alpha_T ~ 0
+    x = noise(like) * expand_like(prior.path.sigma(ts[0]), like)  # alpha_T ~ 0 at T = 1
+    if start is not None:
+        x = x + expand_like(prior.path.alpha(ts[0]), like) * start.to(like)
     sample(
         prior,
         x,

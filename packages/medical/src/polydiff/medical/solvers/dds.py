@@ -80,6 +80,8 @@ def dds(
     clip: tuple[float, float] | None = (0.0, 1.0),
     final_cg: int = 20,
     grid: str = "logsnr",
+    start: Tensor | None = None,
+    t_start: float = 1.0,
     op_norm2: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Reconstruction:
@@ -116,6 +118,12 @@ def dds(
     is better at 10 steps (8-view: 21.8 vs 20.1; 90 degrees: 28.3 vs 26.2), hence the default;
     :func:`~polydiff.medical.solvers.validated_params` gives the per-modality choice.
 
+    ``start`` (a volume, e.g. a TV-ADMM reconstruction) with ``t_start < 1`` starts the loop
+    at ``t_start`` from the forward process of ``start``, ``alpha x_start + sigma xi``, instead
+    of pure noise at t = 1 (Chung, Sim and Ye, 2022, "Come-Closer-Diffuse-Faster: Accelerating
+    Conditional Diffusion Models for Inverse Problems through Stochastic Contraction", CVPR):
+    the ``steps`` network evaluations then all go to ``[0, t_start]``.
+
     ``clip=(lo, hi)`` clamps the Tweedie estimate before the data step (DDPM's "clip
     denoised"). An imperfect network's eps error is amplified by 1/alpha_t (about 150 at
     t = 1 on the VP path). Without the clamp, the first x0_hat can be far outside the data
@@ -128,9 +136,16 @@ def dds(
     """
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
+    if not 0 < t_start <= 1 or (t_start < 1 and start is None):
+        raise ValueError(f"t_start must be in (0, 1], and < 1 only with a start, got {t_start}")
     check_ending(clip, final_cg)
     dc = ADMMTVz.relative(op, y, lam, rho, n_cg, gamma, persistent_split, op_norm2)
     step, nfe0 = DecomposedStep(dc, eta, clip), prior.nfe
     like = torch.empty(dc.shape, dtype=dc.aty.dtype, device=y.device)
-    run_steps(prior, like, prior.grid(steps, grid).to(y.device), [step], generator)
+    if start is not None and tuple(start.shape) != dc.shape:
+        raise ValueError(f"start has shape {tuple(start.shape)}, the volume is {dc.shape}")
+    ts = prior.grid(steps, grid, t_start).to(y.device)
+    if start is not None and clip is not None:
+        start = start.clamp(*clip)
+    run_steps(prior, like, ts, [step], generator, start)
     return Reconstruction(dc.finish(step.x0, final_cg, clip), prior.nfe - nfe0)
