@@ -179,13 +179,9 @@ def run_method(
     """One reconstruction in [0, 1] units by the library's named reconstruction: ``fbp`` is
     the zero-filled inverse FFT (the adjoint) for MRI, ``dds_100`` is DDS with more steps.
     ``start: "tv_admm"`` (DDS's warm start) is the TV-ADMM reconstruction with its parameters
-    in ``picks``; its seconds are added to the method's."""
+    in ``picks`` (the library runs it first; its seconds are added to the method's)."""
     if isinstance(params.get("start"), str):
-        first = run_method(params["start"], op, y, prior, picks[params["start"]], steps, seed)
-        rec = run_method(method, op, y, prior, {**params, "start": first.x}, steps, seed)
-        rec.options["start"] = params["start"]
-        rec.seconds += first.seconds
-        return rec
+        params = {**params, "start_options": picks[params["start"]]}
     if method == "fbp":
         return reconstruct("fbp" if isinstance(op, ParallelBeamCT) else "adjoint", None, op, y)
     if method not in DIFFUSION:  # cg, tv_admm: the library's defaults (30 CG; rho 4e-3, ...)

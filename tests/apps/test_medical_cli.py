@@ -368,6 +368,13 @@ def test_reconstruction_json_records_the_options_the_solver_ran_with(run, monkey
     params = _json(out / "reconstruction.json")["params"]
     assert params["persistent_split"] is False and params["steps"] == 1  # restarted on MRI
     assert {**seen["dds"], "clip": list(seen["dds"]["clip"])} == params
+    # a warm start from TV-ADMM with its own section's options (tv_admm.n_iter=2)
+    code, out = run("reconstruct", *base, "method=dds", "dds.steps=1", "dds.start=tv_admm",
+                    "dds.t_start=0.2", "tv_admm.n_iter=2", out="warm")  # fmt: skip
+    assert code == 0
+    params = _json(out / "reconstruction.json")["params"]
+    assert params["start"] == "tv_admm" and params["t_start"] == 0.2
+    assert seen["tv_admm"]["n_iter"] == 2 and seen["dds"]["t_start"] == 0.2
 
 
 def test_prior_quality_of_the_shipped_prior(run, capsys):

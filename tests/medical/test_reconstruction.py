@@ -88,6 +88,22 @@ def test_null_dps_step_and_lists_become_what_the_solver_takes(problem, prior):
     assert rec.options == {"steps": 1, "zeta": 2.0, "clip": (0, 1)}  # sparse-view CT's pick
 
 
+def test_a_start_named_by_method_is_that_reconstruction_then_the_warm_start(problem, prior):
+    """start="tv_admm" (CCDF warm start) = TV-ADMM with start_options, then DDS from its volume
+    at t_start: the same volume as the two calls made by hand; the options name the start."""
+    op, y = problem
+    tv = {"n_iter": 3}
+    rec = reconstruct("dds", prior, op, y, steps=2, start="tv_admm", t_start=0.3,
+                      start_options=tv, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    first = reconstruct("tv_admm", None, op, y, **tv)
+    by_hand = reconstruct("dds", prior, op, y, steps=2, start=first.x, t_start=0.3,
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+    torch.testing.assert_close(rec.x, by_hand.x, rtol=0, atol=0)
+    assert rec.options["start"] == "tv_admm" and rec.options["t_start"] == 0.3 and rec.nfe == 2
+    with pytest.raises(ValueError, match="unknown reconstruction 'magic'"):
+        reconstruct("dds", prior, op, y, steps=2, start="magic", t_start=0.3)
+
+
 def test_bad_calls_are_one_clear_error(problem, prior):
     op, y = problem
     with pytest.raises(ValueError, match="unknown reconstruction 'magic'; choose one of"):

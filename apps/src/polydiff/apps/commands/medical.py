@@ -102,6 +102,9 @@ def _reconstruct(cfg: DictConfig, name: str, prior: SlicePrior | None, meas: Mea
     from polydiff.medical.reconstruction import reconstruct
 
     options = OmegaConf.to_container(cfg[name], resolve=True) if name in cfg else {}
+    first = options.get("start")
+    if isinstance(first, str):  # a warm start from another method, with its own options
+        options["start_options"] = OmegaConf.to_container(cfg[first]) if first in cfg else {}
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     with _config_errors(f"method={name}: "):

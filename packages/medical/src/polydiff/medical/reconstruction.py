@@ -149,12 +149,23 @@ def reconstruct(
     y: Tensor,
     *,
     generator: torch.Generator | None = None,
+    start_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> NamedReconstruction:
     """Reconstruct the volume measured as ``y`` by ``op`` with the method ``name``
     (:func:`list_reconstructions`); ``prior`` is the slice prior of the diffusion methods
     (None for the classical ones), ``generator`` seeds their sampling, ``options`` go over the
-    method's defaults (``None``: the value validated for the operator's modality)."""
+    method's defaults (``None``: the value validated for the operator's modality).
+
+    A ``start`` option that names another reconstruction (DDS's warm start from ``"tv_admm"``,
+    Chung, Sim & Ye 2022, "Come-Closer-Diffuse-Faster") runs that one first with
+    ``start_options`` and starts from its volume; its seconds count in the result's."""
+    if isinstance(options.get("start"), str):
+        first = reconstruct(options["start"], prior, op, y, **(start_options or {}))
+        rec = reconstruct(name, prior, op, y, generator=generator, **{**options, "start": first.x})
+        rec.options["start"] = first.name
+        rec.seconds += first.seconds
+        return rec
     method = reconstruction_method(name)
     unknown = sorted(set(options) - set(method.option_names()))
     if unknown:
