@@ -1,7 +1,7 @@
 """Generation metrics on hand-checked cases: SMACT compositional validity of known valid and
 invalid formulas (checked by hand from SMACT 2.2.1's oxidation states), COV-R / COV-P on
 fingerprints whose distances are known, fingerprints invariant to the origin and atom order,
-Wasserstein distances of density and element counts in closed form."""
+the composition scale, Wasserstein distances of density and element counts in closed form."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pymatgen.core import Lattice, Structure
 from polydiff.crystal.data import Crystals, read_crystals
 from polydiff.crystal.metrics import (
     COV_CUTOFFS,
+    composition_scale,
     compositional_validity,
     coverage,
     fingerprints,
@@ -64,18 +65,26 @@ def test_compositional_validity_reads_each_crystal():
 
 def test_coverage_on_fingerprints_with_known_distances():
     reference = (np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[0.0], [10.0]]))
-    # composition features standardised by the reference: (c - 5) / 5
     generated = (
         np.array([[0.0, 0.1], [5.0, 5.0], [1.0, 1.0]]),  # near ref 0 | far | equal to ref 1
-        np.array([[0.5], [10.0], [10.0]]),  # composition 0.1 from ref 0 (standardised)
+        np.array([[0.1], [10.0], [10.0]]),  # composition 0.1 from ref 0
     )
     recall, precision = coverage(generated, reference, (0.2, 0.5), valid=[True, True, False])
     assert recall == 0.5  # ref 0 only: ref 1's only close crystal is invalid
     assert precision == pytest.approx(1 / 3)  # the invalid one stays in the denominator
-    recall, precision = coverage(generated, reference, (0.2, 0.05))
-    assert (recall, precision) == (0.5, pytest.approx(1 / 3))  # composition 0.1 > 0.05
+    recall, precision = coverage(generated, reference, (0.2, 0.05), valid=[True, True, False])
+    assert (recall, precision) == (0.0, 0.0)  # composition 0.1 > 0.05
     recall, precision = coverage(generated, reference, (0.2, 0.5))
     assert (recall, precision) == (1.0, pytest.approx(2 / 3))
+
+
+def test_composition_scale_is_the_spread_of_each_elemental_property():
+    """The 6 statistics of one property share its spread over the elements; for the atomic
+    number (the first property) that is the std of 1..94."""
+    scale = composition_scale()
+    assert scale.shape == (132,)
+    np.testing.assert_allclose(scale[:6], np.arange(1, 95).std())
+    assert (scale > 0).all()
 
 
 def test_fingerprints_ignore_origin_and_order_and_separate_structures():

@@ -30,6 +30,7 @@ from polydiff.crystal.data import MIN_DISTANCE, MIN_VOLUME, Crystals, min_distan
 __all__ = [
     "COV_CUTOFFS",
     "CSPScore",
+    "composition_scale",
     "compositional_validity",
     "coverage",
     "csp_match",
@@ -161,10 +162,26 @@ def _featurizers():
     return site, ElementProperty.from_preset("magpie")
 
 
+@cache
+def composition_scale() -> np.ndarray:
+    """Per Magpie feature, the standard deviation over the elements H..Pu of the elemental
+    property it is a statistic of (minimum, maximum, range, mean, deviation and mode of one
+    property share its scale): a fixed scale that does not depend on the sets compared."""
+    from pymatgen.core import Element
+
+    composition = _featurizers()[1]
+    table = np.array(
+        [composition.featurize(Composition(Element.from_Z(z).symbol)) for z in range(1, 95)]
+    ).reshape(94, len(composition.features), len(composition.stats))
+    spread = table[:, :, composition.stats.index("mean")].std(0)
+    return np.repeat(np.where(spread > 0, spread, 1.0), len(composition.stats))
+
+
 def fingerprints(crystals: Crystals) -> tuple[np.ndarray, np.ndarray]:
     """CDVAE's fingerprints per crystal: the CrystalNN "ops" site fingerprints (matminer)
-    averaged over the sites [B, 61] and the Magpie composition features [B, 132]; a row of
-    nan where a structure cannot be fingerprinted."""
+    averaged over the sites [B, 61] and the Magpie composition features divided by
+    :func:`composition_scale` [B, 132]; a row of nan where a structure cannot be
+    fingerprinted."""
     site, composition = _featurizers()
     struct, comp = [], []
     for s in crystals.structures():
@@ -175,7 +192,7 @@ def fingerprints(crystals: Crystals) -> tuple[np.ndarray, np.ndarray]:
             except Exception:  # CrystalNN fails on some degenerate cells: no fingerprint
                 struct.append(np.full(61, np.nan))
             comp.append(np.asarray(composition.featurize(s.composition), dtype=float))
-    return np.array(struct, dtype=float), np.array(comp, dtype=float)
+    return np.array(struct, dtype=float), np.array(comp, dtype=float) / composition_scale()
 
 
 def coverage(
@@ -186,22 +203,18 @@ def coverage(
 ) -> tuple[float, float]:
     """(COV-R, COV-P) of CDVAE from :func:`fingerprints`: a reference crystal is recalled when
     some valid generated one is within both cutoffs of it (Euclidean distances of the structure
-    fingerprints and of the standardised composition features), a generated one is precise
-    when some reference crystal is within both of it. Invalid or unfingerprinted generated
-    crystals count as neither but stay in COV-P's denominator. The composition features are
-    standardised by the reference set's mean and standard deviation (CDVAE: fixed constants
-    of its training data)."""
+    and of the composition fingerprints), a generated one is precise when some reference
+    crystal is within both of it. Invalid or unfingerprinted generated crystals count as
+    neither but stay in COV-P's denominator."""
     g_struct, g_comp = generated
     r_struct, r_comp = reference
     keep = ~np.isnan(g_struct).any(1) & ~np.isnan(g_comp).any(1)
     if valid is not None:
         keep &= np.asarray(valid, dtype=bool)
-    mean, std = r_comp.mean(0), r_comp.std(0)
-    std = np.where(std > 0, std, 1.0)
     if not keep.any():
         return 0.0, 0.0
     close = (cdist(g_struct[keep], r_struct) <= cutoffs[0]) & (
-        cdist((g_comp[keep] - mean) / std, (r_comp - mean) / std) <= cutoffs[1]
+        cdist(g_comp[keep], r_comp) <= cutoffs[1]
     )
     return float(close.any(0).mean()), float(close.any(1).sum() / len(g_struct))
 
