@@ -177,6 +177,23 @@ def test_predict_with_a_shipped_model_by_name(tmp_path: Path):
     assert predicted.formulas() == ["Sr1Ti1O3", "Ba1Zr1O3"]
 
 
+def test_predict_sampler_and_candidates_are_the_library_options(tmp_path: Path):
+    """sampler=bayes candidates=2 writes what the library's predict returns with them."""
+    out = tmp_path / "bayes"
+    code = dispatch(["crystal", "predict", "crysbfn-perov5", "formulas=[SrTiO3,BaZrO3]",
+                     "sampler=bayes", "candidates=2", f"hydra.run.dir={out}"])  # fmt: skip
+    assert code == 0
+    written = read_csv(out / "structures" / "structures.csv", niggli=False, check_geometry=False)
+    expected = load_model("crysbfn-perov5").predict(
+        ["SrTiO3", "BaZrO3"],
+        generator=torch.Generator().manual_seed(0),
+        sampler="bayes",
+        candidates=2,
+    )
+    same = csp_match(written, expected)  # the CSV lists atoms by species: compare structures
+    assert same.match_rate == 1.0 and same.rmse < 1e-4
+
+
 def test_diffcsp_trains_and_predicts(work: Path, tmp_path: Path):
     out = tmp_path / "diffcsp"
     code = dispatch(["crystal", "train", str(work / "data.csv"), "method=diffcsp",
@@ -205,6 +222,8 @@ BAD = [
     ("predict", ("model=csp/model",), "give either formulas=[...] or compositions="),
     ("predict", ("model=csp/model", "compositions=nocif.csv"), "nocif.csv: no 'cif' column"),
     ("predict", ("model=csp/model", "formulas=[SrO]", "batch_size=0"), "batch_size must be >= 1"),
+    ("predict", ("model=csp/model", "formulas=[SrO]", "sampler=ode"), "sampler must be one of"),
+    ("predict", ("model=csp/model", "formulas=[SrO]", "candidates=0"), "candidates must be a"),
     ("generate", ("model=gen/model", "n=0"), "n must be a positive integer, got 0"),
     ("generate", ("model=csp/model",), "generate needs a model trained for task 'gen'"),
     ("generate", ("model=empty_model",), "empty_model: not a crystal model"),

@@ -1,6 +1,7 @@
 """CrysBFN: the loss is periodic, a tiny training run lowers it, sampling makes N network calls and
-returns the given compositions, an oracle network is reproduced exactly, save/load round trips,
-bad options are refused by name."""
+returns the given compositions, an oracle network is reproduced exactly by both samplers, the
+Bayesian-update sampler's parameters follow the flow distribution, best-of-k keeps the most
+spread candidate, save/load round trips, bad options are refused by name."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from torch import nn
 
 from polydiff.core.errors import InputError
 from polydiff.core.method import load_method
-from polydiff.crystal.crysbfn import CrysBFN, CrysBFNConfig, config_for
-from polydiff.crystal.data import synthetic, to_batch
+from polydiff.crystal.crysbfn import CrysBFN, CrysBFNConfig, config_for, most_spread
+from polydiff.crystal.data import Crystals, min_distance, synthetic, to_batch
 from polydiff.crystal.nets import CSPNetOutput
 
 SMALL = dict(hidden=32, layers=2, n_freq=8, bank_size=4096)
@@ -124,6 +125,69 @@ def test_predict_keeps_compositions_and_makes_n_calls(data):
     assert by_formula.formulas() == ["Li2O1", "Mg1Si1O3"]
 
 
+def test_bayes_sampler_and_best_of_k_make_their_calls(data):
+    method = make(data, steps=5, sampler="bayes")
+    method.net = CountingNet(method.net)
+    g = torch.Generator().manual_seed(0)
+    bayes = method.predict(data[:3], generator=g)
+    assert method.net.calls == 5 and bayes.formulas() == data[:3].formulas()
+    end_back = method.predict(
+        data[:3], generator=torch.Generator().manual_seed(0), sampler="end_back"
+    )
+    assert not torch.equal(end_back.frac, bayes.frac)
+    best = method.predict(data[:3], generator=torch.Generator().manual_seed(0), candidates=3)
+    assert method.net.calls == 5 + 5 + 15 and best.formulas() == data[:3].formulas()
+
+
+def test_most_spread_keeps_the_candidate_with_the_farthest_closest_atoms(data):
+    crystals = data[:2]
+    squeezed = Crystals(
+        crystals.frac * 0.01, crystals.lattice, crystals.numbers, crystals.num_atoms, crystals.names
+    )
+    mixed = Crystals.cat([squeezed[0], crystals[1]])
+    picked = most_spread([mixed, crystals, squeezed])
+    assert torch.equal(picked.frac, crystals.frac)  # the unsqueezed one of each pair
+    spread = [min_distance(s) for s in picked.structures()]
+    assert spread == [min_distance(s) for s in crystals.structures()]
+
+
+def test_bayes_updates_from_the_prior_reach_the_flow_distribution(data):
+    """With a constant prediction x, i Bayesian updates from the prior are a draw of the flow
+    at step i: the coordinate concentration and mean direction match flow_sample's
+    distribution, the lattice precision is exactly sigma_1^(-2t) with mu ~ N(gamma x,
+    gamma (1 - gamma)), the type logits accumulate beta_1 t^2 (BFN Sec. 4, 6)."""
+    method = make(data, task="gen", steps=6)
+    flow, n, K, M = method.coord_flow, 6, len(method.vocab), 20000
+    x = torch.full((M, 3), 0.7, dtype=torch.float64)
+    lat = torch.full((M, 9), -0.4, dtype=torch.float64)
+    k = torch.zeros(M, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    params = (
+        (2 * torch.rand(M, 3, generator=g, dtype=torch.float64) - 1) * math.pi,
+        torch.zeros(M, 3, dtype=torch.float64),
+        torch.zeros(M, 9, dtype=torch.float64),
+        torch.ones(M, 1, dtype=torch.float64),
+        torch.full((M, K), -math.log(K), dtype=torch.float64),
+    )
+    for i in range(4):
+        params = method._bayes_update(flow, i, n, params, (x, lat, k), g)
+    m, conc, mu, rho, log_theta = params
+    m_flow, c_flow = flow.flow_sample(x, 4, g)
+    assert float(conc.mean()) == pytest.approx(float(c_flow.mean()), rel=0.02)
+    assert float(conc.std()) == pytest.approx(float(c_flow.std()), rel=0.05)
+    assert float(torch.cos(m - x).mean()) == pytest.approx(
+        float(torch.cos(m_flow - x).mean()), abs=0.01
+    )
+    s1, t = method.lattice_flow.sigma_1, 4 / n
+    assert torch.allclose(rho, torch.full_like(rho, s1 ** (-2 * t)))
+    gamma = 1 - s1 ** (2 * t)
+    assert float(mu.mean()) == pytest.approx(gamma * -0.4, abs=0.005)
+    assert float(mu.var()) == pytest.approx(gamma * (1 - gamma), rel=0.03)
+    beta = method.type_flow.beta_1 * t**2
+    gap = log_theta[:, 0] - log_theta[:, 1:].mean(-1)  # mean beta K of the sender sums
+    assert float(gap.mean()) == pytest.approx(beta * K, rel=0.03)
+
+
 class Oracle(nn.Module):
     """Outputs that make x_hat and l_hat the target crystal whatever the input."""
 
@@ -140,11 +204,12 @@ class Oracle(nn.Module):
         return CSPNetOutput(coords, type_in, eps.reshape(-1, 3, 3))
 
 
-def test_oracle_network_is_reproduced(data):
+@pytest.mark.parametrize("sampler", ["end_back", "bayes"])
+def test_oracle_network_is_reproduced(data, sampler):
     method = make(data)
     target = data[:4]
     method.net = Oracle(target, method)
-    out = method.predict(target, generator=torch.Generator().manual_seed(1))
+    out = method.predict(target, generator=torch.Generator().manual_seed(1), sampler=sampler)
     diff = (out.frac - target.frac + 0.5) % 1 - 0.5
     assert diff.abs().max() < 1e-5
     assert torch.allclose(out.lattice, target.lattice, atol=1e-4)
@@ -182,6 +247,9 @@ def test_save_and_load_round_trip(data, tmp_path):
         (lambda m: CrysBFNConfig(steps=0), "steps must be a positive integer"),
         (lambda m: CrysBFNConfig(lattice_sigma_1=1.5), "lattice_sigma_1 must be in"),
         (lambda m: CrysBFNConfig(coord_weights="snr"), "coord_weights must be one of"),
+        (lambda m: CrysBFNConfig(sampler="ode"), "sampler must be one of"),
+        (lambda m: m.predict(["Li2O"], sampler="ode"), "sampler must be one of"),
+        (lambda m: m.predict(["Li2O"], candidates=0), "candidates must be a positive integer"),
     ],
 )
 def test_bad_options_are_refused_by_name(data, call, message):

@@ -98,3 +98,13 @@ def test_shipped_models_load_by_name_and_predict_perovskites():
     assert 3.0**3 < volume < 5.0**3
     with pytest.raises(InputError, match=r"no such model folder .*crysbfn-perov5"):
         load_model("crysbfn-nosuch")
+
+
+def test_shipped_generation_model_draws_perovskite_sized_crystals():
+    """crysbfn-perov5-gen (task gen) generates 5-atom crystals (every perov-5 cell has 5) from
+    its vocabulary in N = 10 calls."""
+    model = load_model("crysbfn-perov5-gen")
+    assert model.config.task == "gen" and model.config.steps == 10
+    generated = model.generate(4, generator=torch.Generator().manual_seed(0))
+    assert generated.num_atoms.tolist() == [5, 5, 5, 5]
+    assert set(generated.numbers.tolist()) <= set(model.vocab.numbers)

@@ -117,6 +117,8 @@ def _model(cfg: DictConfig):
 
 
 def _sampled(cfg: DictConfig, out: Path, **what: Any) -> Sampled:
+    """Samples of ``what`` (n= or compositions=, and CrysBFN's sampling options) written to
+    ``out``, with the validity printed."""
     from polydiff.crystal.workflow import sample_structures
 
     if cfg.batch_size < 1:
@@ -138,7 +140,12 @@ def generate(cfg: DictConfig, run_dir: Path) -> None:
     """
     if not isinstance(cfg.n, int) or cfg.n < 1:
         raise ConfigError(f"n must be a positive integer, got {cfg.n!r}")
-    _sampled(cfg, _output(cfg, run_dir, "structures"), n=cfg.n)
+    _sampled(cfg, _output(cfg, run_dir, "structures"), n=cfg.n, **_sampling_options(cfg))
+
+
+def _sampling_options(cfg: DictConfig) -> dict[str, Any]:
+    """CrysBFN's sampler= (null: the model's default) as a library option."""
+    return {} if cfg.sampler is None else {"sampler": str(cfg.sampler)}
 
 
 @verb("predict", positional="model")
@@ -152,7 +159,10 @@ def predict(cfg: DictConfig, run_dir: Path) -> None:
     if bool(formulas) == (cfg.compositions is not None):
         raise ConfigError("give either formulas=[...] or compositions=<CSV or CIF folder>")
     compositions = formulas or _read(cfg, cfg.compositions, "compositions", niggli=False)
-    _sampled(cfg, _output(cfg, run_dir, "structures"), compositions=compositions)
+    options = _sampling_options(cfg)
+    if cfg.candidates != 1:
+        options["candidates"] = cfg.candidates
+    _sampled(cfg, _output(cfg, run_dir, "structures"), compositions=compositions, **options)
 
 
 @verb("evaluate", positional="structures")
@@ -172,6 +182,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
         reference = _read(cfg, cfg.reference, "reference", niggli=False)
     metrics = score(samples, reference, seed=cfg.seed, output=run_dir / "metrics.json")
     log.info("structural validity %.1f %% of %d", 100 * metrics["validity"], metrics["n"])
+    log.info("compositional validity (SMACT) %.1f %%", 100 * metrics["compositional_validity"])
     if reference is not None:
         log.info(_match_line(metrics))
 

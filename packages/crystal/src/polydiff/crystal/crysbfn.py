@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.functional import one_hot
@@ -34,21 +35,38 @@ from polydiff.crystal.data import (
     Crystals,
     ElementVocab,
     fully_connected_edges,
+    min_distance,
     parse_compositions,
 )
 from polydiff.crystal.nets import CSPNet
 
-__all__ = ["CrysBFN", "CrysBFNConfig", "CrystalConfig", "config_for", "sample_in_chunks"]
+__all__ = [
+    "CrysBFN",
+    "CrysBFNConfig",
+    "CrystalConfig",
+    "config_for",
+    "most_spread",
+    "sample_in_chunks",
+]
 
 TASKS = ("csp", "gen")
 COORD_WEIGHTS = ("elbo", "flat")
+SAMPLERS = ("end_back", "bayes")
+
+
+def check_choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
 def check_positive_ints(config, names: tuple[str, ...]) -> None:
     for name in names:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(name, getattr(config, name))
 
 
 @dataclass(frozen=True)
@@ -85,7 +103,12 @@ class CrysBFNConfig(CrystalConfig):
     steps that decide the arrangement are trained as much as the late refining ones).
     ``shift_invariant``: score the coordinates up to a global translation of each crystal (the
     per-crystal circular mean of the error is removed): a crystal has no absolute origin, so
-    the error of the origin is noise the network cannot reduce."""
+    the error of the origin is noise the network cannot reduce.
+
+    ``sampler``: the default sampling loop (:meth:`CrysBFN.predict` may override it):
+    ``"end_back"`` (CrysBFN's released sampler: after each prediction the flows are redrawn
+    from it at the next step) or ``"bayes"`` (BFN's sampler: one sender sample from each
+    prediction updates the parameters, which keep the earlier samples)."""
 
     task: str = "csp"
     steps: int = 10
@@ -97,15 +120,13 @@ class CrysBFNConfig(CrystalConfig):
     bank_size: int = 1 << 16
     coord_weights: str = "elbo"
     shift_invariant: bool = True
+    sampler: str = "end_back"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.task not in TASKS:
-            raise InputError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.coord_weights not in COORD_WEIGHTS:
-            raise InputError(
-                f"coord_weights must be one of {COORD_WEIGHTS}, got {self.coord_weights!r}"
-            )
+        check_choice("sampler", self.sampler, SAMPLERS)
+        check_choice("task", self.task, TASKS)
+        check_choice("coord_weights", self.coord_weights, COORD_WEIGHTS)
         check_positive_ints(self, ("steps", "bank_size"))
         for name in ("coord_beta_1", "type_beta_1"):
             check_number(name, getattr(self, name), positive=True)
@@ -138,6 +159,14 @@ def sample_in_chunks(sample, types, counts: Tensor, generator, batch_size: int) 
         a, b = int(ends[start] - counts[start]), int(ends[stop - 1])
         parts.append(sample(None if types is None else types[a:b], counts[start:stop], generator))
     return Crystals.cat(parts)
+
+
+def most_spread(runs: Sequence[Crystals]) -> Crystals:
+    """Per crystal, the candidate (one per run, the runs aligned) whose two closest atoms are
+    farthest apart."""
+    spread = np.array([[min_distance(s) for s in run.structures()] for run in runs])
+    best = spread.argmax(0)
+    return Crystals.cat([runs[int(b)][j] for j, b in enumerate(best)])
 
 
 @register_method
@@ -242,16 +271,26 @@ class CrysBFN(Method):
         (time, entropy) pairs, at other grid points, when sampled with another N."""
         if steps is None or steps == self.config.steps:
             return self.coord_flow
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise InputError(f"steps must be a positive integer, got {steps!r}")
+        check_positive_int("steps", steps)
         return CircularBFN(steps, self.config.coord_beta_1)
+
+    def _sampler(self, steps: int | None, sampler: str | None):
+        """_sample with the flow of ``steps`` and the ``sampler`` loop (None: the config's)."""
+        sampler = self.config.sampler if sampler is None else sampler
+        check_choice("sampler", sampler, SAMPLERS)
+        return functools.partial(self._sample, flow=self.sampling_flow(steps), sampler=sampler)
 
     @torch.no_grad()
     def _sample(
-        self, types: Tensor | None, counts: Tensor, generator, flow: CircularBFN | None = None
+        self,
+        types: Tensor | None,
+        counts: Tensor,
+        generator,
+        flow: CircularBFN | None = None,
+        sampler: str = "end_back",
     ) -> Crystals:
-        """CrysBFN's end-back loop: N network calls (N: ``flow``'s steps, by default the
-        training N); ``types`` None generates them."""
+        """N network calls (N: ``flow``'s steps, by default the training N) of the ``sampler``
+        loop; ``types`` None generates them."""
         flow = flow or self.coord_flow
         n, device = flow.n_steps, self.device
         B, N = len(counts), int(counts.sum())
@@ -262,24 +301,30 @@ class CrysBFN(Method):
         u = torch.rand((N, 3), generator=generator, dtype=torch.float64).to(device)
         m, conc = (2 * u - 1) * math.pi, torch.zeros(N, 3, dtype=torch.float64, device=device)
         mu = torch.zeros(B, 9, dtype=torch.float64, device=device)
+        rho = torch.ones(B, 1, dtype=torch.float64, device=device)  # the lattice prior N(0, 1)
+        log_theta = torch.full((N, K), -math.log(K), dtype=torch.float64, device=device)
         given = types is not None
-        type_in = (
-            self._type_input(types.to(device), None) if given else torch.full((N, K), 2 / K - 1)
-        )
+        type_in = self._type_input(types.to(device), None) if given else 2 * log_theta.exp() - 1
         self.net.eval()
         for i in range(n):
             t = torch.full((B,), i / n, dtype=torch.float64, device=device)
             x_hat, l_hat, logits = self._predict(
-                self.net, type_in.to(device), m, conc, mu, t, batch, edges
+                self.net, type_in.to(device).float(), m, conc, mu, t, batch, edges
             )
             if i == n - 1:
                 break
-            m, conc = flow.flow_sample(x_hat, i + 1, generator)
-            mu = self.lattice_flow.flow_sample(l_hat, (i + 1) / n, generator)
+            k = None if given else sample_categorical(logits, generator)
+            if sampler == "bayes":
+                m, conc, mu, rho, log_theta = self._bayes_update(
+                    flow, i, n, (m, conc, mu, rho, log_theta), (x_hat, l_hat, k), generator
+                )
+            else:
+                m, conc = flow.flow_sample(x_hat, i + 1, generator)
+                mu = self.lattice_flow.flow_sample(l_hat, (i + 1) / n, generator)
+                if not given:
+                    log_theta = self.type_flow.flow_sample(k, (i + 1) / n, generator)
             if not given:
-                k = sample_categorical(logits, generator)
-                theta = self.type_flow.flow_sample(k, (i + 1) / n, generator).exp()
-                type_in = (2 * theta - 1).float()
+                type_in = 2 * log_theta.exp() - 1
         out_types = types.to(device) if given else sample_categorical(logits, generator)
         frac = (wrap(x_hat, -math.pi, 2 * math.pi) + math.pi) / (2 * math.pi)
         lattice = (l_hat * self.config.lattice_std).reshape(B, 3, 3)
@@ -292,6 +337,26 @@ class CrysBFN(Method):
         )
         return replace(crystals, names=tuple(crystals.formulas()))
 
+    def _bayes_update(self, flow: CircularBFN, i: int, n: int, params, predictions, generator):
+        """Step i + 1 of BFN's sampler (Graves et al. 2023, Alg. 3; CrysBFN's non-"end back"
+        sampler): a sender sample from each prediction at that step's accuracy updates the
+        receiver's parameters, which keep what earlier steps drew."""
+        m, conc, mu, rho, log_theta = params
+        x_hat, l_hat, k = predictions
+        a = flow.alphas[i].to(x_hat)
+        m, conc = flow.update(m, conc, flow.sender_sample(x_hat, a, generator), a)
+        s1 = self.lattice_flow.sigma_1
+        a = s1 ** (-2 * (i + 1) / n) - s1 ** (-2 * i / n)  # precision gained from t_i to t_i+1
+        y = self.lattice_flow.sender_sample(l_hat, torch.tensor(a, dtype=l_hat.dtype), generator)
+        mu, rho = self.lattice_flow.update(mu, rho, y, a)
+        if k is not None:
+            a = self.type_flow.beta_1 * (2 * i + 1) / n**2  # beta((i+1)/n) - beta(i/n)
+            a = torch.tensor(a, dtype=torch.float64, device=x_hat.device)
+            log_theta = self.type_flow.update(
+                log_theta, self.type_flow.sender_sample(k, a, generator)
+            )
+        return m, conc, mu, rho, log_theta
+
     def predict(
         self,
         compositions: Sequence[str] | Crystals,
@@ -299,24 +364,41 @@ class CrysBFN(Method):
         generator=None,
         batch_size: int = 256,
         steps: int | None = None,
+        sampler: str | None = None,
+        candidates: int = 1,
     ) -> Crystals:
         """Crystal structure prediction: one structure per composition (formula strings such as
         "SrTiO3", pymatgen Compositions, or the compositions of a Crystals set) in ``steps``
-        (default ``config.steps``) network calls per batch of ``batch_size`` crystals."""
+        (default ``config.steps``) network calls per batch of ``batch_size`` crystals, with the
+        ``sampler`` loop (default ``config.sampler``). ``candidates`` > 1 draws that many
+        structures per composition (``candidates`` x ``steps`` calls) and keeps the one whose
+        closest two atoms are farthest apart (a filter against overlapping atoms)."""
         if self.config.task != "csp":
             raise InputError(
                 f"predict needs a model trained for task 'csp', not {self.config.task!r}"
             )
         numbers, counts = parse_compositions(compositions, self.vocab, self.config.max_atoms)
         types = self.vocab.encode(numbers)
-        sample = functools.partial(self._sample, flow=self.sampling_flow(steps))
-        return sample_in_chunks(sample, types, counts, generator, batch_size)
+        check_positive_int("candidates", candidates)
+        sample = self._sampler(steps, sampler)
+        runs = [
+            sample_in_chunks(sample, types, counts, generator, batch_size)
+            for _ in range(candidates)
+        ]
+        return runs[0] if candidates == 1 else most_spread(runs)
 
     def generate(
-        self, n: int, *, generator=None, batch_size: int = 256, steps: int | None = None
+        self,
+        n: int,
+        *,
+        generator=None,
+        batch_size: int = 256,
+        steps: int | None = None,
+        sampler: str | None = None,
     ) -> Crystals:
         """Ab-initio generation of ``n`` crystals, atom counts drawn from ``config.atom_counts``,
-        in ``steps`` (default ``config.steps``) network calls per batch."""
+        in ``steps`` (default ``config.steps``) network calls per batch with the ``sampler``
+        loop (default ``config.sampler``)."""
         if self.config.task != "gen":
             raise InputError(
                 f"generate needs a model trained for task 'gen', not {self.config.task!r}"
@@ -326,7 +408,7 @@ class CrysBFN(Method):
             raise InputError("generate: the config has no atom_counts (fit it with config_for)")
         weights = torch.tensor(self.config.atom_counts, dtype=torch.float64)
         counts = torch.multinomial(weights, int(n), replacement=True, generator=generator)
-        sample = functools.partial(self._sample, flow=self.sampling_flow(steps))
+        sample = self._sampler(steps, sampler)
         return sample_in_chunks(sample, None, counts, generator, batch_size)
 
     def sample(self, compositions=None, *, n: int | None = None, **options) -> Crystals:

@@ -31,6 +31,7 @@ __all__ = [
     "Crystals",
     "ElementVocab",
     "fully_connected_edges",
+    "min_distance",
     "parse_compositions",
     "read_cif_folder",
     "read_crystals",
@@ -162,10 +163,15 @@ def _check(structure: Structure, name: str, vocab, max_atoms, geometry: bool = T
         outside = sorted({s.symbol for s in structure.species} - set(vocab.symbols()))
         if outside:
             raise InputError(f"{name}: element {', '.join(outside)} is outside the vocabulary")
-    if geometry and len(structure) > 1:
-        d = structure.distance_matrix + np.eye(len(structure)) * 1e9
-        if d.min() < MIN_DISTANCE:
-            raise InputError(f"{name}: overlapping atoms ({d.min():.3f} Å apart)")
+    if geometry and min_distance(structure) < MIN_DISTANCE:
+        raise InputError(f"{name}: overlapping atoms ({min_distance(structure):.3f} Å apart)")
+
+
+def min_distance(structure: Structure) -> float:
+    """The shortest distance between two atoms, periodic images included (inf for one atom)."""
+    if len(structure) < 2:
+        return float("inf")
+    return float((structure.distance_matrix + np.eye(len(structure)) * 1e9).min())
 
 
 def _canonical(structure: Structure, name: str) -> Structure:
@@ -360,7 +366,7 @@ def synthetic(
         if not crystal.valid:
             continue
         s = crystal.to_pymatgen()
-        if len(s) > 1 and (s.distance_matrix + np.eye(len(s)) * 1e9).min() < MIN_DISTANCE:
+        if min_distance(s) < MIN_DISTANCE:
             continue
         structures.append(s)
     return read_crystals(structures, [f"synthetic {i}" for i in range(n)], max_atoms=max_atoms)

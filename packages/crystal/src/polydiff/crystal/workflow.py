@@ -18,7 +18,13 @@ import torch
 from polydiff.core.errors import InputError, check_number
 from polydiff.core.io import atomic_write_json
 from polydiff.core.method import Method, load_method, read_method_config
-from polydiff.crystal.crysbfn import CrysBFN, CrysBFNConfig, check_positive_ints, config_for
+from polydiff.crystal.crysbfn import (
+    CrysBFN,
+    CrysBFNConfig,
+    check_positive_int,
+    check_positive_ints,
+    config_for,
+)
 from polydiff.crystal.data import (
     Crystals,
     read_cif_folder,
@@ -29,7 +35,12 @@ from polydiff.crystal.data import (
     write_csv,
 )
 from polydiff.crystal.diffcsp import DiffCSP, DiffCSPConfig
-from polydiff.crystal.metrics import csp_match, random_coordinates, structural_validity
+from polydiff.crystal.metrics import (
+    compositional_validity,
+    csp_match,
+    random_coordinates,
+    structural_validity,
+)
 
 __all__ = [
     "METHODS",
@@ -63,9 +74,9 @@ def read_structures(
     ``"synthetic"`` (``n_synthetic`` pyxtal crystals, seeded); ``limit``: the first ones only;
     ``checks``: options of :func:`polydiff.crystal.data.read_crystals`."""
     if limit is not None:
-        _positive_int("limit", limit)
+        check_positive_int("limit", limit)
     if str(source) == SYNTHETIC:
-        _positive_int("n_synthetic", n_synthetic)
+        check_positive_int("n_synthetic", n_synthetic)
         max_atoms = checks.get("max_atoms") or 8
         crystals = synthetic(n_synthetic, seed=seed, max_atoms=max_atoms)
         return crystals if limit is None else crystals[:limit]
@@ -75,12 +86,6 @@ def read_structures(
     if path.is_file():
         return read_csv(path, limit=limit, **checks)
     raise InputError(f"{source}: no such file or folder (a CSV, a CIF folder or {SYNTHETIC!r})")
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def check_output(folder: str | Path, option: str = "output") -> Path:
@@ -248,19 +253,25 @@ def sample_structures(
     compositions: Sequence[str] | Crystals | None = None,
     seed: int = 0,
     batch_size: int = 64,
+    **options: Any,
 ) -> Sampled:
     """Predict one structure per composition (CSP) or generate ``n`` (ab initio), then write
     them to ``folder`` as CIF files and ``structures.csv`` (CDVAE format) with their structural
-    validity. Inputs are all checked before the folder is created."""
+    validity. ``options``: CrysBFN's sampling options (``sampler``, ``candidates`` for CSP).
+    Inputs are all checked before the folder is created."""
     folder = check_output(folder)
+    if options and not isinstance(model, CrysBFN):
+        raise InputError(f"{', '.join(options)}: options of CrysBFN, not of {model.name}")
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     if compositions is not None:
-        crystals = model.predict(compositions, generator=generator, batch_size=batch_size)
+        crystals = model.predict(
+            compositions, generator=generator, batch_size=batch_size, **options
+        )
     else:
         if not isinstance(model, CrysBFN):
             raise InputError(f"generate: {model.name} predicts structures only (no generate)")
-        crystals = model.generate(n, generator=generator, batch_size=batch_size)
+        crystals = model.generate(n, generator=generator, batch_size=batch_size, **options)
     seconds = time.perf_counter() - start
     valid = structural_validity(crystals)
     cifs = write_cifs(crystals, folder)
@@ -274,14 +285,20 @@ def evaluate(
     seed: int = 0,
     output: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Structural validity of ``structures`` and, against ``reference`` (the true structures,
+    """Structural and SMACT compositional validity of ``structures`` and, against
+    ``reference`` (the true structures,
     one per prediction, same order and compositions), the CSP match rate and RMSE
     (StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)) beside those of the random-coordinate
     baseline (seeded). Written to ``output`` (a JSON file) when given."""
     if output is not None:
         check_output(Path(output).parent, "output")
     valid = structural_validity(structures)
-    metrics: dict[str, Any] = {"n": len(structures), "validity": sum(valid) / len(valid)}
+    composition = compositional_validity(structures)
+    metrics: dict[str, Any] = {
+        "n": len(structures),
+        "validity": sum(valid) / len(valid),
+        "compositional_validity": sum(composition) / len(composition),
+    }
     if reference is not None:
         if len(reference) != len(structures):
             raise InputError(
