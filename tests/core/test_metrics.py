@@ -104,3 +104,9 @@ def test_wilson_interval_against_known_values():
     low, high = wilson_interval(5, 10)
     assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
     assert wilson_interval(0, 0) == (0.0, 1.0)  # no trials: nothing known
+    low, high = wilson_interval(0, 20)  # 0 of n starts at 0 with a positive upper end
+    assert low == 0.0 and 0.1 < high < 0.2
+    for k, n in [(3, 40), (30, 400), (300, 4000)]:  # holds the estimate, narrows with n
+        low, high = wilson_interval(k, n)
+        assert low < k / n < high
+    assert wilson_interval(30, 400)[1] - wilson_interval(30, 400)[0] < 0.07

@@ -10,13 +10,13 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
+from polydiff.core.metrics import wilson_interval
 from polydiff.crystal.data import Crystals, read_crystals, synthetic
 from polydiff.crystal.metrics import (
     CSPScore,
     csp_match,
     random_coordinates,
     structural_validity,
-    wilson_interval,
 )
 
 
@@ -89,19 +89,6 @@ def test_structural_validity_on_known_cells(crystals):
         ]
     )
     assert structural_validity(bad) == [False, False]
-
-
-def test_wilson_interval_against_known_values():
-    """5 of 10: (0.2366, 0.7634) (Wilson 1927 / Agresti & Coull 1998); 0 of n starts at 0 with
-    a positive upper end; the interval narrows with n and always holds the estimate."""
-    low, high = wilson_interval(5, 10)
-    assert (low, high) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
-    low, high = wilson_interval(0, 20)
-    assert low == 0.0 and 0.1 < high < 0.2
-    for k, n in [(3, 40), (30, 400), (300, 4000)]:
-        low, high = wilson_interval(k, n)
-        assert low < k / n < high
-    assert wilson_interval(30, 400)[1] - wilson_interval(30, 400)[0] < 0.07
 
 
 def test_score_intervals_come_from_the_matches():

@@ -25,6 +25,7 @@ from scipy.spatial.distance import cdist
 from scipy.stats import wasserstein_distance
 from smact.screening import pauling_test
 
+from polydiff.core.metrics import wilson_interval
 from polydiff.crystal.data import MIN_DISTANCE, MIN_VOLUME, Crystals, min_distance
 
 __all__ = [
@@ -40,7 +41,6 @@ __all__ = [
     "random_coordinates",
     "smact_valid",
     "structural_validity",
-    "wilson_interval",
 ]
 
 # COV thresholds (structure fingerprint distance, composition fingerprint distance) of CDVAE
@@ -55,17 +55,6 @@ def structural_validity(crystals: Crystals) -> list[bool]:
         bool(abs(s.volume) >= MIN_VOLUME and min_distance(s) >= MIN_DISTANCE)
         for s in crystals.structures()
     ]
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95 % at z = 1.96): stays inside [0, 1]
-    and is not degenerate at 0 or n successes, unlike the normal approximation."""
-    if n < 1:
-        return (float("nan"), float("nan"))
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 @dataclass(frozen=True)
