@@ -56,7 +56,10 @@ def _recipe(cfg: DictConfig) -> TrainRecipe:
 
     t = cfg.train
     try:
-        return TrainRecipe(t.steps, t.batch_size, t.lr, t.ema, t.checkpoint_every, cfg.seed)
+        if not isinstance(t.ema_warmup, bool):
+            raise InputError(f"ema_warmup must be true or false, got {t.ema_warmup!r}")
+        recipe = (t.steps, t.batch_size, t.lr, t.ema, t.checkpoint_every, cfg.seed, t.ema_warmup)
+        return TrainRecipe(*recipe)
     except InputError as err:
         raise ConfigError(f"train.{err}") from None
 
@@ -185,6 +188,12 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
     log.info("compositional validity (SMACT) %.1f %%", 100 * metrics["compositional_validity"])
     if reference is not None:
         log.info(_match_line(metrics))
+        if metrics["match_rate"] < metrics["baseline_match_rate"]:
+            log.warning(
+                "the match rate is below the random-coordinate baseline's: these structures "
+                "place atoms worse than random positions in the true lattice (an under-trained "
+                "model? docs/crystal.md)"
+            )
 
 
 def _match_line(m: dict[str, Any]) -> str:
