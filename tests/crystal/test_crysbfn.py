@@ -14,7 +14,7 @@ from torch import nn
 from polydiff.core.errors import InputError
 from polydiff.core.method import load_method
 from polydiff.crystal.crysbfn import CrysBFN, CrysBFNConfig, config_for, most_spread
-from polydiff.crystal.data import Crystals, min_distance, synthetic, to_batch
+from polydiff.crystal.data import Crystals, min_distance, read_crystals, synthetic, to_batch
 from polydiff.crystal.nets import CSPNetOutput
 
 SMALL = dict(hidden=32, layers=2, n_freq=8, bank_size=4096)
@@ -123,6 +123,22 @@ def test_predict_keeps_compositions_and_makes_n_calls(data):
     assert torch.equal(chunked.num_atoms, out.num_atoms)
     by_formula = method.predict(["Li2O", "MgSiO3"], generator=torch.Generator().manual_seed(0))
     assert by_formula.formulas() == ["Li2O1", "Mg1Si1O3"]
+
+
+def test_one_element_training_set_predicts_and_refuses_generation():
+    """carbon-24 holds carbon only: CSP needs no type flow; generation has nothing to choose."""
+    carbon = synthetic(3, seed=4).structures()
+    for s in carbon:
+        s.replace_species({e: "C" for e in s.composition.elements})
+    data = read_crystals(carbon, check_geometry=False)
+    method = make(data, steps=3)
+    assert method.config.elements == (6,) and method.type_flow is None
+    loss = seeded_loss(method, to_batch(data, method.vocab))["loss"]
+    assert torch.isfinite(loss)
+    out = method.predict(data, generator=torch.Generator().manual_seed(0))
+    assert out.formulas() == data.formulas()
+    with pytest.raises(InputError, match=r"elements: task 'gen' needs at least 2 elements"):
+        make(data, task="gen")
 
 
 def test_bayes_sampler_and_best_of_k_make_their_calls(data):

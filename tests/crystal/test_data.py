@@ -87,6 +87,17 @@ def test_perov_split_reads_with_its_formulas():
     assert torch.allclose(got.lattice[:, 0, 1:], torch.zeros(20, 2), atol=1e-4)
 
 
+def test_carbon_split_reads_up_to_24_atoms_and_names_a_row_over_the_maximum():
+    got = read_csv(SHARED / "carbon_24" / "val.csv", limit=30, max_atoms=24)
+    assert set(got.numbers.tolist()) == {6} and 6 <= int(got.num_atoms.min())
+    assert int(got.num_atoms.max()) <= 24
+    big = next(i for i, n in enumerate(got.num_atoms.tolist()) if n > 20)
+    with pytest.raises(
+        InputError, match=rf"val.csv:row {big} \(C-[0-9-]+\): {got.num_atoms[big]} "
+    ):
+        read_csv(SHARED / "carbon_24" / "val.csv", limit=30, max_atoms=20)
+
+
 def test_batch_is_fully_connected_within_each_crystal(crystals):
     vocab = ElementVocab.covering(crystals)
     batch = to_batch(crystals, vocab)

@@ -100,6 +100,22 @@ def test_shipped_models_load_by_name_and_predict_perovskites():
         load_model("crysbfn-nosuch")
 
 
+def test_shipped_carbon_models_predict_carbon_cells_of_up_to_24_atoms():
+    """The carbon-24 models know one element and 24 atoms; C24 and C6 are predicted (finite
+    cells, seeded), C25 is refused by name."""
+    for name in ("crysbfn-carbon24", "diffcsp-carbon24"):
+        model = load_model(name)
+        assert model.config.elements == (6,) and model.config.max_atoms == 24
+    model = load_model("crysbfn-carbon24")
+    predicted = model.predict(["C24", "C6"], generator=torch.Generator().manual_seed(0))
+    assert predicted.formulas() == ["C24", "C6"]
+    assert torch.isfinite(predicted.lattice).all() and predicted.num_atoms.tolist() == [24, 6]
+    again = model.predict(["C24", "C6"], generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.frac, predicted.frac)
+    with pytest.raises(InputError, match=r"composition C25: 25 atoms, more than the maximum 24"):
+        model.predict(["C25"])
+
+
 def test_shipped_generation_model_draws_perovskite_sized_crystals():
     """crysbfn-perov5-gen (task gen) generates 5-atom crystals (every perov-5 cell has 5) from
     its vocabulary in N = 10 calls."""

@@ -183,7 +183,14 @@ class CrysBFN(Method):
         self.vocab = ElementVocab(c.elements)
         self.coord_flow = CircularBFN(c.steps, c.coord_beta_1)
         self.lattice_flow = ContinuousBFN(c.lattice_sigma_1)
-        self.type_flow = DiscreteBFN(len(self.vocab), c.type_beta_1)
+        if c.task == "gen" and len(self.vocab) < 2:
+            raise InputError(
+                f"elements: task 'gen' needs at least 2 elements to choose from, got {c.elements}"
+            )
+        # CSP is given the types: a one-element vocabulary (carbon-24) needs no type flow
+        self.type_flow = (
+            DiscreteBFN(len(self.vocab), c.type_beta_1) if len(self.vocab) > 1 else None
+        )
         self._bank: tuple[Tensor, Tensor] | None = None
 
     def build_net(self) -> nn.Module:
