@@ -26,6 +26,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES = 64
+LEVELS = (0.8, 0.6, 0.4)  # crop peaks below the training crops' 1 (whole-file normalisation)
 
 
 def split_loss(model, y: torch.Tensor, x: torch.Tensor, weight: float = 1.0) -> list[float]:
@@ -102,6 +103,12 @@ def main(argv: list[str]) -> int:
         r = {
             "crop_norm": row([crop_loss(m, n, c, p, p) for c, n, p, _ in pieces]),
             "file_norm": row([crop_loss(m, n, c, g, p) for c, n, p, g in pieces]),
+            "level_snr_db": {
+                str(level): row([crop_loss(m, n, c, p / level, p) for c, n, p, _ in pieces])[
+                    "linear_snr_db"
+                ]
+                for level in LEVELS
+            },
         }
         if args.corpus:
             items = PairedSpeech(args.corpus, "valid", m.spec, num_frames=FRAMES, crop="center")
@@ -161,4 +168,16 @@ def markdown(doc: dict) -> str:
             f"| {name} | {cell(r.get('corpus_valid'))} | {cell(r['crop_norm'])} | "
             f"{cell(r['file_norm'])} |"
         )
+    levels = list(next(iter(doc["results"].values()))["level_snr_db"])
+    lines += [
+        "",
+        "Level sensitivity: the linear-domain spectral SNR (dB) of D(y) on the same crops, each "
+        "scaled to the noisy peak given (per-crop normalisation is peak 1).",
+        "",
+        "| model | peak 1 | " + " | ".join(f"peak {v}" for v in levels) + " |",
+        "|---|---|" + "---|" * len(levels),
+    ]
+    for name, r in doc["results"].items():
+        snrs = [r["crop_norm"]["linear_snr_db"], *r["level_snr_db"].values()]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in snrs) + " |")
     return "\n".join(lines) + "\n"
