@@ -124,6 +124,12 @@ CASES = [
     ("unknown-subtype", E, (M, "input={noisy}", "subtype=MP3"), ("subtype", "MP3")),
     ("train-steps-zero", "train", ("data_root={corpus}", "train.steps=0"), ("train.steps",)),
     (
+        "normalize-unknown",
+        "train",
+        ("data_root={corpus}", "train.normalize=file"),
+        ("train.normalize", "noisy_file"),
+    ),
+    (
         "network-width-zero",
         "train",
         ("data_root={corpus}", *TINY_MODEL, "net.nf=0"),

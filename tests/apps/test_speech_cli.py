@@ -137,6 +137,32 @@ def test_the_same_train_command_repeats_exactly(work: Path, corpus: Path, model:
     assert losses[0] == losses[1]
 
 
+def test_train_warmup_steps_reach_the_optimizer(work: Path, corpus: Path, model: Path):
+    """train.warmup_steps ramps the learning rate: with a long warm-up the same seeded command
+    moves the weights less from their (seeded, identical) start than without; a negative value
+    is refused naming the option."""
+    from safetensors.torch import load_file
+
+    args = (f"data_root={corpus}", *TINY_MODEL, "train.batch_size=2", "train.num_frames=32")
+    common = (*args, "train.ema_warmup=false", "train.ema=0.5", "trainer.accelerator=cpu")
+    ok(run(work, "train", *common, "train.steps=1", "train.lr=1e-12", "hydra.run.dir=w0"))
+    ok(run(work, "train", *common, "train.steps=2", "hydra.run.dir=w_plain"))
+    ok(
+        run(
+            work, "train", *common, "train.steps=2", "train.warmup_steps=1000", "hydra.run.dir=w_wu"
+        )
+    )
+    start, plain, slow = (load_file(work / d / "model" / "model.safetensors")
+                          for d in ("w0", "w_plain", "w_wu"))  # fmt: skip
+
+    def moved(w: dict) -> float:
+        return sum((w[k] - start[k]).abs().sum().item() for k in start)
+
+    assert 0 < moved(slow) < 0.1 * moved(plain)
+    usage_error(run(work, "train", *args, "train.warmup_steps=-1", "hydra.run.dir=w_bad"),
+                "train.warmup_steps")  # fmt: skip
+
+
 def test_train_rejects_a_missing_or_malformed_corpus(work: Path):
     usage_error(run(work, "train", "data_root=nowhere", "hydra.run.dir=bad_t1"), "data_root")
     no_train = run(work, "train", f"data_root={work}", "hydra.run.dir=bad_t2")

@@ -51,6 +51,26 @@ def test_random_crops_are_aligned_and_normalised_by_noisy_peak(tmp_path):
     assert len(starts) > 1  # random, not fixed
 
 
+def test_noisy_file_normalisation_uses_the_whole_files_peak(tmp_path):
+    """normalize="noisy_file" scales a crop as enhancement scales the whole file: by the file's
+    noisy peak, so the crop's own peak is at most 1 (a quiet crop stays quiet)."""
+    root = _corpus(tmp_path)
+    noisy_full, _ = sf.read(root / "train/noisy/f0.wav", dtype="float32")
+    peak = float(np.max(np.abs(noisy_full)))
+    ds = PairedSpeech(root, "train", output="wave", num_frames=16, normalize="noisy_file")
+    torch.manual_seed(0)
+    crop_peaks = []
+    for _ in range(6):
+        item = ds[0]
+        assert item["scale"] == pytest.approx(peak)
+        y = item["noisy"].numpy()
+        start = int(np.argmin([np.abs(noisy_full[s : s + 5] - y[:5] * peak).sum()
+                               for s in range(noisy_full.size - y.size + 1)]))  # fmt: skip
+        np.testing.assert_allclose(y * peak, noisy_full[start : start + y.size], atol=1e-6)
+        crop_peaks.append(np.max(np.abs(y)))
+    assert max(crop_peaks) <= 1.0 and min(crop_peaks) < 0.95  # short crops miss the file's peak
+
+
 def test_short_files_are_zero_padded_and_spec_output(tmp_path):
     root = _corpus(tmp_path)
     ds = PairedSpeech(root, "train", crop="center")

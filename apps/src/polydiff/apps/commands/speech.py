@@ -114,6 +114,11 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     t = cfg.train
     _check_positive(cfg, *(f"train.{k}" for k in ("steps", "batch_size", "num_frames", "lr")))
     _check_positive(cfg, "train.checkpoint_every")
+    _check_positive(cfg, "train.warmup_steps", minimum=0)
+    from polydiff.speech.data.pairs import NORMALIZE
+
+    if t.get("normalize", "noisy") not in NORMALIZE:
+        raise ConfigError(f"train.normalize must be one of {NORMALIZE}, got {t.normalize!r}")
     import torch
 
     from polydiff.speech.train import train as train_method
@@ -132,6 +137,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     opts = OmegaConf.to_container(cfg.train)
     opts.pop("init")
     steps, ema, warmup = opts.pop("steps"), opts.pop("ema"), opts.pop("ema_warmup")
+    lr_warmup = opts.pop("warmup_steps", 0)
     module = train_method(
         method,
         root,
@@ -139,7 +145,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         export_to=run_dir / "model",
         max_steps=steps,
         ema_decay=ema,
-        module_kwargs={"ema_warmup": warmup},
+        module_kwargs={"ema_warmup": warmup, "warmup_steps": lr_warmup},
         seed=int(cfg.seed),
         log_every=min(50, steps),
         **opts,

@@ -101,6 +101,7 @@ def train(
     max_steps: int,
     batch_size: int = 8,
     num_frames: int = 256,
+    normalize: str = "noisy",
     lr: float = 1e-4,
     ema_decay: float | None = 0.999,
     seed: int = 0,
@@ -120,15 +121,18 @@ def train(
     ``validate`` and a ``valid/`` subset, the validation loss (EMA weights, centre crops) is
     logged every ``checkpoint_every`` steps (override with ``val_every=``); with
     ``enhance_every``, `EnhanceValidation` also enhances ``enhance_files`` valid files that
-    often and logs val/pesq, val/estoi, val/si_sdr. ``fit_kwargs`` go to
+    often and logs val/pesq, val/estoi, val/si_sdr. ``normalize`` is `PairedSpeech`'s crop
+    normalisation ("noisy_file": the whole file's peak, as enhancement). ``fit_kwargs`` go to
     `polydiff.core.train.fit` (accelerator, devices, precision, log_every, callbacks, ...).
     """
     spec = method.spec
-    train_set = PairedSpeech(data_root, "train", spec, num_frames=num_frames)
+    train_set = PairedSpeech(data_root, "train", spec, num_frames=num_frames, normalize=normalize)
     loader = ResumableLoader(train_set, batch_size, seed=seed, num_workers=num_workers)
     val_loader = None
     if validate and (Path(data_root) / "valid").is_dir():
-        val_set = PairedSpeech(data_root, "valid", spec, num_frames=num_frames, crop="center")
+        val_set = PairedSpeech(
+            data_root, "valid", spec, num_frames=num_frames, crop="center", normalize=normalize
+        )
         val_loader = ResumableLoader(val_set, batch_size, shuffle=False, drop_last=False)
     module = training_module(method, lr=lr, ema_decay=ema_decay, **(module_kwargs or {}))
     callbacks = list(fit_kwargs.pop("callbacks", ()))

@@ -110,8 +110,15 @@ def crop_or_pad(
     return clean[start : start + length], noisy[start : start + length]
 
 
+NORMALIZE = ("noisy", "noisy_file", "clean", "none")
+
+
 class PairedSpeech(Dataset):
     """Clean/noisy pairs of one subset, cropped, normalised by max|noisy| and (optionally) STFT'd.
+
+    `normalize="noisy"` divides by the crop's noisy peak (the papers' recipe); `"noisy_file"` by
+    the whole file's noisy peak, the level enhancement gives the network (it normalises whole
+    files), so a crop's peak is at most 1 as at inference; `"clean"` by the crop's clean peak.
 
     Each item is a dict: "clean", "noisy" (complex compressed spectrograms (F, num_frames) when
     `output="spec"`, else waveforms (T,)), "scale" (the max|noisy| both were divided by) and "name".
@@ -128,14 +135,14 @@ class PairedSpeech(Dataset):
         cfg: SpecConfig = PRESETS["16k"],
         num_frames: int = 256,
         crop: Literal["random", "center", "none"] = "random",
-        normalize: Literal["noisy", "clean", "none"] = "noisy",
+        normalize: Literal["noisy", "noisy_file", "clean", "none"] = "noisy",
         output: Literal["spec", "wave"] = "spec",
         check: bool = True,
     ) -> None:
         if crop not in ("random", "center", "none"):
             raise ValueError(f"crop must be 'random', 'center' or 'none', got {crop!r}")
-        if normalize not in ("noisy", "clean", "none"):
-            raise ValueError(f"normalize must be 'noisy', 'clean' or 'none', got {normalize!r}")
+        if normalize not in NORMALIZE:
+            raise ValueError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
         if output not in ("spec", "wave"):
             raise ValueError(f"output must be 'spec' or 'wave', got {output!r}")
         if num_frames < 2:
@@ -154,6 +161,7 @@ class PairedSpeech(Dataset):
         noisy, _ = load_audio(pair.noisy, sr)
         if clean.shape != noisy.shape:  # when `check=False` skipped the header comparison
             raise ValueError(f"pair {pair.name!r}: lengths differ ({clean.size} vs {noisy.size})")
+        file_peak = float(np.max(np.abs(noisy)))
         if self.crop != "none":
             start = None
             if self.crop == "random" and clean.size > self.num_samples:
@@ -161,6 +169,8 @@ class PairedSpeech(Dataset):
             clean, noisy = crop_or_pad(clean, noisy, self.num_samples, start)
         ref = {"noisy": noisy, "clean": clean}.get(self.normalize)
         scale = float(np.max(np.abs(ref))) if ref is not None else 1.0
+        if self.normalize == "noisy_file":
+            scale = file_peak
         if scale == 0.0:
             raise ValueError(f"pair {pair.name!r}: the {self.normalize} crop is silent")
         x = torch.from_numpy(clean / scale)
