@@ -115,11 +115,13 @@ class MotionStreamer(MotionDiffusion):
         *,
         steps: int | None = None,
         solver: str = "ddim",
-        guidance: float = 1.0,
+        guidance: float | None = None,
         generator: torch.Generator | None = None,
     ) -> Iterator[Tensor]:
         """Endless normalised frames ``[B, 1, D]``, one per ``next()``, each from
-        ``steps`` denoiser calls (twice the batch with classifier-free guidance)."""
+        ``steps`` denoiser calls (twice the batch with classifier-free guidance; ``guidance``
+        None: ``default_guidance``)."""
+        guidance = self.default_guidance if guidance is None else guidance
         labels = self.action_labels(actions)
         self.net.eval()
         c, b = self.config, len(labels)
@@ -158,7 +160,7 @@ class MotionStreamer(MotionDiffusion):
         *,
         steps: int | None = None,
         solver: str = "ddim",
-        guidance: float = 1.0,
+        guidance: float | None = None,
         frames: int | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:

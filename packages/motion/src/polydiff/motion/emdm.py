@@ -230,13 +230,15 @@ class MotionDDGAN(MotionDiffusion):
         *,
         steps: int | None = None,
         solver: str | None = None,
-        guidance: float = 1.0,
+        guidance: float | None = None,
         frames: int | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Denormalised features ``[B, frames, D]``, one clip per action, in ``config.steps``
         generator steps (``steps`` must be that number or None; ``solver`` is not used: each
-        step samples the posterior); ``guidance`` is the CFG scale on the generator's x0."""
+        step samples the posterior); ``guidance`` is the CFG scale on the generator's x0
+        (None: ``default_guidance``)."""
+        guidance = self.default_guidance if guidance is None else guidance
         self.sampling_steps(steps)
         labels = self.action_labels(actions)
         self.net.eval()

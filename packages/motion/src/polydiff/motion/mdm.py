@@ -182,12 +182,13 @@ class MotionDiffusion(Method):
         *,
         steps: int = 50,
         solver: str = "ddim",
-        guidance: float = 2.5,
+        guidance: float | None = None,
         frames: int | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Denormalised features ``[B, frames, D]``, one clip per action; ``guidance`` is the
-        CFG scale (1 = the conditional model alone)."""
+        CFG scale (1 = the conditional model alone; None: ``default_guidance``)."""
+        guidance = self.default_guidance if guidance is None else guidance
         labels = self.action_labels(actions)
         self.net.eval()
         shape = (len(labels), frames or self.config.frames, self.layout.dim)
@@ -301,7 +302,6 @@ def generate_motions(
     labels = method.action_labels(list(actions))  # unknown labels fail before any work
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    guidance = method.default_guidance if guidance is None else guidance
     options = {"solver": solver, "guidance": guidance, "frames": frames, "generator": generator}
     features = method.sample(labels, steps=method.sampling_steps(steps), **options)
     return method.positions(features.cpu()), time.perf_counter() - start
