@@ -213,6 +213,7 @@ BAD = [
     ("train", ("data.source=missing.csv",), "missing.csv: no such file or folder"),
     ("train", ("train.steps=0",), "train.steps must be a positive integer, got 0"),
     ("train", ("train.lr=-1",), "train.lr must be positive"),
+    ("train", ("train.ema_warmup=maybe",), "train.ema_warmup must be true or false"),
     ("train", ("method=magic",), "method must be one of ['crysbfn', 'diffcsp'], got 'magic'"),
     ("train", ("method=diffcsp", "task=gen"), "task: diffcsp predicts structures"),
     ("train", ("export=afile/model",), "export=", "afile is a regular file"),

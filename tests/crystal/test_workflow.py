@@ -69,6 +69,8 @@ def test_outputs_under_a_regular_file_and_bad_options_are_refused(tmp_path):
         TrainRecipe(steps=0)
     with pytest.raises(InputError, match="ema must be < 1"):
         TrainRecipe(ema=1.0)
+    with pytest.raises(InputError, match="ema_warmup must be true or false, got 'yes'"):
+        TrainRecipe(ema_warmup="yes")
     crystals = _crystals()
     with pytest.raises(InputError, match=r"crysbfn: .*widht"):
         build_method(crystals, widht=3)

@@ -56,8 +56,6 @@ def _recipe(cfg: DictConfig) -> TrainRecipe:
 
     t = cfg.train
     try:
-        if not isinstance(t.ema_warmup, bool):
-            raise InputError(f"ema_warmup must be true or false, got {t.ema_warmup!r}")
         recipe = (t.steps, t.batch_size, t.lr, t.ema, t.checkpoint_every, cfg.seed, t.ema_warmup)
         return TrainRecipe(*recipe)
     except InputError as err:

@@ -119,6 +119,8 @@ class TrainRecipe:
         check_number("ema", self.ema, minimum=0)
         if not self.ema < 1:
             raise InputError(f"ema must be < 1, got {self.ema}")
+        if not isinstance(self.ema_warmup, bool):
+            raise InputError(f"ema_warmup must be true or false, got {self.ema_warmup!r}")
 
 
 @dataclass
