@@ -51,8 +51,16 @@ def test_config_round_trip_and_errors():
     assert json.loads(json.dumps(back.to_dict())) == d  # every field survives the round trip
     with pytest.raises(ValueError, match=r"unknown PriorConfig fields \['bogus'\]"):
         PriorConfig.from_dict({**d, "bogus": 1})
-    with pytest.raises(ValueError, match="image_size"):
-        PriorConfig(image_size=4)
+    for bad, named in [
+        ({"image_size": 4}, r"prior\.image_size=4: must be >= 8"),
+        ({"n_volumes": 0}, r"prior\.n_volumes=0"),
+        ({"batch_size": 0}, r"prior\.batch_size=0"),
+        ({"max_steps": 0}, r"prior\.max_steps=0"),
+        ({"lr": 0.0}, r"prior\.lr=0\.0: must be > 0"),
+        ({"ema_decay": 1.0}, r"prior\.ema_decay=1\.0: must be in \[0, 1\)"),
+    ]:
+        with pytest.raises(ValueError, match=named):  # each message names the one bad field
+            PriorConfig(**bad)
     assert PriorConfig().unet_config().channels == 16  # the cpu-small default
     with pytest.raises(ValueError, match="data_kind='noise'"):
         PriorConfig(data_kind="noise")

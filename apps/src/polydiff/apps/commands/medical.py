@@ -140,6 +140,8 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     t = cfg.train
     for key in ("steps", "batch_size", "checkpoint_every", "lr"):
         check_number(f"train.{key}", t[key], positive=True)
+    if check_number("train.ema", t.ema, minimum=0) >= 1:
+        raise ConfigError(f"train.ema must be < 1 (an EMA decay), got {t.ema!r}")
     recipe = {"batch_size": t.batch_size, "lr": t.lr, "warmup_steps": t.warmup}
     recipe |= {"ema_decay": t.ema, "max_steps": t.steps, "checkpoint_every": t.checkpoint_every}
     try:

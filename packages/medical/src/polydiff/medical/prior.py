@@ -161,12 +161,14 @@ class PriorConfig(Config):
     init_from: str | None = None
 
     def __post_init__(self) -> None:
-        if self.image_size < 8 or self.n_volumes < 1 or self.batch_size < 1 or self.max_steps < 1:
-            raise ValueError(
-                "PriorConfig needs image_size >= 8, n_volumes >= 1, batch_size >= 1, "
-                f"max_steps >= 1; got {self.image_size}, {self.n_volumes}, {self.batch_size}, "
-                f"{self.max_steps}"
-            )
+        for name, low in (("image_size", 8), ("n_volumes", 1), ("batch_size", 1), ("max_steps", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"prior.{name}={getattr(self, name)}: must be >= {low}")
+        for name in ("lr", "grad_clip_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"prior.{name}={getattr(self, name)}: must be > 0")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"prior.ema_decay={self.ema_decay}: must be in [0, 1)")
         if self.data_kind not in DATA_KINDS:
             raise ValueError(
                 f"prior.data_kind={self.data_kind!r}: choose {' or '.join(DATA_KINDS)}"
