@@ -119,7 +119,8 @@ def test_a_volume_of_any_size_meets_the_anatomy_prior(run, tmp_path: Path):
     affine = np.diag([1.2, 1.5, 4.0, 1.0])
     affine[:3, 3] = [-12, 9, 30]
     nib.save(nib.Nifti1Image(vol.permute(2, 1, 0).numpy(), affine), tmp_path / "small.nii.gz")
-    code, out = run("reconstruct", "input=small.nii.gz", "method=dds", "dds.steps=2")
+    code, out = run("reconstruct", "input=small.nii.gz", "method=dds", "dds.steps=2",
+                    "tv_admm.n_iter=2")  # fmt: skip
     assert code == 0
     rec = load_nifti(out / "reconstruction.nii.gz")
     assert rec.data.shape == (12, 64, 64)
@@ -128,6 +129,10 @@ def test_a_volume_of_any_size_meets_the_anatomy_prior(run, tmp_path: Path):
     np.testing.assert_allclose(rec.spacing, (4.0, 1.5 * 12 / 64, 1.2 * 20 / 64), rtol=1e-5)
     info = _json(out / "reconstruction.json")
     assert info["prior"] == str(shipped_prior_dir(REAL_PRIOR)) and info["nfe"] == 2
+    # a volume from a file takes the real-anatomy picks: DDS warm-started from TV-ADMM
+    assert info["validated_on"] == "real anatomy"
+    assert {k: info["params"][k] for k in ("start", "t_start", "n_cg")} == {
+        "start": "tv_admm", "t_start": 0.2, "n_cg": 20}  # fmt: skip
     assert _json(out / "metrics.json")["psnr"] > 10  # against the resampled input
     # crop / pad to an explicit shape, classical method: a shift of the affine only
     code, out = run("reconstruct", "input=small.nii.gz", "method=cg", "cg.n_iter=2",
@@ -293,7 +298,8 @@ def test_null_parameters_take_the_values_validated_for_the_modality(run, kind, t
     rec = reconstruct("dps", prior, op, y, zeta=None, steps=1)
     assert rec.options == {"zeta": zeta, "steps": 1} and rec.nfe == 1
     filled = reconstruct("dds", prior, op, y, steps=1, persistent_split=None, gamma=None).options
-    assert filled == {"steps": 1, "persistent_split": kind != "mri", "gamma": None}  # hard data
+    want = {"steps": 1, "persistent_split": kind != "mri", "gamma": None}  # hard data
+    assert filled == {**want, "n_cg": 5, "start": None, "t_start": 1.0}  # a phantom: from noise
 
 
 def test_default_dds_beats_the_default_tv_admm(run):
@@ -369,6 +375,8 @@ def test_reconstruction_json_records_the_options_the_solver_ran_with(run, monkey
     assert code == 0
     params = _json(out / "reconstruction.json")["params"]
     assert params["persistent_split"] is False and params["steps"] == 1  # restarted on MRI
+    assert params["start"] is None and params["n_cg"] == 5  # a phantom: from noise
+    assert _json(out / "reconstruction.json")["validated_on"] == "phantoms"
     assert {**seen["dds"], "clip": list(seen["dds"]["clip"])} == params
     # a warm start from TV-ADMM with its own section's options (tv_admm.n_iter=2)
     code, out = run("reconstruct", *base, "method=dds", "dds.steps=1", "dds.start=tv_admm",

@@ -101,3 +101,7 @@ def test_ground_truth_fits_a_nifti_of_any_size(tmp_path):
     assert truth.x01.shape == (7, 16, 16) and truth.volume.data.shape == (7, 16, 16)
     assert float(truth.x01.min()) == 0.0 and float(truth.x01.max()) == 1.0
     np.testing.assert_allclose(truth.volume.affine, resample(vol, (7, 16, 16)).affine, atol=1e-5)
+    # percentile: the outliers saturate inside [0, 1] (the solvers clamp there), the rest spans it
+    robust = ground_truth(tmp_path / "v.nii.gz", intensity="percentile").x01
+    assert float(robust.min()) == 0.0 and float(robust.max()) == 1.0
+    assert 0.003 < float((robust == 1).float().mean()) < 0.02  # the top 0.5 % and ties

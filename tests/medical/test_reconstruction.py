@@ -11,7 +11,14 @@ from polydiff.medical.data import shepp_logan_3d
 from polydiff.medical.operators import make_operator
 from polydiff.medical.prior import PriorConfig, SlicePriorMethod
 from polydiff.medical.reconstruction import list_reconstructions, reconstruct
-from polydiff.medical.solvers import dds, diffusion_mbir, dps, operator_norm2, red_diff
+from polydiff.medical.solvers import (
+    dds,
+    diffusion_mbir,
+    dps,
+    operator_norm2,
+    red_diff,
+    validated_params,
+)
 
 SIZE = 16
 CLASSICAL = ["back_projection", "adjoint", "fbp", "cg", "tv_admm"]
@@ -78,7 +85,9 @@ def test_diffusion_methods_are_the_solvers(problem, prior, name, solver, options
     op, y = problem
     rec = reconstruct(name, prior, op, y, generator=torch.Generator().manual_seed(3), **options)
     want = solver(prior, op, y, generator=torch.Generator().manual_seed(3), **options)
-    assert rec.nfe == want.nfe and rec.options == options
+    assert rec.nfe == want.nfe and rec.options.items() >= options.items()
+    filled = {k: v for k, v in rec.options.items() if k not in options}
+    assert filled == {k: validated_params(name, op)[k] for k in filled}  # nulls: the picks
     torch.testing.assert_close(rec.x, want.x, rtol=0, atol=0)
 
 
@@ -102,6 +111,29 @@ def test_a_start_named_by_method_is_that_reconstruction_then_the_warm_start(prob
     assert rec.options["start"] == "tv_admm" and rec.options["t_start"] == 0.3 and rec.nfe == 2
     with pytest.raises(ValueError, match="unknown reconstruction 'magic'"):
         reconstruct("dds", prior, op, y, steps=2, start="magic", t_start=0.3)
+
+
+def test_real_anatomy_takes_the_picks_made_on_a_real_head(problem, prior):
+    """anatomy=True: TV-ADMM's smaller TV weight and DDS's warm start from it (20 CG steps,
+    t_start 0.2) where the real-anatomy benchmark tuned them; start="noise" opts out of the
+    warm start; limited-angle CT (not tuned on real data) keeps the phantom picks."""
+    op, y = problem
+    tv = reconstruct("tv_admm", None, op, y, n_iter=1, anatomy=True).options
+    assert (tv["lam"], tv["rho"]) == (5e-5, 1.6e-2)
+    assert validated_params("tv_admm", "mri", anatomy=True)["n_iter"] == 300
+    assert validated_params("tv_admm", "limited_angle", anatomy=True) == validated_params(
+        "tv_admm", "limited_angle"
+    )
+    seed = {"generator": torch.Generator().manual_seed(0)}
+    rec = reconstruct("dds", prior, op, y, steps=2, anatomy=True, start_options={"n_iter": 2},
+                      **seed)  # fmt: skip
+    first = reconstruct("tv_admm", None, op, y, n_iter=2, anatomy=True)
+    by_hand = reconstruct("dds", prior, op, y, steps=2, start=first.x, t_start=0.2, n_cg=20,
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+    torch.testing.assert_close(rec.x, by_hand.x, rtol=0, atol=0)
+    assert rec.options["start"] == "tv_admm" and rec.options["n_cg"] == 20
+    cold = reconstruct("dds", prior, op, y, steps=1, anatomy=True, start="noise").options
+    assert cold["start"] is None and cold["t_start"] == 1.0 and cold["n_cg"] == 20
 
 
 def test_bad_calls_are_one_clear_error(problem, prior):

@@ -96,19 +96,23 @@ def _prior(cfg: DictConfig, image_size: Any, real: bool = False) -> tuple[SliceP
 
 
 def _reconstruct(cfg: DictConfig, name: str, prior: SlicePrior | None, meas: Measurements):
-    """The library's named reconstruction with the options of `cfg.<name>`, seeded."""
+    """The library's named reconstruction with the options of `cfg.<name>`, seeded; nulls take
+    the values validated on real anatomy for a volume from a file, on phantoms otherwise."""
     import torch
 
     from polydiff.medical.reconstruction import reconstruct
 
     options = OmegaConf.to_container(cfg[name], resolve=True) if name in cfg else {}
-    first = options.get("start")
-    if isinstance(first, str):  # a warm start from another method, with its own options
+    if "start" in options:  # a warm start (named, or the validated tv_admm) takes its options
+        first = options["start"] if options["start"] not in (None, "noise") else "tv_admm"
         options["start_options"] = OmegaConf.to_container(cfg[first]) if first in cfg else {}
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
+    anatomy = _is_real(meas.geometry["source"])
     with _config_errors(f"method={name}: "):
-        return reconstruct(name, prior, meas.op, meas.y, generator=generator, **options)
+        return reconstruct(
+            name, prior, meas.op, meas.y, generator=generator, anatomy=anatomy, **options
+        )
 
 
 @verb("simulate")
@@ -185,6 +189,7 @@ def reconstruct(cfg: DictConfig, run_dir: Path) -> None:
     volume = meas.to_volume(rec.x)
     save_nifti(volume, run_dir / "reconstruction.nii.gz")
     info = {"method": cfg.method, "nfe": rec.nfe, "seconds": rec.seconds}
+    info["validated_on"] = "real anatomy" if real else "phantoms"  # where nulls were picked
     info |= {"geometry": meas.geometry, **({"params": rec.options} if rec.options else {})}
     info |= {"prior": str(folder)} if folder is not None else {}
     atomic_write_json(run_dir / "reconstruction.json", info)

@@ -114,7 +114,8 @@ def ground_truth(
     fit: str = "none",
     shape: Sequence[int | None] = (None, None, None),
 ) -> GroundTruth:
-    """A NIfTI volume mapped to [0, 1] by ``intensity`` (``minmax`` | ``percentile``), or,
+    """A NIfTI volume mapped to [0, 1] by ``intensity`` (``minmax`` | ``percentile``, clipped
+    to [0, 1]), or,
     with ``input=None``, the phantom of ``phantom_config`` (already in [0, 1]). A NIfTI volume
     is first brought to ``shape`` ``(D, H, W)`` (``None``: keep that axis) by ``fit``
     (:func:`polydiff.medical.data.geometry.fit_volume`: ``auto`` | ``none`` | ``crop_pad`` |
@@ -127,7 +128,9 @@ def ground_truth(
         if low == high:  # the intensity map would divide by zero
             what = "all zero" if high == 0 else f"constant ({high:g})"
             raise InputError(f"{input}: the volume is {what}: nothing to measure")
-        x01, scale = normalize(volume.data, intensity)
+        # percentile: the outliers beyond the 0.5 / 99.5 percentiles saturate, as in the
+        # prior's data; left above 1 they would meet the solvers' [0, 1] clamp unannounced
+        x01, scale = normalize(volume.data, intensity, clip=intensity == "percentile")
         return GroundTruth(volume, x01, scale, str(input))
     ph = phantom_config or PhantomConfig()
     x = phantom(ph.kind, ph.size, ph.seed)

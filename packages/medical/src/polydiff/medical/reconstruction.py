@@ -149,38 +149,54 @@ def reconstruct(
     y: Tensor,
     *,
     generator: torch.Generator | None = None,
+    anatomy: bool = False,
     start_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> NamedReconstruction:
     """Reconstruct the volume measured as ``y`` by ``op`` with the method ``name``
     (:func:`list_reconstructions`); ``prior`` is the slice prior of the diffusion methods
     (None for the classical ones), ``generator`` seeds their sampling, ``options`` go over the
-    method's defaults (``None``: the value validated for the operator's modality).
+    method's defaults (``None``: the value validated for the operator's modality, on a real head
+    with ``anatomy=True``: :func:`~polydiff.medical.solvers.validated_params`).
 
     A ``start`` option that names another reconstruction (DDS's warm start from ``"tv_admm"``,
-    Chung, Sim & Ye 2022, "Come-Closer-Diffuse-Faster") runs that one first with
-    ``start_options`` and starts from its volume; its seconds count in the result's."""
-    if isinstance(options.get("start"), str):
-        first = reconstruct(options["start"], prior, op, y, **(start_options or {}))
-        rec = reconstruct(name, prior, op, y, generator=generator, **{**options, "start": first.x})
-        rec.options["start"] = first.name
-        rec.seconds += first.seconds
-        return rec
+    Chung, Sim & Ye 2022, "Come-Closer-Diffuse-Faster"; the validated pick on real anatomy)
+    runs that one first with ``start_options`` and starts from its volume; its seconds count in
+    the result's. ``start="noise"`` starts from noise where the validated pick would not."""
     method = reconstruction_method(name)
     unknown = sorted(set(options) - set(method.option_names()))
     if unknown:
         raise ValueError(f"{name}: unknown options {unknown}; known: {method.option_names()}")
     if method.needs_prior and prior is None:
         raise ValueError(f"{name} needs a slice prior (load_prior)")
-    options = {**method.defaults, **options}
-    if method.validated and any(v is None for v in options.values()):
-        picks = validated_params(name, op)
-        options = {k: picks[k] if v is None and k in picks else v for k, v in options.items()}
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    options = _resolved(method, op, options, anatomy)
+    first = options.get("start")
+    if isinstance(first, str):
+        warm = reconstruct(first, prior, op, y, anatomy=anatomy, **(start_options or {}))
+        rec = reconstruct(name, prior, op, y, generator=generator, **{**options, "start": warm.x})
+        rec.options["start"] = warm.name
+        rec.seconds += warm.seconds
+        return rec
     _check_counts(name, options)
     start = time.perf_counter()
     x, nfe = method.run(prior, op, y, generator, **options)
     return NamedReconstruction(name, x, nfe, options, time.perf_counter() - start)
+
+
+def _resolved(
+    method: ReconstructionMethod, op: LinearOperator, options: dict[str, Any], anatomy: bool
+) -> dict[str, Any]:
+    """``options`` over the method's defaults, with ``None`` values validated for ``op``."""
+    options = {**method.defaults, **options}
+    cold = options.get("start") == "noise"
+    if cold and options.get("t_start") is None:
+        options["t_start"] = 1.0  # the warm start's entry time means nothing from noise
+    if method.validated and any(v is None for v in options.values()):
+        picks = validated_params(method.name, op, anatomy=anatomy)
+        options = {k: picks[k] if v is None and k in picks else v for k, v in options.items()}
+    if cold:
+        options["start"] = None
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
 
 
 # ----------------------------------------------------------------------------- classical
@@ -234,7 +250,7 @@ for _method in (
         "3D anisotropic TV by ADMM",
         _tv_admm,
         baselines.tv_admm,
-        {"lam": None, "rho": 4e-3, "n_iter": 100, "n_cg": 5, "nonnegative": True},
+        {"lam": None, "rho": None, "n_iter": None, "n_cg": 5, "nonnegative": True},
         validated=True,
     ),
     *(
@@ -243,14 +259,19 @@ for _method in (
             summary,
             _solver(solver),
             solver,
+            defaults,
             needs_prior=True,
             validated=True,
         )
-        for solver, summary in (
-            (dds, "decomposed diffusion sampling (DDIM + CG + TV along z)"),
-            (dps, "diffusion posterior sampling"),
-            (red_diff, "RED-diff: variational regularisation by the prior"),
-            (diffusion_mbir, "DiffusionMBIR: predictor-corrector + ADMM-TV along z"),
+        for solver, summary, defaults in (
+            (
+                dds,
+                "decomposed diffusion sampling (DDIM + CG + TV along z)",
+                dict.fromkeys(("persistent_split", "n_cg", "start", "t_start")),  # validated
+            ),
+            (dps, "diffusion posterior sampling", {}),
+            (red_diff, "RED-diff: variational regularisation by the prior", {}),
+            (diffusion_mbir, "DiffusionMBIR: predictor-corrector + ADMM-TV along z", {}),
         )
     ),
 ):
