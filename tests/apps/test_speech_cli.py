@@ -163,6 +163,24 @@ def test_train_warmup_steps_reach_the_optimizer(work: Path, corpus: Path, model:
                 "train.warmup_steps")  # fmt: skip
 
 
+def test_train_exports_every_n_steps_and_takes_the_linear_loss_weight(work: Path, corpus: Path):
+    """train.export_every writes the EMA weights of those steps (to pick one by validation
+    metrics); storm.linear_weight reaches the StoRM config; bad values name their option."""
+    from polydiff.speech.storm import StoRM
+
+    args = (f"data_root={corpus}", *TINY_MODEL, "train.batch_size=2", "train.num_frames=32",
+            "trainer.accelerator=cpu", "method=storm", "storm.mode=predictive")  # fmt: skip
+    ok(run(work, "train", *args, "train.steps=2", "train.export_every=1",
+           "storm.linear_weight=0.05", "report_files=0", "hydra.run.dir=x_ok"))  # fmt: skip
+    exports = work / "x_ok" / "train" / "exports"
+    assert sorted(p.name for p in exports.iterdir()) == ["step_00001", "step_00002"]
+    assert StoRM.load(exports / "step_00001").config.linear_weight == 0.05
+    usage_error(run(work, "train", *args, "train.export_every=0", "hydra.run.dir=x_bad"),
+                "train.export_every")  # fmt: skip
+    usage_error(run(work, "train", *args, "storm.linear_weight=-1", "hydra.run.dir=x_bad2"),
+                "linear_weight")  # fmt: skip
+
+
 def test_train_rejects_a_missing_or_malformed_corpus(work: Path):
     usage_error(run(work, "train", "data_root=nowhere", "hydra.run.dir=bad_t1"), "data_root")
     no_train = run(work, "train", f"data_root={work}", "hydra.run.dir=bad_t2")

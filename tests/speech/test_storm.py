@@ -98,6 +98,39 @@ def test_training_modes_route_gradients():
         tiny_storm(mode="denoiser")
 
 
+def test_linear_is_the_exact_inverse_of_the_compression_with_finite_gradients():
+    from polydiff.speech.audio import compress, decompress
+    from polydiff.speech.storm import linear
+
+    X = torch.randn(3, 5, 7, dtype=torch.complex128, generator=torch.Generator().manual_seed(2))
+    for alpha, beta in ((0.5, 0.33), (0.667, 0.065), (1.0, 1.0)):
+        S = compress(X, alpha, beta)
+        torch.testing.assert_close(linear(S, alpha, beta), X)
+        torch.testing.assert_close(linear(S, alpha, beta), decompress(S, alpha, beta))
+    S = torch.zeros(4, dtype=torch.complex64, requires_grad=True)  # silence: no NaN gradient
+    linear(S, 0.5, 0.33).abs().square().sum().backward()
+    assert torch.isfinite(torch.view_as_real(S.grad)).all()
+
+
+def test_linear_weight_adds_the_uncompressed_error_to_the_predictive_term():
+    from polydiff.speech.storm import linear
+
+    x0, y = _pair(4)
+    plain = tiny_storm(mode="predictive").net
+    model = tiny_storm(mode="predictive", linear_weight=0.25).net  # the same seeded weights
+    out, ref = model.loss(x0, y), plain.loss(x0, y)
+    d = model.predict(y)
+    lin = 0.5 * (linear(d, 0.5, 0.33) - linear(x0, 0.5, 0.33)).abs().square().sum((1, 2)).mean()
+    torch.testing.assert_close(out["linear"], lin.detach())
+    torch.testing.assert_close(out["loss"], ref["loss"] + 0.25 * lin, rtol=1e-5, atol=1e-4)
+    out["loss"].backward()
+    assert any(_grads(model.predictor)) and not any(_grads(model.score_net))
+    joint = tiny_storm(linear_weight=0.25).net.loss(x0, y, torch.Generator().manual_seed(0))
+    assert set(joint) == {"loss", "predictive", "score", "linear"}
+    with pytest.raises(ValueError, match="linear_weight"):
+        tiny_storm(linear_weight=-1.0)
+
+
 def test_inference_starts_at_prediction_plus_sigma1_noise(monkeypatch):
     model = tiny_storm()
     _, y = _pair(2)

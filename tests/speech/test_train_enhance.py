@@ -148,6 +148,22 @@ def test_storm_modes_through_the_training_scaffold(corpus, tmp_path):
     np.testing.assert_array_equal(exported.enhance(noisy, sr, seed=0), out)  # the EMA weights
 
 
+def test_export_every_writes_loadable_ema_weights_at_each_step(corpus, tmp_path):
+    method = tiny_storm("predictive")
+    module = train(method, corpus, tmp_path / "run", max_steps=4, validate=False,
+                   export_every=2, **FIT)  # fmt: skip
+    exports = sorted(p.name for p in (tmp_path / "run" / "exports").iterdir())
+    assert exports == ["step_00002", "step_00004"]
+    noisy, sr = load_audio(corpus / "test" / "noisy" / "test_00001.wav")
+    last = load_model(tmp_path / "run" / "exports" / "step_00004")
+    final = StoRM(method.config, module.eval_net).enhance(noisy, sr, seed=0)
+    np.testing.assert_array_equal(last.enhance(noisy, sr, seed=0), final)  # the EMA weights
+    first = load_model(tmp_path / "run" / "exports" / "step_00002").enhance(noisy, sr, seed=0)
+    assert not np.array_equal(first, final)  # a checkpoint of its own step
+    with pytest.raises(ValueError, match="every_n_steps"):
+        train(method, corpus, tmp_path / "bad", max_steps=1, validate=False, export_every=0)
+
+
 def short_clips(corpus, folder, seconds: float = 0.5):
     """The test clips' first `seconds` (keeps the folder tests fast), one in a sub-folder."""
     (folder / "sub").mkdir(parents=True)

@@ -113,7 +113,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         raise ConfigError(f"data_root: {root} has no train/ folder (expected train/clean, noisy)")
     t = cfg.train
     _check_positive(cfg, *(f"train.{k}" for k in ("steps", "batch_size", "num_frames", "lr")))
-    _check_positive(cfg, "train.checkpoint_every")
+    _check_positive(cfg, "train.checkpoint_every", "train.export_every")
     _check_positive(cfg, "train.warmup_steps", minimum=0)
     from polydiff.speech.data.pairs import NORMALIZE
 

@@ -12,6 +12,9 @@ and the score network sees [x_t, y, D(y)] (6 real channels). Training minimises 
 
     a 0.5 |D(y) - x0|^2 + (1 - a) 0.5 |sigma s + z|^2,   a = 0.5,
 
+(our option ``linear_weight`` w adds w 0.5 |c^-1(D(y)) - c^-1(x0)|^2 to D's term: the error in
+the uncompressed STFT domain, which weighs loud bins as SI-SDR and PESQ do),
+
 and enhancement computes D(y), draws x_1 = D(y) + sigma(1) z and runs the SGMSE+ sampler for
 fewer steps (the authors' default: 20 reverse-diffusion steps without corrector); ``t_start``
 < 1 starts it later, at D(y) + sigma(t_start) z (our addition, see `sgmse.pc_sample`). The paper's
@@ -72,7 +75,9 @@ class StoRMConfig(OUVEConfig):
 
     predictor / score: the two NCSN++ configs (see `predictor_config`, `score_config`).
     theta, sigma_min, sigma_max, t_eps: OUVE SDE as SGMSE+. a: weight of the predictive loss.
-    mode: training mode ("joint", "predictive", "frozen_predictive"). N, snr,
+    linear_weight: weight of D's error in the uncompressed (linear) STFT domain, added to its
+    compressed-domain loss (0: the paper's loss). mode: training mode ("joint", "predictive",
+    "frozen_predictive"). N, snr,
     corrector_steps: sampler defaults (20 steps, no corrector, as the authors recommend;
     N = 0 makes the predictive model alone the default). t_start: the time the reverse
     process starts from, x = D(y) + sigma(t_start) z (the paper: 1).
@@ -85,6 +90,7 @@ class StoRMConfig(OUVEConfig):
     predictor: NCSNppConfig = field(default_factory=predictor_config)
     score: NCSNppConfig = field(default_factory=score_config)
     a: float = 0.5
+    linear_weight: float = 0.0
     mode: str = "joint"
 
     def __post_init__(self) -> None:
@@ -97,11 +103,19 @@ class StoRMConfig(OUVEConfig):
             raise ValueError(f"StoRMConfig: mode must be one of {MODES}, got {self.mode!r}")
         if not 0.0 <= self.a <= 1.0:
             raise ValueError(f"StoRMConfig: the loss weight a must be in [0, 1], got {self.a}")
+        if not self.linear_weight >= 0.0:
+            raise ValueError(f"StoRMConfig: linear_weight must be >= 0, got {self.linear_weight}")
 
 
 def _sum_sq(err: Tensor) -> Tensor:
     """0.5 |err|^2 summed per example, mean over the batch."""
     return 0.5 * err.abs().square().reshape(err.shape[0], -1).sum(-1).mean()
+
+
+def linear(S: Tensor, alpha: float, beta: float) -> Tensor:
+    """The uncompressed STFT c^-1(S) = S (|S| / beta)^(1/alpha - 1) / beta, written without the
+    angle so that its gradient stays finite at S = 0 (alpha <= 1)."""
+    return S * (S.abs() / beta) ** (1.0 / alpha - 1.0) / beta
 
 
 class StoRMNet(nn.Module):
@@ -144,15 +158,21 @@ class StoRMNet(nn.Module):
         else:
             d = self.predict(y)
         l_pred = _sum_sq(d - x0)
+        parts = {}
+        if self.cfg.linear_weight > 0:
+            spec = self.cfg.spec
+            l_lin = _sum_sq(linear(d, spec.alpha, spec.beta) - linear(x0, spec.alpha, spec.beta))
+            l_pred = l_pred + self.cfg.linear_weight * l_lin
+            parts["linear"] = l_lin.detach()
         if mode == "predictive":
-            return {"loss": l_pred, "predictive": l_pred.detach()}
+            return {"loss": l_pred, "predictive": l_pred.detach(), **parts}
         t = sample_t(x0.shape[0], self.cfg.t_eps, x0, generator)
         z = complex_noise(x0, generator)
         x_t = self.path.marginal(x0, t, z, mu=d)
         l_score = score_matching_loss(self(x_t, y, d, t), z)
         a = self.cfg.a if mode == "joint" else 0.0
         loss = a * l_pred + (1 - a) * l_score
-        return {"loss": loss, "predictive": l_pred.detach(), "score": l_score.detach()}
+        return {"loss": loss, "predictive": l_pred.detach(), "score": l_score.detach(), **parts}
 
 
 @register_method
@@ -242,4 +262,12 @@ class StoRM(SpeechMethod):
         return method if predictor is None else method.load_predictor(predictor)
 
 
-__all__ = ["MODES", "StoRM", "StoRMConfig", "StoRMNet", "predictor_config", "score_config"]
+__all__ = [
+    "MODES",
+    "StoRM",
+    "StoRMConfig",
+    "StoRMNet",
+    "linear",
+    "predictor_config",
+    "score_config",
+]

@@ -81,6 +81,24 @@ class EnhanceValidation(L.Callback):
         pl_module.log_dict({f"val/{k}": v for k, v in means.items()}, rank_zero_only=True)
 
 
+class ExportEvery(L.Callback):
+    """Export the evaluated (EMA) weights every ``every_n_steps`` optimizer steps to
+    ``folder``/step_<step>, each a loadable model, so a run's checkpoints can be compared by
+    their enhancement metrics on validation clips afterwards (`benchmarks/speech_valid16k.py`)
+    rather than picked by the training loss."""
+
+    def __init__(self, folder: str | os.PathLike, every_n_steps: int) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"ExportEvery: every_n_steps must be >= 1, got {every_n_steps}")
+        self.folder, self.every = Path(folder), every_n_steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        step = trainer.global_step
+        if step % self.every or trainer.global_rank != 0:
+            return
+        pl_module.method.save(self.folder / f"step_{step:05d}", pl_module)
+
+
 def training_module(
     method: SpeechMethod, *, lr: float = 1e-4, ema_decay: float | None = 0.999, **kwargs: Any
 ) -> DiffusionModule:
@@ -110,6 +128,7 @@ def train(
     checkpoint_every: int = 1000,
     enhance_every: int | None = None,
     enhance_files: int = 20,
+    export_every: int | None = None,
     module_kwargs: dict | None = None,
     export_to: str | os.PathLike | None = None,
     **fit_kwargs: Any,
@@ -121,8 +140,10 @@ def train(
     ``validate`` and a ``valid/`` subset, the validation loss (EMA weights, centre crops) is
     logged every ``checkpoint_every`` steps (override with ``val_every=``); with
     ``enhance_every``, `EnhanceValidation` also enhances ``enhance_files`` valid files that
-    often and logs val/pesq, val/estoi, val/si_sdr. ``normalize`` is `PairedSpeech`'s crop
-    normalisation ("noisy_file": the whole file's peak, as enhancement). ``fit_kwargs`` go to
+    often and logs val/pesq, val/estoi, val/si_sdr; with ``export_every``, `ExportEvery`
+    writes the EMA weights that often to ``run_dir/exports/step_<step>``. ``normalize`` is
+    `PairedSpeech`'s crop normalisation ("noisy_file": the whole file's peak, as enhancement).
+    ``fit_kwargs`` go to
     `polydiff.core.train.fit` (accelerator, devices, precision, log_every, callbacks, ...).
     """
     spec = method.spec
@@ -140,6 +161,8 @@ def train(
         callbacks.append(
             EnhanceValidation(data_root, num_files=enhance_files, every_n_steps=enhance_every)
         )
+    if export_every is not None:
+        callbacks.append(ExportEvery(Path(run_dir) / "exports", export_every))
     fit(
         module,
         loader,
@@ -198,6 +221,7 @@ def training_summary(module: DiffusionModule) -> dict[str, Any]:
 
 __all__ = [
     "EnhanceValidation",
+    "ExportEvery",
     "train",
     "training_module",
     "training_summary",
