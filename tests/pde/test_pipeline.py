@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from polydiff.core.errors import InputError
+from polydiff.pde.control import optimize_control
 from polydiff.pde.data import BurgersConfig, generate_burgers, write_dataset
 from polydiff.pde.fno import FNO, FNOConfig
 from polydiff.pde.metrics import relative_l2
 from polydiff.pde.pipeline import (
     check_fits,
+    control,
     control_problem,
     predict,
     predict_on_grid,
@@ -85,3 +87,24 @@ def test_predict_on_a_finer_grid():
     )  # fmt: skip
     back = resample_grid(torch.as_tensor(coarse), 40).numpy()
     np.testing.assert_allclose(pred[:, 1:], back[:, 1:], atol=1e-6)
+
+
+def test_a_control_sample_refined_by_gradient_steps_starts_the_gradient_method():
+    """refine_steps: the sampled forcing is the starting point of the Adam baseline (the same
+    forcing as optimize_control from it), and the steps lower J."""
+    data = generate_burgers(3, BurgersConfig(nx=16, nt=4, t_end=0.5), seed=4)
+    problem = control_problem(data, energy_weight=1e-3)
+    torch.manual_seed(0)
+    wdno = WDNO(WDNOConfig(nx=16, nt=4, channels=8, channel_mult=(1,), task="control"))
+    wdno.fit_scale(torch.as_tensor(data.u), torch.as_tensor(data.f))
+    u0, target = data.u[:, 0], data.u[:, -1]
+    options = {"model": wdno, "guidance": 0.0, "steps": 2, "seed": 5}
+    raw = control("wdno", u0, target, problem, 4, **options)
+    refined = control("wdno", u0, target, problem, 4, **options, refine_steps=8, lr=0.05)
+    start = torch.as_tensor(raw["f"]).double()
+    u0_, target_ = torch.as_tensor(u0).double(), torch.as_tensor(target).double()
+    expected, _ = optimize_control(u0_, target_, 4, problem, steps=8, lr=0.05, f_init=start)
+    np.testing.assert_allclose(refined["f"], expected.float().numpy(), atol=1e-6)
+    assert refined["J"].mean() < 0.5 * raw["J"].mean()
+    with pytest.raises(InputError, match=r"^refine_steps"):
+        control("wdno", u0, target, problem, 4, **options, refine_steps=-1)

@@ -149,18 +149,21 @@ def control_problem(data: PDEData, energy_weight: float = 0.0) -> ControlProblem
 
 def control(
     name: str, u0, target, problem: ControlProblem, nt: int, *, model: Method | None = None,
-    guidance: float = 1.0, guide_by: str = "model", steps: int = 50, lr: float = 0.1,
-    seed: int = 0,
+    guidance: float = 1.0, guide_by: str = "model", steps: int = 50, eta: float = 1.0,
+    lr: float = 0.1, refine_steps: int = 0, seed: int = 0,
 ) -> dict:  # fmt: skip
     """Forcings [N, nt, nx] steering u0 [N, nx] to target [N, nx] by ``name``: "wdno" (a WDNO
     control model's guided sampling, ``steps`` DDIM steps; ``guide_by`` "model": J of the
     predicted final state, as in WDNO, or "solver": J of the solver's final state under the
-    predicted forcing by ``problem.solve``, the solver that judges it; see
-    ``WDNO.control_coefficients``) or "gradient" (``steps`` Adam steps
-    of lr ``lr`` through the solver); J by the true solver. Returns the forcing f, the true
+    predicted forcing by ``problem.solve``, the solver that judges it; DDIM noise ``eta``; see
+    ``WDNO.control_coefficients``; ``refine_steps`` > 0: then as many Adam steps of lr ``lr``
+    through the solver from the sampled forcing, the sample as the gradient method's starting
+    point) or "gradient" (``steps`` Adam steps of lr ``lr`` through the solver from no
+    forcing); J by the true solver. Returns the forcing f, the true
     trajectory u under it, J [N] and the seconds the method took."""
     if guide_by not in GUIDE_BY:
         raise InputError(f"guide_by: expected one of {GUIDE_BY}, got {guide_by!r}")
+    check_number("refine_steps", refine_steps, minimum=0)
     u0, target = torch.as_tensor(np.asarray(u0)).double(), torch.as_tensor(np.asarray(target))
     start = time.perf_counter()
     if name == "gradient":
@@ -172,8 +175,12 @@ def control(
         solver = problem.solve if guide_by == "solver" else None
         _, f = model.control(
             u0.float(), target.float(), guidance=guidance, energy_weight=problem.energy_weight,
-            solver=solver, steps=steps, generator=generator,
+            solver=solver, steps=steps, eta=eta, generator=generator,
         )  # fmt: skip
+        if refine_steps:
+            f, _ = optimize_control(
+                u0, target.double(), nt, problem, steps=refine_steps, lr=lr, f_init=f
+            )
     else:
         raise InputError(f"methods: unknown control method {name!r} (wdno | gradient)")
     seconds = time.perf_counter() - start
