@@ -268,8 +268,10 @@ def control(cfg: DictConfig, run_dir: Path) -> None:
         options = cfg[name]
         steps, lr = options.steps, options.get("lr", 0.1)
         guidance, guide_by = options.get("guidance", 0.0), options.get("guide_by", "model")
+        eta, refine = options.get("eta", 1.0), options.get("refine_steps", 0)
         out = run_control(name, u0, target, problem, nt, model=model, guidance=guidance,
-                          guide_by=guide_by, steps=steps, lr=lr, seed=cfg.seed)  # fmt: skip
+                          guide_by=guide_by, steps=steps, eta=eta, lr=lr, refine_steps=refine,
+                          seed=cfg.seed)  # fmt: skip
         attrs = {"dt": float(truth.t[1] - truth.t[0]), "dx": float(truth.x[1] - truth.x[0])}
         attrs |= {"nu": problem.nu, "energy_weight": problem.energy_weight, "method": name}
         result = PDEData(u=out["u"], x=truth.x, t=truth.t, f=out["f"], attrs=attrs)
@@ -277,7 +279,8 @@ def control(cfg: DictConfig, run_dir: Path) -> None:
         results[name] = {"J": float(np.mean(out["J"])), "J_per_sample": out["J"].tolist(),
                          "seconds": out["seconds"]}  # fmt: skip
         if name == "wdno":
-            results[name] |= {"guidance": guidance, "guide_by": guide_by}
+            results[name] |= {"guidance": guidance, "guide_by": guide_by, "eta": eta}
+            results[name] |= {"refine_steps": refine} if refine else {}
         panels[f"{name} forcing"], trajectories[name] = out["f"][0], out["u"][0]
         log.info("%s: J = %.4g (true solver, mean of %d), %.1f s", name, results[name]["J"],
                  len(u0), out["seconds"])  # fmt: skip

@@ -164,6 +164,7 @@ def control(
     if guide_by not in GUIDE_BY:
         raise InputError(f"guide_by: expected one of {GUIDE_BY}, got {guide_by!r}")
     check_number("refine_steps", refine_steps, minimum=0)
+    check_number("eta", eta, minimum=0)
     u0, target = torch.as_tensor(np.asarray(u0)).double(), torch.as_tensor(np.asarray(target))
     start = time.perf_counter()
     if name == "gradient":
