@@ -21,6 +21,7 @@ from polydiff.motion.policy.common import load_policy
 from polydiff.motion.policy.data import read_d4rl, read_minari
 from polydiff.motion.policy.experts import pointmaze_dataset
 from polydiff.motion.policy.fork import FORK_ID, fork_dataset
+from polydiff.motion.policy.pusht import PUSHT_ID, pusht_dataset
 
 UMAZE = "PointMaze_UMaze-v3"
 TINY_DIFFUSION = ("method=diffusion", "diffusion.channels=8", "steps=3", "batch_size=8")
@@ -141,6 +142,18 @@ def test_fork_data_trains_and_rolls_out(work: Path):
     assert (folder / "rollout.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_pusht_data_and_its_expert_roll_out(work: Path):
+    dataset = ok(work, "data", "maze=pusht", "episodes=1", "variant=noisy", out="pusht")
+    written = read_d4rl(dataset / "data.hdf5")
+    assert written.env_id == PUSHT_ID and (written.obs_dim, written.act_dim) == (5, 2)
+    expected = pusht_dataset("noisy", episodes=1, seed=0, noise=10.0)  # noise=null: 10 pixels
+    np.testing.assert_array_equal(written.actions, expected.actions)
+    args = ("model=expert", f"env_id={PUSHT_ID}", "episodes=1", "max_steps=20")
+    folder = ok(work, "evaluate", *args, out="pusht_expert")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["env_id"] == PUSHT_ID and 0.0 <= metrics["mean_max_reward"] <= 1.0
+
+
 def test_rollout_of_the_expert_succeeds_and_plots(work: Path):
     args = ("model=expert", f"env_id={UMAZE}", "episodes=3", "gif=true")
     folder = ok(work, "rollout", *args, out="expert")
@@ -228,6 +241,7 @@ BAD = [
     ("data", ["episodes=0"], "episodes must be a positive integer"),
     ("data", ["maze=spiral"], "maze: unknown maze 'spiral'"),
     ("data", ["variant=perfect"], "variant: unknown variant"),
+    ("data", ["maze=pusht", "variant=multimodal"], "variant: unknown PushT variant"),
     ("data", ["output={a_file}/data.hdf5"], "a_file is a file, not a folder"),
     ("data", ["input=no_such_minari"], "input=no_such_minari"),
     ("rollout", ["model=nowhere"], "model=nowhere"),

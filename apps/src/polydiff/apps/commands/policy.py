@@ -45,10 +45,11 @@ def _positive(cfg: DictConfig, *options: str, allow_null: bool = False) -> None:
 
 @verb("data")
 def data(cfg: DictConfig, run_dir: Path) -> None:
-    """Write a built-in PointMaze dataset, or a local Minari dataset, as a D4RL HDF5 file.
+    """Write a built-in PointMaze or PushT dataset, or a local Minari dataset, as a D4RL HDF5 file.
 
     Without input=: rollouts of the scripted PointMaze expert (maze umaze | medium | large,
-    variant expert | noisy | random | multimodal), or with maze=fork the obstacle-fork expert
+    variant expert | noisy | random | multimodal), with maze=pusht of the scripted PushT
+    pusher (variant expert | noisy | random), or with maze=fork the obstacle-fork expert
     passing on a random side (variant and noise unused), episode i reset with seed + i. With
     input=<Minari dataset folder>: that dataset converted. Writes output (default
     <run>/data.hdf5) and data.json (episodes, steps, success rate); `polydiff policy train
@@ -58,17 +59,21 @@ def data(cfg: DictConfig, run_dir: Path) -> None:
     from polydiff.motion.policy.data import read_d4rl, read_minari, write_d4rl
     from polydiff.motion.policy.experts import pointmaze_dataset
     from polydiff.motion.policy.fork import fork_dataset
+    from polydiff.motion.policy.pusht import pusht_dataset
 
     _positive(cfg, "episodes")
-    if cfg.noise < 0:
+    noise = {"pusht": 10.0}.get(cfg.maze, 0.5) if cfg.noise is None else cfg.noise
+    if noise < 0:
         raise ConfigError(f"noise must be >= 0, got {cfg.noise}")
     out = run_dir / "data.hdf5" if cfg.output is None else _path(cfg.output, "output", exists=False)
     if cfg.input is not None:
         dataset = read_minari(_path(cfg.input, "input"), env_id=cfg.env_id)
     elif cfg.maze == "fork":
         dataset = fork_dataset(cfg.episodes, cfg.seed)
+    elif cfg.maze == "pusht":
+        dataset = pusht_dataset(cfg.variant, cfg.episodes, cfg.seed, noise)
     else:
-        dataset = pointmaze_dataset(cfg.maze, cfg.variant, cfg.episodes, cfg.seed, cfg.noise)
+        dataset = pointmaze_dataset(cfg.maze, cfg.variant, cfg.episodes, cfg.seed, noise)
     write_d4rl(out, dataset)
     stats = read_d4rl(out).stats()  # read back: what was written is what train will see
     atomic_write_json(run_dir / "data.json", {"output": str(out), **stats})
@@ -161,7 +166,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
     """Success rate (95% interval), return, D4RL score and cost per action of a policy.
 
     Rolls model= (a saved policy folder; null: the shipped UMaze diffusion policy; expert:
-    the scripted PointMaze expert) out once per seed in env_id (default: the policy's own),
+    the scripted PointMaze or PushT expert) out once per seed in env_id (default: the policy's own),
     all episodes in lockstep (polydiff.motion.policy.evaluate), into metrics.json.
     """
     from polydiff.core.io import atomic_write_json

@@ -4,11 +4,14 @@ A policy sees the last ``n_obs_steps`` flat observations of every running enviro
 (B, To, obs) (at reset the first observation is repeated, as diffusion policy's multi-step
 wrapper does), and returns a chunk of actions (B, k, act); the k actions are executed one by one
 (receding horizon) before it is asked again. Metrics: success rate (with a 95% Wilson interval),
-mean return, episode length, network calls and milliseconds of policy time per executed action.
+mean return, mean over episodes of the largest step reward (PushT's score: its reward is
+clip(coverage / 0.95, 0, 1)), episode length, network calls and milliseconds of policy time per
+executed action.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from typing import Any, Protocol
@@ -45,18 +48,28 @@ class ChunkPolicy(Protocol):
 
 class ScriptedChunkPolicy:
     """A scripted policy on raw observations (``policy(raw_obs, rng) -> action``, reading
-    everything it needs from the observation) as a one-action :class:`ChunkPolicy`."""
+    everything it needs from the observation) as a one-action :class:`ChunkPolicy`. Each
+    environment gets its own copy of ``policy`` (reset at the start), so a script that
+    remembers something within an episode (the PushT expert's contact) keeps it per episode."""
 
     n_obs_steps = 1
     network_calls = 0
+    stateful = True
 
     def __init__(self, policy, observation_space, seed: int = 0):
         self.policy, self.space = policy, observation_space
         self.rng = np.random.default_rng(seed)
+        self.copies = [policy]
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
+    def reset(self, n_envs: int) -> None:
+        self.copies = [copy.deepcopy(self.policy) for _ in range(n_envs)]
+        for script in self.copies:
+            script.reset(None)
+
+    def act(self, obs: np.ndarray, rows=None) -> np.ndarray:
+        rows = range(len(obs)) if rows is None else rows
         raw = [gym.spaces.unflatten(self.space, o[-1].astype(np.float64)) for o in obs]
-        return np.stack([self.policy(o, self.rng) for o in raw])[:, None]
+        return np.stack([self.copies[r](o, self.rng) for r, o in zip(rows, raw)])[:, None]
 
 
 @dataclasses.dataclass
@@ -72,6 +85,8 @@ class RolloutResult:
     """Lockstep control steps (each executes one action in every running env)."""
     observations: list[np.ndarray] = dataclasses.field(default_factory=list)
     """Per episode, its flat observations (length + 1 rows, the reset observation first)."""
+    max_rewards: list[float] = dataclasses.field(default_factory=list)
+    """Per episode, its largest step reward."""
 
     @property
     def success_rate(self) -> float:
@@ -89,6 +104,7 @@ class RolloutResult:
             "success_rate": self.success_rate,
             "success_ci95": [low, high],
             "mean_return": self.mean_return,
+            "mean_max_reward": float(np.mean(self.max_rewards)) if self.max_rewards else None,
             "mean_length": float(np.mean(self.lengths)),
             "network_calls_per_action": self.network_calls / max(self.steps, 1),
             "ms_per_action": 1000 * self.policy_seconds / max(self.steps, 1),
@@ -150,6 +166,7 @@ def _run(policy, env_id, envs, seeds, max_steps) -> RolloutResult:
     done = np.zeros(n, bool)
     visited = [[history[i, -1].copy()] for i in range(n)]
     success, returns, lengths = np.zeros(n, bool), np.zeros(n), np.zeros(n, int)
+    best = np.full(n, -np.inf)
     queue: np.ndarray | None = None
     calls0, seconds, steps = policy.network_calls, 0.0, 0
     while not done.all() and (max_steps is None or steps < max_steps):
@@ -165,6 +182,7 @@ def _run(policy, env_id, envs, seeds, max_steps) -> RolloutResult:
         for i in running:
             raw[i], reward, terminated, truncated, info = envs[i].step(action[i])
             returns[i] += reward
+            best[i] = max(best[i], reward)
             lengths[i] += 1
             success[i] |= bool(info.get("success", info.get("is_success", False)))
             history[i] = np.concatenate([history[i, 1:], flat_obs(space, raw[i])[None]])
@@ -181,22 +199,27 @@ def _run(policy, env_id, envs, seeds, max_steps) -> RolloutResult:
         seconds,
         steps,
         [np.stack(v) for v in visited],
+        best.tolist(),
     )
 
 
 def policy_for(spec: str | None, env_id: str | None = None, option: str = "policy"):
     """(policy, env id) for a command line: ``spec`` a saved policy folder, ``None`` the
-    shipped UMaze diffusion policy, or ``"expert"`` the scripted PointMaze expert; ``env_id``
-    defaults to the policy's own (an expert needs one)."""
+    shipped UMaze diffusion policy, or ``"expert"`` the scripted PointMaze or PushT expert;
+    ``env_id`` defaults to the policy's own (an expert needs one)."""
     from polydiff.motion.policy.common import CHECKPOINTS, load_policy
     from polydiff.motion.policy.experts import PointMazeExpert
+    from polydiff.motion.policy.pusht import PUSHT_ID, PushTExpert
 
     if spec == "expert":
-        if env_id is None or not env_id.startswith("PointMaze"):
-            raise InputError(f"{option}=expert: the scripted expert needs a PointMaze env_id")
+        if env_id is None or not (env_id.startswith("PointMaze") or env_id == PUSHT_ID):
+            raise InputError(
+                f"{option}=expert: the scripted expert needs a PointMaze env_id or {PUSHT_ID}"
+            )
         env = make_env(env_id, "env_id")
         try:
-            return ScriptedChunkPolicy(PointMazeExpert(env), env.observation_space), env_id
+            expert = PushTExpert() if env_id == PUSHT_ID else PointMazeExpert(env)
+            return ScriptedChunkPolicy(expert, env.observation_space), env_id
         finally:
             env.close()
     policy = load_policy(CHECKPOINTS / "umaze-diffusion" if spec is None else spec)
