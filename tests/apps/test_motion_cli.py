@@ -134,7 +134,8 @@ def test_emdm_and_encoder_train_and_serve_generate_and_evaluate(runs, tmp_path):
     the FID features evaluate uses with encoder=."""
     corpus = f"data={runs['corpus']}"
     emdm = tmp_path / "emdm"
-    gan = ("method=emdm", "emdm.steps=2", "emdm.latent_dim=4", "emdm.disc_layers=1")
+    gan = ("method=emdm", "emdm.steps=2", "emdm.latent_dim=4", "emdm.disc_layers=1",
+           "emdm.disc_lr_scale=6.25")  # fmt: skip
     init = f"emdm.init={runs['train'] / 'model'}"  # the generator starts from the tiny MDM
     assert _run("train", corpus, *TINY_MODEL, *gan, init, "train.steps=3",
                 f"hydra.run.dir={emdm}") == 0  # fmt: skip
@@ -265,6 +266,7 @@ CASES = [  # (verb and options with {name} placeholders, the text the error line
     (("train", "data={short_corpus}", "window=40"), "window: 40 frames"),
     (("train", "method=ddpm"), "method=ddpm: unknown"),
     (("train", "method=emdm", "emdm.steps=0"), "emdm.steps"),
+    (("train", "method=emdm", "emdm.disc_lr_scale=0"), "emdm.disc_lr_scale"),
     (("train", "method=emdm", "emdm.init={root}/nowhere"), "emdm.init="),
     (("train", "method=emdm", "emdm.init=shipped", "emdm.mdm_time=false"), "emdm.mdm_time"),
     (("train", "method=encoder", "encoder.lr=0"), "encoder.lr"),

@@ -35,7 +35,7 @@ def test_the_readme_quick_start_learns_the_corpus(tmp_path: Path):
     """A BVH folder of the user's (here: the procedural generator's clips, 2 per action and
     style) -> data -> train 300 steps of a half-width MDM -> evaluate: the samples' FID to the
     corpus must be under half that of the untrained network's (measured: 2183 vs 7013;
-    the shipped model, 2000 steps at full width: 170 in docs/benchmarks/motion.md)."""
+    the shipped model, 2000 steps at full width: 208 in docs/benchmarks/motion.md)."""
     write_corpus(generate_corpus(2, seconds=4.0), tmp_path / "my_bvh_folder")
     assert dispatch(["motion", "data", f"input={tmp_path / 'my_bvh_folder'}",
                      f"hydra.run.dir={tmp_path / 'runs/motion/mine'}"]) == 0  # fmt: skip

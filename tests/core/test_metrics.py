@@ -10,6 +10,7 @@ from polydiff.core.errors import InputError
 from polydiff.core.metrics import (
     bootstrap_mean,
     fid,
+    fid_bootstrap,
     frechet_distance,
     sliced_wasserstein,
     wilson_interval,
@@ -85,6 +86,45 @@ def test_fid_of_samples_estimates_the_gaussians_distance():
         fid(torch.zeros(1, 3), torch.zeros(4, 3))
     with pytest.raises(InputError, match="reference: FID needs"):
         fid(torch.zeros(4, 3), torch.zeros(4))
+
+
+def test_fid_bootstrap_draws_cover_the_true_distance_and_pair_the_sets():
+    g = torch.Generator().manual_seed(2)
+    reference = torch.randn(3000, 2, generator=g, dtype=torch.float64)
+    near = torch.randn(3000, 2, generator=g, dtype=torch.float64) + 0.5
+    far = torch.randn(3000, 2, generator=g, dtype=torch.float64) + 1.0
+    draws = fid_bootstrap({"near": near, "far": far, "twin": near}, reference, resamples=200)
+    # N(0, I) vs N(0.5 or 1, I): the Frechet distance is the squared mean shift, 2 x 0.25 or 2
+    for name, truth in (("near", 0.5), ("far", 2.0)):
+        lo, hi = torch.quantile(draws[name], torch.tensor([0.005, 0.995], dtype=torch.float64))
+        assert draws[name].shape == (200,) and lo < truth < hi
+    # one row index vector for every set: identical sets give identical draws (difference 0)
+    assert torch.equal(draws["near"], draws["twin"])
+    assert (draws["far"] > draws["near"]).all()
+    assert fid_bootstrap({"a": near}, reference, resamples=5, seed=3)["a"].equal(
+        fid_bootstrap({"a": near}, reference, resamples=5, seed=3)["a"]
+    )
+    with pytest.raises(InputError, match="sets: paired FID needs equal numbers"):
+        fid_bootstrap({"a": near, "b": far[:10]}, reference)
+    with pytest.raises(InputError, match=r"strata: one label per row \(3000\)"):
+        fid_bootstrap({"a": near}, reference, strata=torch.zeros(5))
+
+
+def test_fid_bootstrap_within_strata_keeps_the_design_and_can_fix_the_reference():
+    # rows constant within each label: resampling within labels changes nothing, so with a
+    # fixed reference every draw is the full set's FID; across labels the draws vary
+    g = torch.Generator().manual_seed(4)
+    centres = torch.randn(3, 2, generator=g, dtype=torch.float64) * 5
+    labels = torch.arange(300) % 3
+    clusters = centres[labels]
+    reference = torch.randn(500, 2, generator=g, dtype=torch.float64)
+    fixed = {"resample_reference": False, "resamples": 20}
+    within = fid_bootstrap({"a": clusters}, reference, strata=labels, **fixed)["a"]
+    assert torch.allclose(
+        within, torch.full((20,), fid(clusters, reference), dtype=torch.float64), rtol=1e-9
+    )
+    across = fid_bootstrap({"a": clusters}, reference, **fixed)["a"]
+    assert across.std() > 0.01 * across.mean()
 
 
 def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():

@@ -194,6 +194,23 @@ def test_optimizer_and_linear_warmup(name, cls):
     }
 
 
+def test_lr_scales_give_prefixed_parameters_their_own_learning_rate():
+    net = tiny_net()
+    module = DiffusionModule(net, denoising_loss, optimizer="adam", lr=0.01, lr_scales={"1.": 5})
+    conf = module.configure_optimizers()
+    opt = conf["optimizer"]
+    before = [p.detach().clone() for p in net.parameters()]
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    # Adam's first step moves every weight by lr (the gradient's sign): 0.01, and 0.05 in "1."
+    moved = [float((p - b).abs().max()) for p, b in zip(net.parameters(), before, strict=True)]
+    scales = [5 if name.startswith("1.") else 1 for name, _ in net.named_parameters()]
+    assert moved == pytest.approx([0.01 * s for s in scales], rel=1e-4)
+    with pytest.raises(InputError, match=r"lr_scales\['1.'\]"):
+        DiffusionModule(net, denoising_loss, lr_scales={"1.": 0.0})
+
+
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 def test_validation_uses_ema_weights_with_fixed_noise_and_leaves_rng_alone():
     module = DiffusionModule(tiny_net(), denoising_loss, ema_decay=0.9, val_seed=11)

@@ -102,6 +102,27 @@ def test_each_loss_reaches_only_its_own_network(dataset):
     assert all(g is None or g.abs().max() == 0 for g in from_discriminator)
 
 
+def test_the_discriminator_gets_its_own_learning_rate_through_train_mdm(
+    dataset, tmp_path, monkeypatch
+):
+    import polydiff.core.train as core_train
+
+    method, made = tiny(dataset), []
+
+    def record(module, *args, **kwargs):  # stop before training: the optimiser is what counts
+        made.append(module.configure_optimizers()["optimizer"])
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(core_train, "fit", record)
+    scales = {"discriminator.": 6.25}  # EMDM's lr_d / lr_g (1.25e-4 / 2e-5)
+    with pytest.raises(RuntimeError, match="stop"):
+        mdm_module.train_mdm(method, dataset, tmp_path, max_steps=1, lr=2e-5, lr_scales=scales)
+    groups = sorted(made[0].param_groups, key=lambda group: group["lr"])
+    assert [group["lr"] for group in groups] == pytest.approx([2e-5, 1.25e-4])
+    for group, net in zip(groups, (method.net.generator, method.net.discriminator), strict=True):
+        assert {id(p) for p in group["params"]} == {id(p) for p in net.parameters()}
+
+
 def test_few_step_sampling_guidance_and_save_load(dataset, tmp_path):
     method = tiny(dataset, steps=3)
     torch.nn.init.normal_(method.net.generator.action.weight)  # labels must matter
@@ -128,9 +149,10 @@ def test_few_step_sampling_guidance_and_save_load(dataset, tmp_path):
         method.sample(["walk"], steps=50)
 
 
-def test_shipped_checkpoint_samples_in_four_steps(dataset):
+def test_shipped_checkpoint_samples_in_its_eight_steps(dataset):
     method = load_emdm()
-    assert method.config.steps == 4 and method.config.d_model == 128
+    assert method.config.steps == 8 and method.config.d_model == 128
+    assert method.net.discriminator is None  # a generator-only export
     features = method.sample(["walk", "idle"], generator=torch.Generator().manual_seed(0))
     assert features.shape == (2, 40, 263) and torch.isfinite(features).all()
     with pytest.raises(InputError, match="not an EMDM model"):

@@ -4,6 +4,7 @@ and rates (sample quality of demos, benchmarks and tests)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -78,6 +79,43 @@ def fid(features: Tensor, reference: Tensor) -> float:
     )
 
 
+def fid_bootstrap(
+    sets: Mapping[str, Tensor],
+    reference: Tensor,
+    *,
+    strata: Tensor | None = None,
+    resample_reference: bool = True,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Tensor]:
+    """FIDs ``[resamples]`` of each set of features against ``reference`` over bootstrap draws
+    (Efron & Tibshirani 1993). Each draw resamples the sets' rows with ONE index vector shared
+    by every set (equal counts; row i of each set is the same sample slot, e.g. the same action
+    and noise seed), so two sets' differences are paired; ``strata`` (a label per row) resamples
+    within each label, keeping a design's counts (e.g. clips per action); the reference's rows
+    are resampled too unless ``resample_reference`` is False (a fixed, designed reference)."""
+    sizes = {len(features) for features in sets.values()}
+    if len(sizes) != 1:
+        raise InputError(f"sets: paired FID needs equal numbers of feature vectors, got {sizes}")
+    n, m = sizes.pop(), len(reference)
+    labels = torch.zeros(n, dtype=torch.long) if strata is None else torch.as_tensor(strata)
+    if labels.shape != (n,):
+        raise InputError(f"strata: one label per row ({n}), got shape {tuple(labels.shape)}")
+    groups = [(labels == v).nonzero().flatten() for v in labels.unique()]
+    generator = torch.Generator().manual_seed(seed)
+    ref = _gaussian_fit(reference, "reference")
+    draws: dict[str, list[float]] = {name: [] for name in sets}
+    for _ in range(resamples):
+        rows = torch.empty(n, dtype=torch.long)
+        for group in groups:
+            rows[group] = group[torch.randint(len(group), (len(group),), generator=generator)]
+        if resample_reference:
+            ref = _gaussian_fit(reference[torch.randint(m, (m,), generator=generator)], "ref")
+        for name, features in sets.items():
+            draws[name].append(frechet_distance(*_gaussian_fit(features[rows], name), *ref))
+    return {name: torch.tensor(values, dtype=torch.float64) for name, values in draws.items()}
+
+
 def bootstrap_mean(
     values: Tensor, *, level: float = 0.95, resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float, float]:
@@ -106,4 +144,11 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-__all__ = ["bootstrap_mean", "fid", "frechet_distance", "sliced_wasserstein", "wilson_interval"]
+__all__ = [
+    "bootstrap_mean",
+    "fid",
+    "fid_bootstrap",
+    "frechet_distance",
+    "sliced_wasserstein",
+    "wilson_interval",
+]

@@ -205,10 +205,11 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         raise ConfigError(f"train.ema={t.ema}: must lie in [0, 1)")
     gan = cfg.method == "emdm"
     if gan:
-        _positive(cfg, "emdm.steps", "emdm.latent_dim", "emdm.disc_layers")
+        _positive(cfg, "emdm.steps", "emdm.latent_dim", "emdm.disc_layers", "emdm.disc_lr_scale")
     config_class, method_class, section = methods[cfg.method]
     extra = dict(cfg[section]) if section else {}
     init = extra.pop("init", None)
+    disc_lr_scale = extra.pop("disc_lr_scale", 1.0)
     try:
         config = config_class(**{"frames": cfg.window, **cfg.model, **extra})
     except (TypeError, ValueError) as err:
@@ -223,6 +224,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     recipe |= {"warmup_steps": t.warmup, "checkpoint_every": t.checkpoint_every}
     if gan:
         recipe["betas"] = (0.5, 0.9)  # DDGAN's Adam betas
+        recipe["lr_scales"] = {"discriminator.": disc_lr_scale}
     folder = train_mdm(
         method, dataset, run_dir, max_steps=t.steps, seed=cfg.seed, **recipe, **trainer
     )

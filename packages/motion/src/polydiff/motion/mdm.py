@@ -255,13 +255,15 @@ def train_mdm(
     ema_decay: float = 0.999,
     ema_warmup: bool = True,
     warmup_steps: int = 0,
+    lr_scales: dict[str, float] | None = None,
     seed: int = 0,
     **fit_kwargs: Any,
 ) -> Path:
     """Train (or resume) ``method`` on ``dataset`` with the core's `DiffusionModule` (AdamW,
     gradient clipping, EMA) and `fit` in ``run_dir``; the dataset's normaliser goes into the
     network and the EMA weights are exported to ``run_dir/model`` (returned), with
-    ``training.json`` (steps, the last logged training loss)."""
+    ``training.json`` (steps, the last logged training loss). ``lr_scales``: learning-rate
+    multipliers by parameter-name prefix (EMDM's discriminator: ``{"discriminator.": 6.25}``)."""
     from polydiff.core.io import atomic_write_json
     from polydiff.core.train import DiffusionModule, ResumableLoader, fit
 
@@ -274,6 +276,7 @@ def train_mdm(
         ema_decay=ema_decay,
         ema_warmup=ema_warmup,  # short CPU runs: the EMA must not keep the initial weights
         warmup_steps=warmup_steps,
+        lr_scales=lr_scales,
     )
     loader = ResumableLoader(dataset, batch_size=min(batch_size, len(dataset)), seed=seed)
     fit_kwargs.setdefault("progress_bar", False)

@@ -69,6 +69,8 @@ class DiffusionModule(L.LightningModule):
         grad_clip_norm: clip the global gradient 2-norm to this value; None disables clipping.
         val_seed: validation draws its noise from a generator forked and seeded with this, so
             the validation loss is comparable across evaluations and does not perturb training.
+        lr_scales: learning-rate multipliers by parameter-name prefix (e.g. a GAN's
+            ``{"discriminator.": 6.0}``); parameters matching no prefix keep ``lr``.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class DiffusionModule(L.LightningModule):
         ema_warmup: bool = False,
         grad_clip_norm: float | None = 1.0,
         val_seed: int = 0,
+        lr_scales: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         if optimizer not in ("adamw", "adam"):
@@ -109,6 +112,9 @@ class DiffusionModule(L.LightningModule):
         self.ema_warmup = ema_warmup
         self.grad_clip_norm = grad_clip_norm
         self.val_seed = val_seed
+        self.lr_scales = dict(lr_scales or {})
+        for prefix, scale in self.lr_scales.items():
+            check_number(f"lr_scales[{prefix!r}]", scale, positive=True)
         self._ema_updates = 0
         self._rng_to_restore: dict[str, Any] | None = None
 
@@ -124,8 +130,15 @@ class DiffusionModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt_cls = torch.optim.AdamW if self.optimizer_name == "adamw" else torch.optim.Adam
+        groups: dict[float, list[nn.Parameter]] = {}
+        for name, param in self.net.named_parameters():
+            scale = next((v for k, v in self.lr_scales.items() if name.startswith(k)), 1.0)
+            groups.setdefault(scale, []).append(param)
         opt = opt_cls(
-            self.net.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay
+            [{"params": params, "lr": self.lr * scale} for scale, params in groups.items()],
+            lr=self.lr,
+            betas=self.betas,
+            weight_decay=self.weight_decay,
         )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _linear_warmup(self.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
