@@ -276,7 +276,9 @@ DIAGNOSES = {
     "a loose StructureMatcher make the true lattice with any coordinates a likely match, and "
     "38 epochs of training give lattices and frameworks that rarely match (the published "
     "DiffCSP, trained thousands of epochs, also scores far below this baseline). CrysBFN at 10 "
-    "calls is level with DiffCSP at 2000 (200x fewer), about 170x faster per structure.",
+    "calls is level with DiffCSP at 2000 (200x fewer), over 200x faster per structure. The "
+    "cell volume column shows what the short runs miss: CrysBFN's cells hold 1.0 Å^3 per atom "
+    "against 6.3 in the true ones (83 % volume error), DiffCSP's 4.4 (58 %).",
 }
 
 # the training data of the shipped models
