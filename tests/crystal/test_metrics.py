@@ -14,6 +14,7 @@ from polydiff.core.metrics import wilson_interval
 from polydiff.crystal.data import Crystals, read_crystals, synthetic
 from polydiff.crystal.metrics import (
     CSPScore,
+    cell_volume_error,
     csp_match,
     random_coordinates,
     structural_validity,
@@ -63,6 +64,23 @@ def test_distortion_raises_the_rms_and_other_crystals_do_not_match():
     )
     other = csp_match(squashed, target)
     assert other.match_rate == 0.0 and math.isnan(other.rmse) and other.rms == (None,)
+
+
+def test_cell_volume_error_of_scaled_cells(crystals):
+    # cells scaled by 2 along one axis (any sign: a mirrored cell has the same volume) hold
+    # twice the volume: relative error 1; the true cells: 0
+    flip = torch.tensor([-2.0, 1.0, 1.0])[:, None]
+    bigger = Crystals(
+        crystals.frac, crystals.lattice * flip, crystals.numbers, crystals.num_atoms, crystals.names
+    )
+    error = cell_volume_error(bigger, crystals)
+    volumes = [s.volume / len(s) for s in crystals.structures()]
+    assert error["relative_error"] == pytest.approx(1.0)
+    assert error["true_per_atom"] == pytest.approx(sum(volumes) / len(volumes), rel=1e-6)
+    assert error["predicted_per_atom"] == pytest.approx(2 * error["true_per_atom"])
+    assert cell_volume_error(crystals, crystals)["relative_error"] == pytest.approx(0, abs=1e-9)
+    with pytest.raises(ValueError, match="3 predictions for 4 targets"):
+        cell_volume_error(crystals[:3], crystals)
 
 
 def test_random_coordinates_keep_lattice_and_types(crystals):

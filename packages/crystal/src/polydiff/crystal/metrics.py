@@ -31,6 +31,7 @@ from polydiff.crystal.data import MIN_DISTANCE, MIN_VOLUME, Crystals, min_distan
 __all__ = [
     "COV_CUTOFFS",
     "CSPScore",
+    "cell_volume_error",
     "composition_scale",
     "compositional_validity",
     "coverage",
@@ -98,6 +99,22 @@ def csp_match(
     matched = [r for r in rms if r is not None]
     rmse = float(np.mean(matched)) if matched else float("nan")
     return CSPScore(len(matched) / len(rms), rmse, tuple(rms))
+
+
+def cell_volume_error(predicted: Crystals, target: Crystals) -> dict[str, float]:
+    """How far predicted cells are from the true ones in size, one prediction per target: the
+    mean relative error |V_pred - V_true| / V_true and the mean volume per atom (Å^3) of each
+    (a lattice error the match rate hides when no structure matches)."""
+    if len(predicted) != len(target):
+        raise ValueError(f"{len(predicted)} predictions for {len(target)} targets")
+    pred = torch.linalg.det(predicted.lattice.double()).abs()
+    true = torch.linalg.det(target.lattice.double()).abs()
+    n = target.num_atoms.double()
+    return {
+        "relative_error": float(((pred - true).abs() / true).mean()),
+        "predicted_per_atom": float((pred / n).mean()),
+        "true_per_atom": float((true / n).mean()),
+    }
 
 
 def random_coordinates(target: Crystals, generator: torch.Generator | None = None) -> Crystals:
