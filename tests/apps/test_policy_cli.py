@@ -239,6 +239,7 @@ BAD = [
     ("train", ["data={dataset}", "horizon=4"], "horizon: 4 is shorter"),
     ("train", ["data={dataset}", "+bc.width=3", "method=bc"], "bc.width"),
     ("data", ["episodes=0"], "episodes must be a positive integer"),
+    ("data", ["variant=noisy", "noise=-1"], "noise must be >= 0, got -1"),
     ("data", ["maze=spiral"], "maze: unknown maze 'spiral'"),
     ("data", ["variant=perfect"], "variant: unknown variant"),
     ("data", ["maze=pusht", "variant=multimodal"], "variant: unknown PushT variant"),

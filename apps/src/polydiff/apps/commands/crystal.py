@@ -56,8 +56,15 @@ def _recipe(cfg: DictConfig) -> TrainRecipe:
 
     t = cfg.train
     try:
-        recipe = (t.steps, t.batch_size, t.lr, t.ema, t.checkpoint_every, cfg.seed, t.ema_warmup)
-        return TrainRecipe(*recipe)
+        return TrainRecipe(
+            steps=t.steps,
+            batch_size=t.batch_size,
+            lr=t.lr,
+            ema=t.ema,
+            checkpoint_every=t.checkpoint_every,
+            seed=cfg.seed,
+            ema_warmup=t.ema_warmup,
+        )
     except InputError as err:
         raise ConfigError(f"train.{err}") from None
 

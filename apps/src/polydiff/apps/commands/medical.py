@@ -101,14 +101,18 @@ def _reconstruct(cfg: DictConfig, name: str, prior: SlicePrior | None, meas: Mea
     import torch
 
     from polydiff.medical.reconstruction import reconstruct
+    from polydiff.medical.solvers import validated_params
 
     options = OmegaConf.to_container(cfg[name], resolve=True) if name in cfg else {}
-    if "start" in options:  # a warm start (named, or the validated tv_admm) takes its options
-        first = options["start"] if options["start"] not in (None, "noise") else "tv_admm"
-        options["start_options"] = OmegaConf.to_container(cfg[first]) if first in cfg else {}
+    anatomy = _is_real(meas.geometry["source"])
+    if "start" in options:  # a warm start, given or validated, runs with its own section
+        first = options["start"]
+        if first is None:
+            first = validated_params(name, meas.op, anatomy=anatomy).get("start")
+        if isinstance(first, str) and first in cfg:
+            options["start_options"] = OmegaConf.to_container(cfg[first])
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    anatomy = _is_real(meas.geometry["source"])
     with _config_errors(f"method={name}: "):
         return reconstruct(
             name, prior, meas.op, meas.y, generator=generator, anatomy=anatomy, **options

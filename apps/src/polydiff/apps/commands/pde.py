@@ -265,13 +265,8 @@ def control(cfg: DictConfig, run_dir: Path) -> None:
     results, panels = {}, {"data forcing": truth.f[0] if truth.f is not None else None}
     trajectories = {"data": truth.u[0]}
     for name in methods:
-        options = cfg[name]
-        steps, lr = options.steps, options.get("lr", 0.1)
-        guidance, guide_by = options.get("guidance", 0.0), options.get("guide_by", "model")
-        eta, refine = options.get("eta", 1.0), options.get("refine_steps", 0)
-        out = run_control(name, u0, target, problem, nt, model=model, guidance=guidance,
-                          guide_by=guide_by, steps=steps, eta=eta, lr=lr, refine_steps=refine,
-                          seed=cfg.seed)  # fmt: skip
+        options = OmegaConf.to_container(cfg[name], resolve=True)  # the library's keywords
+        out = run_control(name, u0, target, problem, nt, model=model, seed=cfg.seed, **options)
         attrs = {"dt": float(truth.t[1] - truth.t[0]), "dx": float(truth.x[1] - truth.x[0])}
         attrs |= {"nu": problem.nu, "energy_weight": problem.energy_weight, "method": name}
         result = PDEData(u=out["u"], x=truth.x, t=truth.t, f=out["f"], attrs=attrs)
@@ -279,8 +274,8 @@ def control(cfg: DictConfig, run_dir: Path) -> None:
         results[name] = {"J": float(np.mean(out["J"])), "J_per_sample": out["J"].tolist(),
                          "seconds": out["seconds"]}  # fmt: skip
         if name == "wdno":
-            results[name] |= {"guidance": guidance, "guide_by": guide_by, "eta": eta}
-            results[name] |= {"refine_steps": refine} if refine else {}
+            results[name] |= {k: options[k] for k in ("guidance", "guide_by", "eta")}
+            results[name] |= {"refine_steps": r} if (r := options["refine_steps"]) else {}
         panels[f"{name} forcing"], trajectories[name] = out["f"][0], out["u"][0]
         log.info("%s: J = %.4g (true solver, mean of %d), %.1f s", name, results[name]["J"],
                  len(u0), out["seconds"])  # fmt: skip

@@ -62,18 +62,18 @@ def data(cfg: DictConfig, run_dir: Path) -> None:
     from polydiff.motion.policy.pusht import pusht_dataset
 
     _positive(cfg, "episodes")
-    noise = {"pusht": 10.0}.get(cfg.maze, 0.5) if cfg.noise is None else cfg.noise
-    if noise < 0:
+    if cfg.noise is not None and cfg.noise < 0:
         raise ConfigError(f"noise must be >= 0, got {cfg.noise}")
+    noise = {} if cfg.noise is None else {"noise": cfg.noise}  # null: each task's own default
     out = run_dir / "data.hdf5" if cfg.output is None else _path(cfg.output, "output", exists=False)
     if cfg.input is not None:
         dataset = read_minari(_path(cfg.input, "input"), env_id=cfg.env_id)
     elif cfg.maze == "fork":
         dataset = fork_dataset(cfg.episodes, cfg.seed)
     elif cfg.maze == "pusht":
-        dataset = pusht_dataset(cfg.variant, cfg.episodes, cfg.seed, noise)
+        dataset = pusht_dataset(cfg.variant, cfg.episodes, cfg.seed, **noise)
     else:
-        dataset = pointmaze_dataset(cfg.maze, cfg.variant, cfg.episodes, cfg.seed, noise)
+        dataset = pointmaze_dataset(cfg.maze, cfg.variant, cfg.episodes, cfg.seed, **noise)
     write_d4rl(out, dataset)
     stats = read_d4rl(out).stats()  # read back: what was written is what train will see
     atomic_write_json(run_dir / "data.json", {"output": str(out), **stats})
